@@ -1,0 +1,34 @@
+"""Model layer: what a neuron is, what the network outputs, the force on each neuron.
+
+``make_model(kind, **params)`` builds a model from configuration values.
+"""
+from __future__ import annotations
+
+import difflib
+
+from .readout import Gradient, ReadoutModel
+from .three_layer_nc import NCThreeLayer
+from .two_layer import TwoLayer
+
+MODEL_KINDS = {"two_layer": TwoLayer, "nc": NCThreeLayer}
+
+
+def make_model(kind="two_layer", *, d, q=1, activation="tanh", bias=False, output="trainable",
+               p=4, Gamma=1.0, lam=0.0, lam_W=0.0, init_scale_a=1.0, init_scale_u=1.0):
+    """Build a model by name.
+
+    ``kind="two_layer"`` uses ``d, q, activation, bias, output, lam, init_scale_*``;
+    ``kind="nc"`` uses ``d, q, p, activation, bias, Gamma, lam, lam_W, init_scale_*``.
+    """
+    if kind not in MODEL_KINDS:
+        hint = difflib.get_close_matches(str(kind), MODEL_KINDS, n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ValueError(f"unknown model kind {kind!r}; allowed: {', '.join(MODEL_KINDS)}{extra}")
+    common = dict(d=d, q=q, activation=activation, bias=bias, lam=lam,
+                  init_scale_a=init_scale_a, init_scale_u=init_scale_u)
+    if kind == "two_layer":
+        return TwoLayer(output=output, **common)
+    return NCThreeLayer(p=p, Gamma=Gamma, lam_W=lam_W, **common)
+
+
+__all__ = ["Gradient", "ReadoutModel", "TwoLayer", "NCThreeLayer", "make_model", "MODEL_KINDS"]
