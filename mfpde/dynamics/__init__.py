@@ -1,4 +1,5 @@
 """Drivers that move particles: integrators of the mean-field dynamics and finite-width training."""
-from .langevin import LangevinSolver, make_rng
+from .base import ParticleDriver, make_rng
+from .langevin import LangevinSolver
 
-__all__ = ["LangevinSolver", "make_rng"]
+__all__ = ["ParticleDriver", "LangevinSolver", "make_rng"]

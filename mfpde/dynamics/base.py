@@ -1,0 +1,192 @@
+r"""Shared machinery of the particle drivers: data, mini-batches, randomness, state.
+
+Every driver (overdamped Langevin, kinetic / heavy ball, finite-width training) moves particles
+``theta`` (N, D) — and for the NC model a matrix ``W`` (p, q) — under the force of one model
+(:mod:`mfpde.models`). :class:`ParticleDriver` holds what they share:
+
+- the training data (finite set, epochs of mini-batches) or an online sampler (fresh samples);
+- one ``numpy.random.Generator`` (PCG64 from a ``SeedSequence``) that draws, at every step and in
+  this order, the mini-batch and then the Gaussian noise, outside the compiled kernels, so results
+  are bitwise independent of the thread count;
+- the complete state for checkpoints (``state_dict`` / ``load_state_dict``), extended by drivers
+  through :meth:`ParticleDriver._extra_state`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from typing import Callable
+
+import numpy as np
+
+
+def make_rng(seed) -> np.random.Generator:
+    """The run's generator: PCG64 seeded through a ``SeedSequence`` (int, sequence or SeedSequence)."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return np.random.Generator(np.random.PCG64(ss))
+
+
+def _as_schedule(xi) -> Callable[[float], float]:
+    if xi is None:
+        return lambda t: 1.0
+    if callable(xi):
+        return xi
+    val = float(xi)
+    if not (math.isfinite(val) and val > 0):
+        raise ValueError(f"xi must be a positive number or a callable t -> xi(t) > 0, got {xi!r}")
+    return lambda t: val
+
+
+class ParticleDriver:
+    """Base of the particle drivers (see module docstring). Subclasses implement :meth:`step`.
+
+    Parameters
+    ----------
+    model : ReadoutModel
+        The model layer (:mod:`mfpde.models`).
+    data : Dataset or None
+        Finite training set with ``X`` (n, d) and ``Y`` (n, q). None when ``sampler`` is given.
+    N : int
+        Number of particles (10 .. 10^6 and beyond; memory ``O(N*D + block*N)``).
+    dt : float
+        Per-neuron step :math:`\\varepsilon` (mean-field time ``t = k*dt``).
+    beta : float
+        Inverse temperature; ``np.inf`` (default) is the noiseless flow.
+    batch : int or None
+        Mini-batch size ``B``; None or 0 means full batch. Required with ``sampler``.
+    sampler : OnlineSampler or None
+        Source of fresh samples ``sampler.sample(B, rng) -> (X, Y)`` (online SGD).
+    xi : float or callable or None
+        Time-rescaling schedule :math:`\\xi(t) > 0` (default 1).
+    xi_W : float
+        Ratio :math:`\\xi_W/\\xi` for the ``W`` flow (default 1).
+    train_W : bool
+        NC model: move ``W`` (True) or keep it frozen at ``W0``.
+    seed : int or SeedSequence
+    theta0 : ndarray (N, D), optional
+        Initial particles (default: ``model.init_particles(N, rng)``).
+    W0 : ndarray (p, q), optional
+        Initial ``W`` (default: ``model.init_W(rng)``).
+    """
+
+    def __init__(self, model, data=None, *, N, dt, beta=np.inf, batch=None, sampler=None,
+                 xi=None, xi_W=1.0, train_W=True, seed=0, theta0=None, W0=None):
+        self.model = model
+        if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 1:
+            raise ValueError(f"N must be an integer >= 1, got {N!r}")
+        if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
+        beta = float(beta)
+        if not beta > 0 or math.isnan(beta):
+            raise ValueError(f"beta must be > 0 (or inf for the noiseless flow), got {beta!r}")
+        self.N, self.dt, self.beta = int(N), float(dt), beta
+        self.xi = _as_schedule(xi)
+        if not (math.isfinite(xi_W) and xi_W >= 0):
+            raise ValueError(f"xi_W must be a finite number >= 0, got {xi_W!r}")
+        self.xi_W = float(xi_W)
+        self.train_W = bool(train_W) and model.has_W
+        self.sampler = sampler
+        if sampler is None:
+            if data is None:
+                raise ValueError("give either a data set (data=...) or an online sampler")
+            self.X = np.ascontiguousarray(data.X, dtype=np.float64)
+            model.prepare_X(self.X)                       # validates the shape against the model
+            self.Y = model.prepare_Y(data.Y, self.X.shape[0])
+            n = self.X.shape[0]
+        else:
+            self.X = self.Y = None
+            n = None
+        if batch in (None, 0):
+            if sampler is not None:
+                raise ValueError("an online sampler needs batch >= 1 (fresh samples per step)")
+            self.batch = None
+        else:
+            if not isinstance(batch, (int, np.integer)) or batch < 1:
+                raise ValueError(f"batch must be an integer >= 1 (or 0 for full batch), got {batch!r}")
+            if n is not None and batch > n:
+                raise ValueError(f"batch = {batch} exceeds the number of samples n = {n}")
+            self.batch = None if (n is not None and batch == n) else int(batch)
+        self.rng = make_rng(seed)
+        self.theta = (model.init_particles(self.N, self.rng) if theta0 is None
+                      else np.array(model.check_theta(theta0), dtype=np.float64, order="C"))
+        if self.theta.shape[0] != self.N:
+            raise ValueError(f"theta0 has {self.theta.shape[0]} rows, expected N = {self.N}")
+        if model.has_W:
+            W = model.init_W(self.rng) if W0 is None else W0
+            self.W = np.array(model.check_W(W), dtype=np.float64, order="C")
+        else:
+            if W0 is not None:
+                raise ValueError("W0 given but the model has no W")
+            self.W = None
+        self.k = 0
+        self._perm = np.zeros(0, dtype=np.int64)
+        self._cursor = 0
+        self._noise = np.empty((self.N, model.D)) if math.isfinite(beta) else np.empty((0, 0))
+        #: risk on the data of the last step (batch risk for SGD), before the update
+        self.last_risk = float("nan")
+
+    # ------------------------------------------------------------------ time
+    @property
+    def t(self) -> float:
+        """Mean-field time ``t = k * dt``."""
+        return self.k * self.dt
+
+    # ------------------------------------------------------------------ data
+    def next_batch(self):
+        """The data of the next step: full set, next epoch slice, or fresh samples ``(X, Y)``."""
+        if self.sampler is not None:
+            return self.sampler.sample(self.batch, self.rng)
+        if self.batch is None:
+            return self.X, self.Y
+        n = self.X.shape[0]
+        if self._cursor + self.batch > self._perm.size:
+            self._perm = self.rng.permutation(n)
+            self._cursor = 0
+        idx = self._perm[self._cursor:self._cursor + self.batch]
+        self._cursor += self.batch
+        return self.X[idx], self.Y[idx]
+
+    def draw_noise(self) -> np.ndarray:
+        """Standard Gaussian ``g^k`` of shape (N, D) drawn from the run's generator."""
+        return self.rng.standard_normal(out=self._noise)
+
+    # ------------------------------------------------------------------ state
+    def step(self, n: int = 1) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _extra_state(self) -> dict:
+        """Arrays a subclass adds to the checkpoint (e.g. velocities); restored by
+        :meth:`_load_extra_state`."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """Complete state (copies): ``theta``, ``W``, ``k``, ``rng`` (JSON text), ``perm``,
+        ``cursor`` and the subclass's extra arrays."""
+        out = {
+            "theta": self.theta.copy(),
+            "W": None if self.W is None else self.W.copy(),
+            "k": int(self.k),
+            "rng": json.dumps(self.rng.bit_generator.state),
+            "perm": self._perm.copy(),
+            "cursor": int(self._cursor),
+        }
+        out.update(self._extra_state())
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a state written by :meth:`state_dict` (bitwise resume)."""
+        theta = np.asarray(state["theta"], dtype=np.float64)
+        if theta.shape != self.theta.shape:
+            raise ValueError(f"checkpoint theta has shape {theta.shape}, solver has {self.theta.shape}")
+        self.theta[...] = theta
+        if self.W is not None:
+            self.W[...] = np.asarray(state["W"], dtype=np.float64)
+        self.k = int(state["k"])
+        rng_state = state["rng"]
+        self.rng.bit_generator.state = json.loads(rng_state) if isinstance(rng_state, (str, bytes)) else rng_state
+        self._perm = np.asarray(state.get("perm", np.zeros(0)), dtype=np.int64).copy()
+        self._cursor = int(state.get("cursor", 0))
+        self._load_extra_state(state)
