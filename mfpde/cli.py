@@ -1,0 +1,253 @@
+"""The ``mfpde`` command: ``run | info | plot | validate | bench``.
+
+Exit codes: 0 success; 1 numerical failure (``run``) or a failed validation check
+(``validate``); 2 bad input (one line ``mfpde: error: ...``, nothing written); 130 / 143 a run
+stopped by SIGINT / SIGTERM after writing a checkpoint. See docs/cli.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+PROG = "mfpde"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401
+        sub = self.prog.split()[1:] if self.prog else []
+        hint = f" (see '{PROG} {' '.join(sub)} --help')" if sub else f" (see '{PROG} --help')"
+        _fail(f"{message}{hint}", 2)
+
+
+def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]
+    text = " ".join(str(message).split())
+    print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from mfpde import __version__
+
+    p = _Parser(prog=PROG, description="Mean-field theory of neural networks: run particle "
+                "solvers from TOML configs, inspect and plot HDF5 run files, validate.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a configuration and write an HDF5 run file",
+                       description="Run CONFIG (TOML) and write the run file. Exit 0 success, "
+                       "1 numerical failure (NaN/inf), 2 bad input, 130/143 SIGINT/SIGTERM.")
+    r.add_argument("config", metavar="CONFIG", help="TOML configuration file")
+    r.add_argument("-o", "--output", metavar="OUT.h5",
+                   help="output file (default: output.path of the config, else run.h5)")
+    r.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
+                   default=[], help="override a config field (value read as TOML); repeatable")
+    r.add_argument("--resume", action="store_true",
+                   help="continue OUT.h5 from its last checkpoint (starts anew if it is missing)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+
+    i = sub.add_parser("info", help="summary of a run file",
+                       description="Print config, status, sizes and the last value of every "
+                       "series of a run file.")
+    i.add_argument("path", metavar="OUT.h5")
+
+    pl = sub.add_parser("plot", help="standard figures of a run file",
+                        description="Loss, free energy, NC1 against time (log axes) and "
+                        "particle marginals at the snapshot times.")
+    pl.add_argument("path", metavar="OUT.h5")
+    pl.add_argument("-o", "--output", metavar="FIG.png", help="figure file (default OUT.png)")
+
+    v = sub.add_parser("validate", help="run the registered validation cases",
+                       description="Run validation cases; writes DIR/report.md, DIR/results.h5 "
+                       "and DIR/*.png. Exit 1 if any check fails.")
+    lv = v.add_mutually_exclusive_group()
+    lv.add_argument("--quick", dest="level", action="store_const", const="quick",
+                    help="small experiments, minutes on 2 cores (default)")
+    lv.add_argument("--full", dest="level", action="store_const", const="full",
+                    help="the full-size experiments")
+    v.add_argument("--only", metavar="NAME", help="run only this case (name, prefix or glob)")
+    v.add_argument("-o", "--output", metavar="DIR", default="validation-report",
+                   help="report directory (default: validation-report)")
+    v.add_argument("--seed", type=int, default=0, help="base seed of the cases (default 0)")
+    v.add_argument("--list", action="store_true", help="list the registered cases and exit")
+
+    b = sub.add_parser("bench", help="performance benchmarks (source checkout)",
+                       description="Dispatch to the benchmarks package.", add_help=False)
+    b.add_argument("args", nargs=argparse.REMAINDER)
+    return p
+
+
+# --------------------------------------------------------------------------------------------
+# commands
+# --------------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from .config import ConfigError
+    from .runner import NumericalError, RunInterrupted, run
+    from .store import StoreError
+
+    t0 = time.monotonic()
+    try:
+        path = run(args.config, args.output, resume=args.resume, quiet=args.quiet,
+                   overrides=args.overrides)
+    except (ConfigError, StoreError) as exc:
+        _fail(str(exc), 2)
+    except NumericalError as exc:
+        _fail(f"numerical failure: {exc}", 1)
+    except RunInterrupted as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    if not args.quiet:
+        from .store import load
+        r = load(path)
+        steps = int(r.series["step"][-1]) if len(r.series.get("step", [])) else 0
+        print(f"{PROG}: wrote {path} (status {r.status}, {steps} steps, "
+              f"{time.monotonic() - t0:.1f} s)", flush=True)
+    return 0
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n}"
+
+
+def _open_run(path: str):
+    from .store import StoreError, load
+
+    try:
+        return load(path)
+    except FileNotFoundError:
+        _fail(f"{path}: no such file", 2)
+    except StoreError as exc:
+        _fail(str(exc), 2)
+    except OSError as exc:
+        _fail(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})", 2)
+
+
+def cmd_info(args) -> int:
+    run = _open_run(args.path)
+    sizes = run.sizes()
+    a = run.attrs
+    out = sys.stdout
+    print(f"file        {run.path} ({_human(sizes['file_bytes'])})", file=out)
+    status = run.status + (f" ({run.message})" if run.message else "")
+    print(f"status      {status}", file=out)
+    print(f"schema      {a.get('schema_version')}   mfpde {a.get('mfpde_version')}   "
+          f"seed {a.get('seed')}", file=out)
+    print(f"created     {a.get('created', '')}   updated {a.get('updated', '')}", file=out)
+    s = run.series
+    n = len(s.get("t", []))
+    if n:
+        print(f"series      {n} rows, step {int(s['step'][0])}..{int(s['step'][-1])}, "
+              f"t {s['t'][0]:g}..{s['t'][-1]:g}", file=out)
+        width = max(len(q) for q in run.quantities) if run.quantities else 4
+        for q in run.quantities:
+            print(f"  {q:<{width}}  {s[q][-1]:.6g}", file=out)
+    else:
+        print("series      (none)", file=out)
+    if run.n_snapshots:
+        shape = sizes.get("snapshots/theta")
+        print(f"snapshots   {run.n_snapshots} x {tuple(shape[1:])}  at t = "
+              + ", ".join(f"{t:g}" for t in run.snapshot_times[:8])
+              + (" ..." if run.n_snapshots > 8 else ""), file=out)
+    else:
+        print("snapshots   (none)", file=out)
+    ck = run.checkpoint()
+    if ck is not None:
+        meta = ck["meta"]
+        print(f"checkpoint  step {meta.get('step')}  t {meta.get('t', float('nan')):g}  "
+              f"written {meta.get('written', '')}", file=out)
+    else:
+        print("checkpoint  (none)", file=out)
+    print("datasets", file=out)
+    for name, shape in sizes.items():
+        if name != "file_bytes":
+            print(f"  /{name}  {shape}", file=out)
+    print("config", file=out)
+    for line in run.config_text.rstrip().splitlines():
+        print(f"  {line}", file=out)
+    return 0
+
+
+def cmd_plot(args) -> int:
+    run = _open_run(args.path)
+    out = args.output or str(Path(args.path).with_suffix(".png"))
+    parent = Path(out).parent
+    if str(parent) and not parent.is_dir():
+        _fail(f"cannot write {out}: directory {str(parent)!r} does not exist", 2)
+    from .plotting import plot_run
+    try:
+        plot_run(run, out)
+    except OSError as exc:
+        _fail(f"cannot write {out}: {exc}", 2)
+    print(f"{PROG}: wrote {out}")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from . import validation
+
+    if args.list:
+        errors = validation.discover()
+        for name, case in sorted(validation.cases().items()):
+            levels = "+".join(lv for lv in ("quick", "full") if case.runs_at(lv))
+            print(f"{name:<40} {levels:<12} {case.module}")
+        for mod, err in errors.items():
+            print(f"import:{mod:<33} FAILED       {err.splitlines()[-1]}")
+        return 0
+    return validation.run_validation(level=args.level or "quick", only=args.only,
+                                     outdir=args.output, seed=args.seed)
+
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    try:
+        bench = importlib.import_module("benchmarks")
+    except ImportError:
+        _fail("the benchmarks are not installed: run 'mfpde bench' from a source checkout "
+              "after pip install -e '.[bench]'", 2)
+    main = getattr(bench, "main", None)
+    if main is None:
+        try:
+            main = importlib.import_module("benchmarks.__main__").main
+        except (ImportError, AttributeError):
+            _fail("the benchmarks package has no main() entry point", 2)
+    rc = main(list(args.args))
+    return int(rc or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    handler = {"run": cmd_run, "info": cmd_info, "plot": cmd_plot, "validate": cmd_validate,
+               "bench": cmd_bench}[args.command]
+    try:
+        return handler(args)
+    except BrokenPipeError:  # e.g. `mfpde info run.h5 | head`
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""Figures from stored runs only (matplotlib, Agg backend).
+
+:func:`plot_run` draws the standard figure of a run file:
+
+* top row: the observed series against time on log axes (log y where the values are positive):
+  ``loss`` / ``reg_loss`` / ``test_loss``, ``free_energy``, ``nc1`` / ``nc1_papyan``, and the
+  remaining quantities together;
+* bottom row (when snapshots exist): histograms of the first particle coordinates at up to
+  five snapshot times.
+
+Missing series or snapshots simply leave their panel out; a run with nothing recorded yet gives
+a figure saying so.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_run", "series_panels", "coordinate_labels"]
+
+#: panel title -> quantities drawn in it (in this order)
+PANELS = (
+    ("risk", ("loss", "reg_loss", "test_loss")),
+    ("free energy", ("free_energy",)),
+    ("NC1", ("nc1", "nc1_papyan")),
+)
+
+
+def _mpl():
+    import matplotlib
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def series_panels(series: dict[str, np.ndarray]) -> list[tuple[str, list[str]]]:
+    """Which panels to draw: ``[(title, [quantities present])]``."""
+    present = [k for k in series if k not in ("t", "step")]
+    panels, used = [], set()
+    for title, names in PANELS:
+        have = [n for n in names if n in present]
+        if have:
+            panels.append((title, have))
+            used.update(have)
+    rest = [k for k in present if k not in used]
+    if rest:
+        panels.append((", ".join(rest) if len(rest) <= 3 else "other quantities", rest))
+    return panels
+
+
+def coordinate_labels(config: dict[str, Any], D: int) -> list[str]:
+    """Names of the particle coordinates, from the stored config (``a_i`` then ``u_j``)."""
+    model = config.get("model", {}) if isinstance(config, dict) else {}
+    kind = model.get("kind")
+    n_a = 0
+    if kind == "nc":
+        n_a = int(model.get("p", 0))
+    elif kind == "two_layer" and model.get("output", "trainable") == "trainable":
+        n_a = int(model.get("q", 1) or 1)
+    labels = [f"a_{i + 1}" for i in range(min(n_a, D))]
+    labels += [f"u_{j + 1}" for j in range(D - len(labels))]
+    return labels
+
+
+def _plot_series(ax, t: np.ndarray, series: dict[str, np.ndarray], names: list[str],
+                 title: str) -> None:
+    pos_t = t > 0
+    all_pos = True
+    drawn = False
+    for name in names:
+        y = np.asarray(series[name], dtype=float)
+        ok = np.isfinite(y)
+        if not ok.any():
+            continue
+        x = t
+        mask = ok & pos_t if pos_t.any() else ok
+        if not mask.any():
+            mask = ok
+        if np.any(y[mask] <= 0):
+            all_pos = False
+        style = "-" if mask.sum() > 1 else "o"
+        ax.plot(x[mask], y[mask], style, label=name, lw=1.4, ms=4)
+        drawn = True
+    if drawn and pos_t.any():
+        ax.set_xscale("log")
+    if drawn and all_pos:
+        ax.set_yscale("log")
+    if not drawn:
+        ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("t")
+    ax.set_title(title)
+    if drawn and len(names) > 1:
+        ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+
+
+def _pick_snapshots(n: int, k: int = 5) -> list[int]:
+    if n <= k:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
+
+
+def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -> str:
+    """Draw the standard figure of a stored run to ``path`` (PNG); returns the path.
+
+    ``run`` is a :class:`mfpde.store.Run` or the path of a run file. Reads the series and at
+    most five snapshots; ``coords`` is the number of particle coordinates shown.
+    """
+    from .store import Run, load
+
+    if not isinstance(run, Run):
+        run = load(run)
+    plt = _mpl()
+    series = run.series
+    t = np.asarray(series.get("t", np.zeros(0)), dtype=float)
+    panels = series_panels(series) if t.size else []
+    snaps = _pick_snapshots(run.n_snapshots)
+    D = 0
+    if snaps:
+        first = run.snapshot(snaps[0])
+        D = first.theta.shape[1]
+    n_coord = min(coords, D)
+    ncols = max(len(panels), n_coord, 1)
+    nrows = (1 if panels or not snaps else 0) + (1 if snaps else 0)
+    nrows = max(nrows, 1)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
+    row = 0
+    if panels or not snaps:
+        for j in range(ncols):
+            ax = axes[row, j]
+            if j < len(panels):
+                title, names = panels[j]
+                _plot_series(ax, t, series, names, title)
+            else:
+                ax.axis("off")
+        if not panels:
+            axes[row, 0].axis("on")
+            axes[row, 0].text(0.5, 0.5, "no series recorded", ha="center", va="center",
+                              transform=axes[row, 0].transAxes)
+            axes[row, 0].set_xticks([])
+            axes[row, 0].set_yticks([])
+        row += 1
+    if snaps:
+        labels = coordinate_labels(run.config, D)
+        loaded = [run.snapshot(i) for i in snaps]
+        cmap = plt.get_cmap("viridis")
+        for j in range(ncols):
+            ax = axes[row, j]
+            if j >= n_coord:
+                ax.axis("off")
+                continue
+            for c, snap in enumerate(loaded):
+                x = snap.theta[:, j]
+                x = x[np.isfinite(x)]
+                if x.size == 0:
+                    continue
+                color = cmap(c / max(1, len(loaded) - 1))
+                ax.hist(x, bins=min(60, max(10, int(np.sqrt(x.size)))), density=True,
+                        histtype="step", color=color, lw=1.3, label=f"t = {snap.t:g}")
+            ax.set_xlabel(labels[j] if j < len(labels) else f"theta_{j}")
+            ax.set_title(f"marginal of {labels[j] if j < len(labels) else j}")
+            if j == 0:
+                ax.legend(fontsize=7)
+    kind = run.config.get("model", {}).get("kind", "") if run.config else ""
+    fig.suptitle(f"{os.path.basename(run.path)}  ({kind}, status {run.status})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return os.fspath(path)

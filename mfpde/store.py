@@ -1,0 +1,522 @@
+"""HDF5 run store: one file per run with series, snapshots and a checkpoint.
+
+The layout is documented in ``docs/hdf5-schema.md`` (schema version :data:`SCHEMA_VERSION`)::
+
+    /                      attrs: schema_version, mfpde_version, config, created, seed, status,
+                                  message, updated
+    /series/step           int64   (n_obs,)           step k of each observation
+    /series/t              float64 (n_obs,)           mean-field time t = k dt
+    /series/<quantity>     float64 (n_obs,)           one per observed scalar
+    /snapshots/step        int64   (n_snap,)
+    /snapshots/t           float64 (n_snap,)
+    /snapshots/index       int64   (N_sub,)           which particles are kept
+    /snapshots/theta       float64 (n_snap, N_sub, D)
+    /snapshots/W           float64 (n_snap, p, q)     NC model only
+    /checkpoint/           complete solver state (see :meth:`RunStore.write_checkpoint`)
+
+Writing (:class:`RunStore`) keeps the file open for the whole run and calls ``flush()`` after
+every batch of writes, so a process killed at any moment leaves a file that opens and holds every
+event up to the last flush. The checkpoint is replaced atomically: the new state is written to
+``/checkpoint_new`` and flushed, then ``/checkpoint`` is unlinked and ``/checkpoint_new`` moved to
+``/checkpoint``; a reader takes ``/checkpoint`` if it is complete and ``/checkpoint_new``
+otherwise. Reading (:func:`load`) returns a :class:`Run` with the series in memory and the
+snapshots read lazily.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import tomllib
+from typing import Any, Iterator, Mapping, Sequence
+
+import h5py
+import numpy as np
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "RunStore", "Run", "Snapshot", "load", "StoreError"]
+
+#: Version of the file layout; bumped on any incompatible change (see docs/hdf5-schema.md).
+SCHEMA_VERSION = 1
+#: Allowed values of the root attribute ``status``.
+STATUSES = ("running", "complete", "failed", "interrupted")
+
+_SERIES_CHUNK = 1024          # rows per chunk of a series dataset (8 KiB of float64)
+_SNAPSHOT_CHUNK_BYTES = 1 << 20
+
+
+class StoreError(ValueError):
+    """The file is not an mfpde run file, or has an unsupported schema version."""
+
+
+def _version() -> str:
+    try:
+        from mfpde import __version__
+        return str(__version__)
+    except Exception:  # pragma: no cover - during partial installs
+        return "0.1.0"
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _open_read(path: str | os.PathLike) -> h5py.File:
+    """Open read-only; if another process holds the HDF5 write lock, read without locking."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        if "lock" not in str(exc).lower():
+            raise
+        # a run is writing this file right now: the data up to its last flush is consistent
+        return h5py.File(path, "r", locking=False)
+
+
+# --------------------------------------------------------------------------------------------
+# writer
+# --------------------------------------------------------------------------------------------
+
+class RunStore:
+    """Writer of one run file. Use :meth:`create` for a new run, :meth:`open` to resume.
+
+    Every public write method ends with ``flush()``: after it returns, the file on disk holds the
+    new data and opens cleanly even if the process is killed immediately afterwards.
+    """
+
+    def __init__(self, f: h5py.File):
+        self.f = f
+        self.path = f.filename
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def create(cls, path: str | os.PathLike, *, config_text: str, seed: int,
+               quantities: Sequence[str] = (), attrs: Mapping[str, Any] | None = None,
+               overwrite: bool = False) -> "RunStore":
+        """Create a new run file with status ``running``.
+
+        Raises ``FileExistsError`` if the file exists and ``overwrite`` is false.
+        """
+        path = os.fspath(path)
+        f = h5py.File(path, "w" if overwrite else "w-")
+        try:
+            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            f.attrs["mfpde_version"] = _version()
+            f.attrs["config"] = config_text
+            f.attrs["created"] = _now()
+            f.attrs["updated"] = f.attrs["created"]
+            f.attrs["seed"] = np.int64(seed)
+            f.attrs["status"] = "running"
+            f.attrs["message"] = ""
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = v
+            g = f.create_group("series", track_order=True)
+            cls._new_series(g, "step", np.int64)
+            cls._new_series(g, "t", np.float64)
+            for q in quantities:
+                cls._new_series(g, q, np.float64)
+            f.flush()
+        except BaseException:
+            f.close()
+            raise
+        return cls(f)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "RunStore":
+        """Open an existing run file for appending (resume)."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        f = h5py.File(path, "r+")
+        try:
+            _check_schema(f, path)
+        except BaseException:
+            f.close()
+            raise
+        return cls(f)
+
+    @staticmethod
+    def _new_series(g: h5py.Group, name: str, dtype) -> h5py.Dataset:
+        return g.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_SERIES_CHUNK,),
+                                dtype=dtype)
+
+    # ------------------------------------------------------------------ generic
+    def flush(self) -> None:
+        self.f.flush()
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+    def __enter__(self) -> "RunStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def status(self) -> str:
+        return str(self.f.attrs["status"])
+
+    def set_status(self, status: str, message: str = "") -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+        self.f.attrs["status"] = status
+        self.f.attrs["message"] = message
+        self.f.attrs["updated"] = _now()
+        self.flush()
+
+    def set_attrs(self, **attrs: Any) -> None:
+        for k, v in attrs.items():
+            self.f.attrs[k] = v
+        self.flush()
+
+    @property
+    def config_text(self) -> str:
+        return str(self.f.attrs["config"])
+
+    # ------------------------------------------------------------------ series
+    @property
+    def n_series(self) -> int:
+        """Number of complete observation rows."""
+        g = self.f["series"]
+        return min(g[k].shape[0] for k in g)
+
+    def append_series(self, step: int, t: float, values: Mapping[str, float]) -> None:
+        """Append one observation row (``step``, ``t`` and one value per quantity).
+
+        A quantity seen for the first time gets a new dataset back-filled with NaN; a known
+        quantity missing from ``values`` is recorded as NaN.
+        """
+        g = self.f["series"]
+        n = self.n_series
+        for name in values:
+            if name not in g:
+                d = self._new_series(g, name, np.float64)
+                d.resize((n,))
+                if n:
+                    d[:] = np.nan
+        # quantities first, `step` last: a row counts once every dataset has it
+        names = [k for k in g if k not in ("step", "t")] + ["t", "step"]
+        for name in names:
+            d = g[name]
+            d.resize((n + 1,))
+            if name == "step":
+                d[n] = int(step)
+            elif name == "t":
+                d[n] = float(t)
+            else:
+                d[n] = float(values.get(name, np.nan))
+        self.flush()
+
+    def series(self) -> dict[str, np.ndarray]:
+        g = self.f["series"]
+        n = self.n_series
+        return {k: g[k][:n] for k in g}
+
+    # ------------------------------------------------------------------ snapshots
+    def init_snapshots(self, index: np.ndarray, D: int, W_shape: tuple[int, int] | None) -> None:
+        """Create the ``/snapshots`` group for particles ``index`` (kept fixed for the run)."""
+        if "snapshots" in self.f:
+            return
+        index = np.asarray(index, dtype=np.int64)
+        g = self.f.create_group("snapshots", track_order=True)
+        g.create_dataset("index", data=index)
+        self._new_series(g, "step", np.int64)
+        self._new_series(g, "t", np.float64)
+        n_sub = int(index.size)
+        rows = max(1, min(n_sub, _SNAPSHOT_CHUNK_BYTES // max(1, 8 * D)))
+        g.create_dataset("theta", shape=(0, n_sub, D), maxshape=(None, n_sub, D),
+                         chunks=(1, rows, D), dtype=np.float64)
+        if W_shape is not None:
+            g.create_dataset("W", shape=(0, *W_shape), maxshape=(None, *W_shape),
+                             chunks=(1, *W_shape), dtype=np.float64)
+        self.flush()
+
+    @property
+    def snapshot_index(self) -> np.ndarray | None:
+        return self.f["snapshots/index"][:] if "snapshots" in self.f else None
+
+    @property
+    def n_snapshots(self) -> int:
+        if "snapshots" not in self.f:
+            return 0
+        g = self.f["snapshots"]
+        return min(g[k].shape[0] for k in ("step", "t", "theta", "W") if k in g)
+
+    def append_snapshot(self, step: int, t: float, theta: np.ndarray,
+                        W: np.ndarray | None = None) -> None:
+        """Append particles ``theta`` (N_sub, D) (already subsampled) and ``W`` (p, q)."""
+        g = self.f["snapshots"]
+        n = self.n_snapshots
+        g["theta"].resize((n + 1, *g["theta"].shape[1:]))
+        g["theta"][n] = theta
+        if "W" in g:
+            g["W"].resize((n + 1, *g["W"].shape[1:]))
+            g["W"][n] = W
+        for name, value in (("t", float(t)), ("step", int(step))):
+            g[name].resize((n + 1,))
+            g[name][n] = value
+        self.flush()
+
+    # ------------------------------------------------------------------ truncation (resume)
+    def truncate(self, step: int) -> None:
+        """Drop series rows and snapshots recorded after ``step`` (for resuming from it)."""
+        for gname in ("series", "snapshots"):
+            if gname not in self.f:
+                continue
+            g = self.f[gname]
+            n = self.n_series if gname == "series" else self.n_snapshots
+            steps = g["step"][:n]
+            keep = int(np.searchsorted(steps, step, side="right"))
+            for k in g:
+                if k == "index":
+                    continue
+                d = g[k]
+                if d.shape[0] != keep:
+                    d.resize((keep, *d.shape[1:]))
+        self.flush()
+
+    # ------------------------------------------------------------------ checkpoint
+    def write_checkpoint(self, state: Mapping[str, Any], **attrs: Any) -> None:
+        """Replace ``/checkpoint`` atomically by ``state`` (e.g. ``solver.state_dict()``).
+
+        Arrays become datasets, ``None`` values are listed in the attribute ``none_keys``,
+        scalars and strings (the RNG state as JSON text) become attributes; ``attrs`` (e.g.
+        ``step=k, t=t``) are added as attributes. ``complete = 1`` is written last.
+        """
+        f = self.f
+        if "checkpoint_new" in f:
+            del f["checkpoint_new"]
+        g = f.create_group("checkpoint_new")
+        none_keys, json_keys = [], []
+        for key, value in state.items():
+            if value is None:
+                none_keys.append(key)
+            elif isinstance(value, np.ndarray):
+                g.create_dataset(key, data=value)
+            elif isinstance(value, (bool, np.bool_)):
+                g.attrs[key] = bool(value)
+            elif isinstance(value, (int, np.integer)):
+                g.attrs[key] = np.int64(value)
+            elif isinstance(value, (float, np.floating)):
+                g.attrs[key] = np.float64(value)
+            elif isinstance(value, str):
+                g.attrs[key] = value
+            elif isinstance(value, (bytes,)):
+                g.attrs[key] = value.decode()
+            elif isinstance(value, Mapping):
+                g.attrs[key] = json.dumps(value)
+                json_keys.append(key)
+            else:
+                g.create_dataset(key, data=np.asarray(value))
+        g.attrs["none_keys"] = json.dumps(none_keys)
+        g.attrs["json_keys"] = json.dumps(json_keys)
+        g.attrs["state_keys"] = json.dumps(list(state))
+        for k, v in attrs.items():
+            g.attrs[f"meta:{k}"] = v
+        g.attrs["written"] = _now()
+        g.attrs["complete"] = np.int64(1)
+        f.flush()
+        if "checkpoint" in f:
+            del f["checkpoint"]
+        f.move("checkpoint_new", "checkpoint")
+        f.flush()
+
+    def read_checkpoint(self) -> dict[str, Any] | None:
+        return read_checkpoint(self.f)
+
+
+def _check_schema(f: h5py.File, path: str) -> None:
+    if "schema_version" not in f.attrs:
+        raise StoreError(f"{path}: not an mfpde run file (no schema_version attribute)")
+    v = int(f.attrs["schema_version"])
+    if v > SCHEMA_VERSION:
+        raise StoreError(f"{path}: schema version {v} is newer than this mfpde supports "
+                         f"({SCHEMA_VERSION}); upgrade mfpde")
+
+
+def _complete(g: h5py.Group | None) -> bool:
+    return g is not None and int(g.attrs.get("complete", 0)) == 1
+
+
+def read_checkpoint(f: h5py.File) -> dict[str, Any] | None:
+    """The last complete checkpoint of an open file.
+
+    Returns ``{"state": {...}, "meta": {...}}`` (``state`` as passed to
+    :meth:`RunStore.write_checkpoint`, ``meta`` its keyword attributes) or None if there is none.
+    """
+    g = None
+    for name in ("checkpoint", "checkpoint_new"):
+        if name in f and _complete(f[name]):
+            g = f[name]
+            break
+    if g is None:
+        return None
+    keys = json.loads(g.attrs["state_keys"])
+    none_keys = set(json.loads(g.attrs.get("none_keys", "[]")))
+    json_keys = set(json.loads(g.attrs.get("json_keys", "[]")))
+    state: dict[str, Any] = {}
+    for key in keys:
+        if key in none_keys:
+            state[key] = None
+        elif key in g:
+            state[key] = g[key][()]
+        else:
+            v = g.attrs[key]
+            if key in json_keys:
+                v = json.loads(v)
+            elif isinstance(v, np.integer):
+                v = int(v)
+            elif isinstance(v, np.floating):
+                v = float(v)
+            elif isinstance(v, np.bool_):
+                v = bool(v)
+            elif isinstance(v, bytes):
+                v = v.decode()
+            state[key] = v
+    meta = {}
+    for k, v in g.attrs.items():
+        if k.startswith("meta:"):
+            meta[k[5:]] = v.item() if isinstance(v, np.generic) else v
+    meta["written"] = str(g.attrs.get("written", ""))
+    return {"state": state, "meta": meta}
+
+
+# --------------------------------------------------------------------------------------------
+# reader
+# --------------------------------------------------------------------------------------------
+
+class Snapshot:
+    """One stored snapshot: ``step``, ``t``, ``theta`` (N_sub, D), ``W`` (p, q) or None,
+    ``index`` (N_sub,) particle indices."""
+
+    __slots__ = ("step", "t", "theta", "W", "index")
+
+    def __init__(self, step, t, theta, W, index):
+        self.step, self.t, self.theta, self.W, self.index = step, t, theta, W, index
+
+    def __repr__(self) -> str:
+        return f"Snapshot(step={self.step}, t={self.t:g}, theta{self.theta.shape})"
+
+
+class _Snapshots(Sequence):
+    """Lazy sequence of snapshots: each item is read from the file when accessed."""
+
+    def __init__(self, run: "Run"):
+        self._run = run
+
+    def __len__(self) -> int:
+        return self._run.n_snapshots
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return self._run.snapshot(i)
+
+    def __iter__(self) -> Iterator[Snapshot]:
+        for i in range(len(self)):
+            yield self._run.snapshot(i)
+
+
+class Run:
+    """A stored run (see :func:`load`).
+
+    Attributes
+    ----------
+    path : str
+    attrs : dict            root attributes (schema_version, mfpde_version, created, seed, ...)
+    config_text : str       resolved TOML configuration (re-runnable as is)
+    config : dict           the same, parsed
+    status : str            running | complete | failed | interrupted
+    series : dict[str, ndarray]   ``t``, ``step`` and one float64 array per quantity
+    snapshots : sequence of :class:`Snapshot`, read lazily
+    snapshot_times, snapshot_steps : ndarray
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        with _open_read(self.path) as f:
+            _check_schema(f, self.path)
+            self.attrs = {k: (v.item() if isinstance(v, np.generic) else v)
+                          for k, v in f.attrs.items()}
+            series = {}
+            if "series" in f:
+                g = f["series"]
+                n = min((g[k].shape[0] for k in g), default=0)
+                series = {k: g[k][:n] for k in g}
+            self.series: dict[str, np.ndarray] = series
+            self.n_snapshots = 0
+            self.snapshot_times = np.zeros(0)
+            self.snapshot_steps = np.zeros(0, dtype=np.int64)
+            self.snapshot_index = None
+            if "snapshots" in f:
+                g = f["snapshots"]
+                n = min(g[k].shape[0] for k in ("step", "t", "theta", "W") if k in g)
+                self.n_snapshots = n
+                self.snapshot_times = g["t"][:n]
+                self.snapshot_steps = g["step"][:n]
+                self.snapshot_index = g["index"][:]
+            self.has_checkpoint = read_checkpoint(f) is not None if (
+                "checkpoint" in f or "checkpoint_new" in f) else False
+        self.config_text = str(self.attrs.get("config", ""))
+        try:
+            self.config = tomllib.loads(self.config_text)
+        except tomllib.TOMLDecodeError:
+            self.config = {}
+        self.status = str(self.attrs.get("status", ""))
+        self.message = str(self.attrs.get("message", ""))
+        self.schema_version = int(self.attrs.get("schema_version", 0))
+        self.snapshots = _Snapshots(self)
+
+    @property
+    def t(self) -> np.ndarray:
+        return self.series.get("t", np.zeros(0))
+
+    @property
+    def quantities(self) -> list[str]:
+        return [k for k in self.series if k not in ("t", "step")]
+
+    def snapshot(self, i: int) -> Snapshot:
+        """Read snapshot ``i`` (negative indices count from the end)."""
+        n = self.n_snapshots
+        if not -n <= i < n:
+            raise IndexError(f"snapshot {i} out of range ({n} snapshots)")
+        i %= n
+        with _open_read(self.path) as f:
+            g = f["snapshots"]
+            W = g["W"][i] if "W" in g else None
+            return Snapshot(int(g["step"][i]), float(g["t"][i]), g["theta"][i], W,
+                            g["index"][:])
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """The last complete checkpoint: ``{"state": solver state dict, "meta": {...}}``."""
+        with _open_read(self.path) as f:
+            return read_checkpoint(f)
+
+    def sizes(self) -> dict[str, Any]:
+        """Shapes of the stored datasets and the file size in bytes."""
+        out: dict[str, Any] = {"file_bytes": os.path.getsize(self.path)}
+        with _open_read(self.path) as f:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset):
+                    out[name] = tuple(obj.shape)
+            f.visititems(visit)
+        return out
+
+    def __repr__(self) -> str:
+        n = len(self.t)
+        return (f"Run({self.path!r}, status={self.status!r}, {n} observations, "
+                f"{self.n_snapshots} snapshots)")
+
+
+def load(path: str | os.PathLike) -> Run:
+    """Open a run file written by ``mfpde run``.
+
+    Returns a :class:`Run` with ``.config`` (dict), ``.config_text``, ``.status``, ``.series``
+    (dict of numpy arrays incl. ``t``), ``.snapshots`` / ``.snapshot(i)`` (read lazily),
+    ``.checkpoint()`` and ``.attrs``.
+    """
+    return Run(path)
