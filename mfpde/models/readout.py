@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..activations import activation_info, evaluate
+from .._blas import blas_threads
 from ..kernels.readout import activate_block, backprop_block
 
 #: bytes of one ``block x N`` work buffer (two or three are live during a gradient pass)
@@ -216,42 +217,43 @@ class ReadoutModel:
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(blk)
         sq = 0.0
         g_scale = self.Gamma / n
-        for s in range(0, n, blk):
-            e = min(n, s + blk)
-            nb = e - s
-            Xb = Xa[s:e]
-            P = Pbuf[:nb]
-            S = Sbuf[:nb]
-            np.dot(Xb, Uc.T, out=P)
-            Spp = Sppbuf[:nb] if lap else Sppbuf
-            activate_block(self.code, P, S, lap, Spp)       # S = sigma, P = sigma'
-            Hb = S @ Aw                                       # (nb, p)
-            if features:
-                H[s:e] = Hb
-            if Y is None:
-                continue
-            if W is None:
-                Zb = Hb - Y[s:e]
-                Gb = Zb * (1.0 / n)
-            else:
-                Zb = self.Gamma * (Hb @ W) - Y[s:e]
-                Gb = g_scale * (Zb @ W.T)                    # (nb, p)
-                if gW is not None:
-                    gW += g_scale * (Hb.T @ Zb)
-            sq += float(np.einsum("ij,ij->", Zb, Zb))
-            if not grad:
-                continue
-            if self.train_a:
-                gA += S.T @ Gb
-                B = S
-                np.dot(Gb, Ac.T, out=B)                       # B = G A^T, reuses S
-                g_row = Gb[:, 0]
-            else:
-                B = S
-                g_row = np.ascontiguousarray(Gb[:, 0])
-            backprop_block(P, B, g_row, not self.train_a, lap, Spp,
-                           xn2[s:e] if lap else xn2, lapv)
-            gU += B.T @ Xb
+        with blas_threads(blk * N * max(self.d_in, self.p)):
+            for s in range(0, n, blk):
+                e = min(n, s + blk)
+                nb = e - s
+                Xb = Xa[s:e]
+                P = Pbuf[:nb]
+                S = Sbuf[:nb]
+                np.dot(Xb, Uc.T, out=P)
+                Spp = Sppbuf[:nb] if lap else Sppbuf
+                activate_block(self.code, P, S, lap, Spp)       # S = sigma, P = sigma'
+                Hb = S @ Aw                                       # (nb, p)
+                if features:
+                    H[s:e] = Hb
+                if Y is None:
+                    continue
+                if W is None:
+                    Zb = Hb - Y[s:e]
+                    Gb = Zb * (1.0 / n)
+                else:
+                    Zb = self.Gamma * (Hb @ W) - Y[s:e]
+                    Gb = g_scale * (Zb @ W.T)                    # (nb, p)
+                    if gW is not None:
+                        gW += g_scale * (Hb.T @ Zb)
+                sq += float(np.einsum("ij,ij->", Zb, Zb))
+                if not grad:
+                    continue
+                if self.train_a:
+                    gA += S.T @ Gb
+                    B = S
+                    np.dot(Gb, Ac.T, out=B)                       # B = G A^T, reuses S
+                    g_row = Gb[:, 0]
+                else:
+                    B = S
+                    g_row = np.ascontiguousarray(Gb[:, 0])
+                backprop_block(P, B, g_row, not self.train_a, lap, Spp,
+                               xn2[s:e] if lap else xn2, lapv)
+                gU += B.T @ Xb
         risk = sq / (2.0 * n) if Y is not None else float("nan")
         out = {"risk": risk, "H": H}
         if grad and Y is not None:

@@ -1,0 +1,520 @@
+r"""Kinetic (second-order in time) particle solver: heavy ball, Vlasov with friction, underdamped Langevin.
+
+Implements theory/dynamics.md §5 (README convention 6). Particles carry a velocity ``r`` (N, D):
+
+.. math::
+
+    d\theta = r\,dt,\qquad dr = -\gamma r\,dt - \nabla\Psi(\theta;\rho^\theta_t, W_t)\,dt
+        + \sqrt{2\gamma/\beta}\,dB_t ,
+
+the McKean–Vlasov characteristics of the kinetic mean-field equation (§5.3; ``beta = inf`` is the
+noiseless Vlasov equation with linear friction). For the NC model ``W`` either gets its own
+velocity ``r_W`` (``W_momentum=True``, default: ``dW = r_W dt``, ``dr_W = -gamma r_W dt -
+grad_W F dt``, no noise) or follows the first-order flow ``dW = -grad_W F dt``.
+
+Time rescaling [choice]: a schedule ``xi(t)`` is a change of clock, as for the overdamped solver
+(dynamics.md §2.5): the step of the particles is ``h = dt*xi`` and that of ``W`` is
+``h_W = dt*xi*xi_W`` in every sub-step (drift, force *and* friction/noise), so ``xi`` never changes
+the Gibbs law and the Lyapunov function below stays the same for every schedule.
+
+Integrators (``integrator=``; ``h`` as above):
+
+``"shb"``
+    The stochastic-heavy-ball recursion itself (§5.1), first order, one force evaluation per step,
+    needs ``gamma*h < 1``: ``r <- (1 - gamma h) r - h grad Psi + sqrt(2 gamma h/beta) g``,
+    ``theta <- theta + h r``. This is what finite-width training with momentum
+    ``mu = 1 - gamma*eps`` and Polyak step ``alpha = eps^2`` does (§5.2).
+``"splitting"``
+    Noiseless (``beta = inf`` only) symmetric splitting with exact friction, second order:
+    ``O(h/2) B(h/2) A(h) B(h/2) O(h/2)`` with ``O: r <- exp(-gamma h/2) r`` (velocity Verlet
+    between two exact friction half-steps, §5.6).
+``"baoab"``, ``"obabo"``
+    The splittings of §5.6 with the exact Ornstein–Uhlenbeck step
+    ``O(h_O): r <- exp(-gamma h_O) r + sqrt((1 - exp(-2 gamma h_O))/beta) g``; any ``beta``.
+    BAOAB (one Gaussian draw per step) has the smaller configurational bias at stationarity
+    (exact ``theta``-marginal for a quadratic potential).
+
+The splitting schemes evaluate the force once per step: the closing kick of step ``k`` and the
+opening kick of step ``k+1`` share ``grad Psi(theta^{k+1})``, which is cached (and saved in the
+checkpoint). With mini-batches the cached force is computed on the batch of step ``k+1`` (drawn
+at the end of step ``k``), so each batch drives one full kick ``h``. The ``xi`` of a splitting
+step is taken at its midpoint ``t + dt/2`` (keeps second order for a smooth schedule); the SHB
+recursion takes it at ``t`` (as §5.1 and the overdamped solver).
+
+Randomness: the run's one generator (PCG64) draws, in this order over the run, batch ``b_0``,
+noise of step 0, batch ``b_1``, noise of step 1, ... (OBABO draws both of its noise arrays at the
+start of the step), outside the compiled kernels: results do not depend on the thread count, and
+:meth:`state_dict` / :meth:`load_state_dict` give a bitwise resume. Batches and noise go through
+:meth:`~mfpde.dynamics.base.ParticleDriver.next_batch` and
+:meth:`~mfpde.dynamics.base.ParticleDriver.draw_noise`, so the synchronous-coupling hooks
+(``batch_source``, ``noise_source``) apply.
+
+The Pham–Nguyen velocity-augmented ODEs (dynamics.md §6.3) are :class:`PNKineticSolver`.
+
+Lyapunov functions (§5.4), evaluated on the full training data (or on ``X, Y`` passed in):
+
+.. math::
+
+    H = R(\rho^\theta, W) + \tfrac\lambda2 E\|\theta\|^2 + \tfrac{\lambda_W}2\|W\|_F^2
+        + \tfrac12 E\|r\|^2 + \tfrac12\|r_W\|_F^2,\qquad
+    \frac{dH}{dt} = -\gamma\,\xi\,E\|r\|^2 - \gamma\,\xi_W\|r_W\|_F^2\ (\beta=\infty),
+
+:math:`F_{kin} = H + \beta^{-1}E\log\rho` with the phase-space entropy ESTIMATED by the
+Kozachenko–Leonenko kNN estimator in dimension ``2D`` (:meth:`kinetic_free_energy`).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..kernels.kinetic import baoa_update, bo_update, oba_update, shb_update
+from ..metrics.entropy import knn_entropy
+from .base import ParticleDriver
+
+INTEGRATORS = ("shb", "splitting", "baoab", "obabo")
+_ORDER = {"shb": 1, "splitting": 2, "baoab": 2, "obabo": 2}
+
+
+class KineticSolver(ParticleDriver):
+    """Kinetic mean-field particle solver (see module docstring for equations and schemes).
+
+    Parameters
+    ----------
+    model, data, N, dt, beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0
+        As for :class:`~mfpde.dynamics.base.ParticleDriver` (``dt`` is the step ``h`` of the
+        splitting schemes and the per-neuron step ``eps`` of SHB; time ``t = k*dt``).
+    gamma : float
+        Friction :math:`\\gamma > 0` (heavy-ball momentum ``mu = 1 - gamma*dt``).
+    integrator : {"shb", "splitting", "baoab", "obabo"}
+        Time integrator (module docstring). ``"splitting"`` needs ``beta = inf``.
+    r0 : ndarray (N, D), optional
+        Initial velocities (default 0, README convention 6).
+    W_momentum : bool
+        NC model: ``W`` has its own velocity ``r_W`` (default) or follows the first-order flow.
+    rW0 : ndarray (p, q), optional
+        Initial ``r_W`` (default 0).
+    """
+
+    def __init__(self, model, data=None, *, N, dt, gamma, integrator="baoab", beta=np.inf,
+                 batch=None, sampler=None, xi=None, xi_W=1.0, train_W=True, seed=0,
+                 theta0=None, W0=None, r0=None, W_momentum=True, rW0=None):
+        super().__init__(model, data, N=N, dt=dt, beta=beta, batch=batch, sampler=sampler,
+                         xi=xi, xi_W=xi_W, train_W=train_W, seed=seed, theta0=theta0, W0=W0)
+        if integrator not in INTEGRATORS:
+            raise ValueError(f"integrator must be one of {', '.join(INTEGRATORS)}, got {integrator!r}")
+        if integrator == "splitting" and math.isfinite(self.beta):
+            raise ValueError("integrator 'splitting' is the noiseless scheme (beta = inf); "
+                             "use 'baoab' or 'obabo' with noise")
+        gamma = float(gamma)
+        if not (math.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+        self.gamma = gamma
+        self.integrator = integrator
+        self.order = _ORDER[integrator]
+        if integrator == "shb" and gamma * self.dt * self.xi(0.0) >= 1.0:
+            raise ValueError(f"SHB needs gamma*dt*xi < 1 (momentum mu = 1 - gamma*dt*xi > 0); "
+                             f"got gamma*dt*xi = {gamma * self.dt * self.xi(0.0):.4g}")
+        D = model.D
+        if r0 is None:
+            self.r = np.zeros((self.N, D))
+        else:
+            r0 = np.asarray(r0, dtype=np.float64)
+            if r0.shape != (self.N, D):
+                raise ValueError(f"r0 must have shape ({self.N}, {D}), got {r0.shape}")
+            self.r = np.array(r0, order="C")
+        self.W_momentum = bool(W_momentum) and self.train_W
+        if self.W_momentum:
+            self.r_W = np.zeros_like(self.W) if rW0 is None else np.array(
+                model.check_W(rW0), dtype=np.float64, order="C")
+        else:
+            if rW0 is not None:
+                raise ValueError("rW0 given but W has no velocity (NC model with train_W and "
+                                 "W_momentum only)")
+            self.r_W = None
+        noisy = math.isfinite(self.beta)
+        self._g1 = np.empty((self.N, D)) if noisy else np.empty((0, 0))
+        # cached force at the current positions (splitting schemes; first-same-as-last)
+        self._f = np.zeros((self.N, D))
+        self._fW = None
+        self._f_risk = float("nan")
+        self._f_valid = False
+        #: number of force evaluations so far (diagnostic: one per step for the schemes here)
+        self.n_force = 0
+
+    # ------------------------------------------------------------------ forces
+    def _eval_force(self) -> None:
+        """Draw the next batch and evaluate ``grad Psi`` (and ``grad_W F``) at the current state."""
+        Xb, Yb = self.next_batch()
+        g = self.model.gradient(self.theta, Xb, Yb, self.W)
+        self._f[...] = g.theta
+        self._fW = None if g.W is None else np.array(g.W)
+        self._f_risk = g.risk
+        self._f_valid = True
+        self.n_force += 1
+
+    # ------------------------------------------------------------------ stepping
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` steps of the chosen integrator."""
+        fn = {"shb": self._step_shb, "splitting": self._step_obabo,
+              "baoab": self._step_baoab, "obabo": self._step_obabo}[self.integrator]
+        for _ in range(int(n)):
+            fn()
+            self.k += 1
+
+    def _step_shb(self) -> None:
+        h = self.dt * self.xi(self.t)
+        a = 1.0 - self.gamma * h
+        if a <= 0.0:
+            raise ValueError(f"SHB needs gamma*dt*xi(t) < 1; got {self.gamma * h:.4g} at t = {self.t:.4g}")
+        self._eval_force()                                   # batch b_k, force at theta^k
+        self.last_risk = self._f_risk
+        if math.isfinite(self.beta):
+            g = self.draw_noise()
+            s = math.sqrt(2.0 * self.gamma * h / self.beta)
+        else:
+            g, s = self._g1, 0.0
+        shb_update(self.theta, self.r, self._f, g, a, h, s)
+        if self.train_W:
+            hW = h * self.xi_W
+            if self.W_momentum:
+                self.r_W *= 1.0 - self.gamma * hW
+                self.r_W -= hW * self._fW
+                self.W += hW * self.r_W
+            else:
+                self.W -= hW * self._fW
+        self._f_valid = False                                # positions moved
+
+    def _step_baoab(self) -> None:
+        h = self.dt * self.xi(self.t + 0.5 * self.dt)
+        if not self._f_valid:
+            self._eval_force()
+        self.last_risk = self._f_risk
+        c = math.exp(-self.gamma * h)
+        if math.isfinite(self.beta):
+            g = self.draw_noise()
+            s = math.sqrt(-math.expm1(-2.0 * self.gamma * h) / self.beta)
+        else:
+            g, s = self._g1, 0.0
+        baoa_update(self.theta, self.r, self._f, g, 0.5 * h, 0.5 * h, c, s)
+        if self.train_W:
+            hW = h * self.xi_W
+            if self.W_momentum:
+                self.r_W -= 0.5 * hW * self._fW
+                self.W += 0.5 * hW * self.r_W
+                self.r_W *= math.exp(-self.gamma * hW)
+                self.W += 0.5 * hW * self.r_W
+            else:
+                self.W -= hW * self._fW
+        self._eval_force()                                   # batch b_{k+1}, force at theta^{k+1}
+        bo_update(self.r, self._f, self._g1, 0.5 * h, 1.0, 0.0)
+        if self.W_momentum:
+            self.r_W -= 0.5 * h * self.xi_W * self._fW
+
+    def _step_obabo(self) -> None:
+        h = self.dt * self.xi(self.t + 0.5 * self.dt)
+        if not self._f_valid:
+            self._eval_force()
+        self.last_risk = self._f_risk
+        c = math.exp(-0.5 * self.gamma * h)
+        if math.isfinite(self.beta):
+            g1 = self._g1
+            g1[...] = self.draw_noise()
+            g2 = self.draw_noise()
+            s = math.sqrt(-math.expm1(-self.gamma * h) / self.beta)
+        else:
+            g1 = g2 = self._g1
+            s = 0.0
+        oba_update(self.theta, self.r, self._f, g1, c, s, 0.5 * h, h)
+        if self.train_W:
+            hW = h * self.xi_W
+            if self.W_momentum:
+                cW = math.exp(-0.5 * self.gamma * hW)
+                self.r_W *= cW
+                self.r_W -= 0.5 * hW * self._fW
+                self.W += hW * self.r_W
+            else:
+                self.W -= hW * self._fW
+        self._eval_force()
+        bo_update(self.r, self._f, g2, 0.5 * h, c, s)
+        if self.W_momentum:
+            hW = h * self.xi_W
+            self.r_W -= 0.5 * hW * self._fW
+            self.r_W *= math.exp(-0.5 * self.gamma * hW)
+
+    # ------------------------------------------------------------------ observables
+    def _eval_data(self, X, Y):
+        if X is None:
+            if self.X is None:
+                raise ValueError("an online run has no training set: pass evaluation data X, Y")
+            return self.X, self.Y
+        return X, Y
+
+    def kinetic_energy(self) -> float:
+        """:math:`\\frac12 E_\\rho\\|r\\|^2 + \\frac12\\|r_W\\|_F^2` (dynamics.md §5.4)."""
+        ke = 0.5 * float(np.einsum("ij,ij->", self.r, self.r)) / self.N
+        if self.r_W is not None:
+            ke += 0.5 * float(np.sum(self.r_W * self.r_W))
+        return ke
+
+    def hamiltonian(self, X=None, Y=None) -> float:
+        """Lyapunov function :math:`H = R + \\frac\\lambda2E\\|\\theta\\|^2 + \\frac{\\lambda_W}2\\|W\\|^2
+        + \\frac12E\\|r\\|^2 + \\frac12\\|r_W\\|^2` (dynamics.md §5.4) on the training data (or on
+        ``X, Y``). Non-increasing for ``beta = inf`` and full-batch forces."""
+        X, Y = self._eval_data(X, Y)
+        return self.model.regularized_risk(self.theta, X, Y, self.W) + self.kinetic_energy()
+
+    def dissipation_rate(self, X=None, Y=None) -> float:
+        """:math:`-dH/dt` of the exact noiseless dynamics at the current state:
+        :math:`\\gamma\\xi E\\|r\\|^2 + \\gamma\\xi_W\\|r_W\\|^2` (plus :math:`\\xi_W\\|\\nabla_WF\\|^2`
+        when ``W`` follows the first-order flow), with ``xi`` at the current time."""
+        xi = self.xi(self.t)
+        out = self.gamma * xi * float(np.einsum("ij,ij->", self.r, self.r)) / self.N
+        if self.r_W is not None:
+            out += self.gamma * xi * self.xi_W * float(np.sum(self.r_W * self.r_W))
+        elif self.train_W:
+            X, Y = self._eval_data(X, Y)
+            gW = self.model.gradient(self.theta, X, Y, self.W).W
+            out += xi * self.xi_W * float(np.sum(gW * gW))
+        return out
+
+    def kinetic_entropy(self, k: int = 3) -> float:
+        """ESTIMATE (Kozachenko–Leonenko kNN, metrics.md §5) of the phase-space entropy
+        :math:`-E\\log\\rho(\\theta, r)` from the ``N`` points ``(theta_i, r_i)`` in dimension
+        ``2D``; biased for large ``D`` and meaningless for ``beta = inf`` with ``r_0 = 0``
+        (the law is singular)."""
+        return knn_entropy(np.hstack([self.theta, self.r]), k=k)
+
+    def kinetic_free_energy(self, X=None, Y=None, k: int = 3) -> float:
+        """:math:`F_{kin} = H - \\beta^{-1}\\hat S` with :math:`\\hat S` the kNN ESTIMATE of the
+        phase-space entropy (:meth:`kinetic_entropy`); equals :meth:`hamiltonian` for
+        ``beta = inf``. An estimate, not an exact value (dynamics.md §5.4)."""
+        H = self.hamiltonian(X, Y)
+        if not math.isfinite(self.beta):
+            return H
+        return H - self.kinetic_entropy(k) / self.beta
+
+    def observables(self, X=None, Y=None, k: int = 3) -> dict[str, float]:
+        """The kinetic quantities in one dict (names for the observers / ``/series``):
+        ``hamiltonian``, ``kinetic_energy``, ``dissipation`` (:meth:`dissipation_rate`) and, for
+        ``beta < inf``, ``kinetic_entropy_knn`` and ``kinetic_free_energy_knn`` (ESTIMATES)."""
+        out = {"hamiltonian": self.hamiltonian(X, Y), "kinetic_energy": self.kinetic_energy(),
+               "dissipation": self.dissipation_rate(X, Y)}
+        if math.isfinite(self.beta):
+            S = self.kinetic_entropy(k)
+            out["kinetic_entropy_knn"] = S
+            out["kinetic_free_energy_knn"] = out["hamiltonian"] - S / self.beta
+        return out
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of the per-particle arrays for a snapshot: ``{"theta": (N, D), "r": (N, D)}``."""
+        return {"theta": self.theta.copy(), "r": self.r.copy()}
+
+    # ------------------------------------------------------------------ state
+    def _extra_state(self) -> dict:
+        return {
+            "r": self.r.copy(),
+            "r_W": None if self.r_W is None else self.r_W.copy(),
+            "force": self._f.copy(),
+            "force_W": None if self._fW is None else self._fW.copy(),
+            "force_risk": float(self._f_risk),
+            "force_valid": bool(self._f_valid),
+            "n_force": int(self.n_force),
+        }
+
+    def _load_extra_state(self, state: dict) -> None:
+        r = np.asarray(state["r"], dtype=np.float64)
+        if r.shape != self.r.shape:
+            raise ValueError(f"checkpoint r has shape {r.shape}, solver has {self.r.shape}")
+        self.r[...] = r
+        if self.r_W is not None:
+            self.r_W[...] = np.asarray(state["r_W"], dtype=np.float64)
+        valid = bool(state.get("force_valid", False)) and state.get("force") is not None
+        if valid:
+            self._f[...] = np.asarray(state["force"], dtype=np.float64)
+            fW = state.get("force_W")
+            self._fW = None if fW is None else np.array(fW, dtype=np.float64)
+            self._f_risk = float(state.get("force_risk", float("nan")))
+        self._f_valid = valid
+        self.n_force = int(state.get("n_force", 0))
+
+
+# ============================================================================ Pham–Nguyen
+class PNKineticSolver:
+    r"""Velocity-augmented mean-field ODEs of the Pham–Nguyen three-layer network (dynamics.md §6.3).
+
+    .. math::
+
+        \partial_t w_\ell = r_\ell,\qquad
+        \partial_t r_\ell = -\gamma r_\ell - \xi_\ell(t)\,\Delta_\ell,\qquad \ell = 1, 2, 3,
+        \qquad r_\ell(0) = 0,
+
+    with :math:`\Delta_\ell` the mean-field gradients of §6.2. Following the numerical reference of
+    §6.2 [choice], the continuum indices ``(c_1, c_2)`` are represented by a width-``(n1, n2)``
+    network driven by exact expectations over the data (full batch: the rescaled gradients
+    ``Grad_l`` of :meth:`PNThreeLayer.gradients
+    <mfpde.models.three_layer_pn.PNThreeLayer.gradients>` on the whole set). ``xi_l`` multiply the
+    force only (as in §6.3 and :class:`~mfpde.models.three_layer_pn.PNDriver`; not a clock).
+    Noiseless.
+
+    Integrators: ``"splitting"`` — ``O(h/2) B(h/2) A(h) B(h/2) O(h/2)`` with exact friction
+    ``r <- exp(-gamma h/2) r`` (second order, one gradient evaluation per step, cached between
+    steps; ``xi_l`` at the step midpoint); ``"shb"`` — the heavy-ball recursion
+    ``r <- (1 - gamma h) r - h xi_l Grad_l``, ``w <- w + h r`` (first order; the finite-width SHB
+    of :class:`~mfpde.models.three_layer_pn.PNDriver` with full batch).
+
+    Lyapunov function (constant ``xi_l``, §6.3, plus the optional weight decay [choice]):
+
+    .. math::
+
+        H = E_z L + \tfrac\lambda2\big(E\|w_1\|^2 + E w_2^2 + E w_3^2\big)
+            + \tfrac12\sum_\ell E\|r_\ell\|^2/\xi_\ell,\qquad
+        \frac{dH}{dt} = -\gamma\sum_\ell E\|r_\ell\|^2/\xi_\ell ,
+
+    expectations over the neuron indices (``E|w_1|^2 = sum(w1**2)/n1``, ``E w_2^2 = mean(w2**2)``,
+    ``E w_3^2 = mean(w3**2)``).
+
+    Parameters
+    ----------
+    model : PNThreeLayer
+    data : Dataset
+        The data whose average defines the expectations (a large fixed sample for a population
+        reference).
+    n1, n2 : int
+        Widths (ignored when ``weights0`` is given).
+    dt : float
+        Step ``h`` (time ``t = k*dt``).
+    gamma : float
+        Friction > 0.
+    integrator : {"splitting", "shb"}
+    xi : number, callable or three of them
+        Per-layer ``xi_l(t)`` (force multipliers).
+    seed : int
+        Seed of the initialisation when ``weights0`` is not given.
+    weights0 : PNWeights, optional
+    r0 : sequence of three arrays, optional
+        Initial velocities (default 0).
+    """
+
+    INTEGRATORS = ("splitting", "shb")
+
+    def __init__(self, model, data, *, n1=None, n2=None, dt, gamma, integrator="splitting",
+                 xi=None, seed=0, weights0=None, r0=None):
+        from ..models.three_layer_pn import _layer_schedules
+        if integrator not in self.INTEGRATORS:
+            raise ValueError(f"integrator must be one of {', '.join(self.INTEGRATORS)}, got {integrator!r}")
+        if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
+            raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
+        gamma = float(gamma)
+        if not (math.isfinite(gamma) and gamma > 0):
+            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
+        if integrator == "shb" and gamma * dt >= 1:
+            raise ValueError(f"SHB needs gamma*dt < 1, got {gamma * dt:.4g}")
+        self.model = model
+        self.X = model.prepare_X(data.X)
+        self.Y = model.prepare_Y(data.Y, self.X.shape[0])
+        self.dt, self.gamma, self.integrator = float(dt), gamma, integrator
+        self.order = 2 if integrator == "splitting" else 1
+        self.xi_l = _layer_schedules(xi)
+        if weights0 is None:
+            if n1 is None or n2 is None:
+                raise ValueError("give the widths n1, n2 (or weights0)")
+            from .base import make_rng
+            self.w = model.init_weights(n1, n2, make_rng(seed))
+        else:
+            self.w = model.check_weights(weights0).copy()
+        if r0 is None:
+            self.r = [np.zeros_like(a) for a in self.w.arrays()]
+        else:
+            self.r = [np.array(v, dtype=np.float64) for v in r0]
+            if [v.shape for v in self.r] != [a.shape for a in self.w.arrays()]:
+                raise ValueError("r0 must be three arrays shaped like (w1, w2, w3)")
+        self.k = 0
+        self._g = None
+        self.n_force = 0
+        self.last_risk = float("nan")
+
+    @property
+    def t(self) -> float:
+        return self.k * self.dt
+
+    def _force(self):
+        g = self.model.gradients(self.w, self.X, self.Y)
+        self._g = (g.g1, g.g2, g.g3)
+        self.last_risk = g.risk
+        self.n_force += 1
+
+    def step(self, n: int = 1) -> None:
+        """Advance ``n`` steps of the chosen integrator."""
+        for _ in range(int(n)):
+            h = self.dt
+            if self.integrator == "shb":
+                self._force()
+                xis = [f(self.t) for f in self.xi_l]
+                a = 1.0 - self.gamma * h
+                for wl, rl, gl, x in zip(self.w.arrays(), self.r, self._g, xis):
+                    rl *= a
+                    rl -= (h * x) * gl
+                    wl += h * rl
+                self._g = None
+            else:
+                if self._g is None:
+                    self._force()
+                xis = [f(self.t + 0.5 * h) for f in self.xi_l]
+                c = math.exp(-0.5 * self.gamma * h)
+                for wl, rl, gl, x in zip(self.w.arrays(), self.r, self._g, xis):
+                    rl *= c
+                    rl -= (0.5 * h * x) * gl
+                    wl += h * rl
+                self._force()
+                for rl, gl, x in zip(self.r, self._g, xis):
+                    rl -= (0.5 * h * x) * gl
+                    rl *= c
+            self.k += 1
+
+    # ------------------------------------------------------------------ observables
+    @staticmethod
+    def _means(arrs):
+        a1, a2, a3 = arrs
+        return (float(np.sum(a1 * a1)) / a1.shape[0], float(np.mean(a2 * a2)), float(np.mean(a3 * a3)))
+
+    def kinetic_energy(self) -> float:
+        """``1/2 sum_l E|r_l|^2 / xi_l`` (``xi_l`` at the current time)."""
+        xis = [f(self.t) for f in self.xi_l]
+        return 0.5 * sum(m / x for m, x in zip(self._means(self.r), xis))
+
+    def hamiltonian(self) -> float:
+        """``H`` of the class docstring on the solver's data."""
+        H = self.model.risk(self.w, self.X, self.Y) + self.kinetic_energy()
+        if self.model.lam:
+            H += 0.5 * self.model.lam * sum(self._means(self.w.arrays()))
+        return H
+
+    def dissipation_rate(self) -> float:
+        """``-dH/dt = gamma sum_l E|r_l|^2 / xi_l`` of the exact flow."""
+        xis = [f(self.t) for f in self.xi_l]
+        return self.gamma * sum(m / x for m, x in zip(self._means(self.r), xis))
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of weights and velocities: ``w1, w2, w3, r1, r2, r3``."""
+        out = {f"w{i + 1}": a.copy() for i, a in enumerate(self.w.arrays())}
+        out.update({f"r{i + 1}": a.copy() for i, a in enumerate(self.r)})
+        return out
+
+    def state_dict(self) -> dict:
+        out = self.snapshot_arrays()
+        out["k"] = int(self.k)
+        out["force"] = None if self._g is None else [g.copy() for g in self._g]
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        for i, a in enumerate(self.w.arrays()):
+            a[...] = np.asarray(state[f"w{i + 1}"], dtype=np.float64)
+        for i, a in enumerate(self.r):
+            a[...] = np.asarray(state[f"r{i + 1}"], dtype=np.float64)
+        self.k = int(state["k"])
+        f = state.get("force")
+        self._g = None if f is None else tuple(np.array(g, dtype=np.float64) for g in f)
+
+
+__all__ = ["KineticSolver", "PNKineticSolver", "INTEGRATORS"]
