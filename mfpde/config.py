@@ -60,7 +60,8 @@ REQUIRED = object()  # marker: the field has no default and must be given
 
 ACTIVATIONS = ("tanh", "sigmoid", "erf", "softplus", "relu", "identity", "mmn_pl")
 MODEL_KINDS = ("two_layer", "nc")
-SOLVERS = ("langevin",)
+SOLVERS = ("langevin", "kinetic")
+INTEGRATORS = ("baoab", "obabo", "splitting", "shb")
 
 
 # --------------------------------------------------------------------------------------------
@@ -509,9 +510,14 @@ def _check_like(where: str, value: Any, default: Any) -> Any:
 
 @dataclass
 class DynamicsConfig(_Section):
-    """``[dynamics]``: the particle driver (overdamped Langevin, Euler–Maruyama)."""
+    """``[dynamics]``: the particle driver (overdamped Langevin, Euler–Maruyama; or kinetic
+    heavy-ball dynamics with friction ``gamma``)."""
 
-    solver: str = option("langevin", type="str", choices=SOLVERS, doc="driver")
+    solver: str = option("langevin", type="str", choices=SOLVERS,
+                         doc="driver: langevin (overdamped) or kinetic (heavy ball)")
+    gamma: float = option(1.0, type="float", gt=0.0, doc="friction (kinetic solver only)")
+    integrator: str = option("baoab", type="str", choices=INTEGRATORS,
+                             doc="kinetic integrator; splitting needs beta = inf")
     N: int = option(type="int", ge=1, doc="number of particles (network width)")
     dt: float = option(type="float", gt=0.0, doc="time step epsilon (mean-field time t = k dt)")
     steps: int | None = option(None, type="int", ge=0, doc="number of steps (or give t_end)")
@@ -544,6 +550,11 @@ class DynamicsConfig(_Section):
             given = "both" if self.steps is not None else "neither"
             raise ConfigError(f"dynamics.steps / dynamics.t_end: give exactly one of them "
                               f"({given} given)")
+        if self.solver == "langevin":
+            for key, default in (("gamma", 1.0), ("integrator", "baoab")):
+                if getattr(self, key) != default:
+                    raise ConfigError(f"dynamics.{key} = {_fmt(getattr(self, key))}: only used by "
+                                      f"solver = \"kinetic\" (solver is \"langevin\")")
         if self.online and self.batch == 0:
             raise ConfigError("dynamics.batch = 0: expected an integer >= 1 when "
                               "dynamics.online = true (samples drawn per step)")

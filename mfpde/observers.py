@@ -21,6 +21,10 @@ Quantities (theory/metrics.md section in brackets):
 ``smin_W, smax_W``  extreme singular values of ``W`` (§2)
 ``lemma45``         :math:`\|\lambda E[aa^\top] - \lambda_W WW^\top - \beta^{-1}I_p\|_{op}` (validation.md §V6)
 ``test_loss``       risk on the held-out set, when one is given
+``hamiltonian``     kinetic solver: :math:`H = R_\lambda + \frac12E\|r\|^2` (dynamics.md §5.4)
+``kinetic_energy``  kinetic solver: :math:`\frac12E\|r\|^2` (+ ``W`` velocity)
+``kinetic_free_energy``  kinetic solver: :math:`H - \beta^{-1}\hat S` (kNN ESTIMATE of the
+                    phase-space entropy; equals ``hamiltonian`` when beta = inf)
 ==================  ==========================================================================
 
 The evaluation data are the full training set (also when training uses mini-batches); for online
@@ -58,7 +62,10 @@ class Observers:
     """
 
     QUANTITIES = ("loss", "reg_loss", "entropy", "free_energy", "grad_sq", "grad_W_sq", "nc1",
-                  "nc1_papyan", "nb", "smin_W", "smax_W", "lemma45", "test_loss")
+                  "nc1_papyan", "nb", "smin_W", "smax_W", "lemma45", "test_loss",
+                  "hamiltonian", "kinetic_energy", "kinetic_free_energy")
+    #: quantities that need a kinetic solver (velocities)
+    KINETIC = ("hamiltonian", "kinetic_energy", "kinetic_free_energy")
 
     @classmethod
     def available(cls) -> tuple[str, ...]:
@@ -114,4 +121,13 @@ class Observers:
                 out["lemma45"] = collapse.lemma45_residual(A, W, m.lam, m.lam_W, self.beta)
         if "test_loss" in want:
             out["test_loss"] = m.risk(theta, self.test.X, self.test.Y, W)
+        if want & set(self.KINETIC):
+            if not hasattr(solver, "hamiltonian"):
+                raise ValueError(f"{sorted(want & set(self.KINETIC))} need the kinetic solver")
+            if "kinetic_energy" in want:
+                out["kinetic_energy"] = solver.kinetic_energy()
+            if "hamiltonian" in want:
+                out["hamiltonian"] = solver.hamiltonian(X, Y)
+            if "kinetic_free_energy" in want:
+                out["kinetic_free_energy"] = solver.kinetic_free_energy(X, Y, k=self.knn_k)
         return {k: float(out[k]) for k in self.quantities}

@@ -103,6 +103,28 @@ def _pick_snapshots(n: int, k: int = 5) -> list[int]:
     return sorted(set(np.linspace(0, n - 1, k).round().astype(int).tolist()))
 
 
+def _plot_marginals(plt, axes, loaded, field, prefix, labels, n_coord):
+    """One row of histograms: marginals of ``snapshot.<field>`` coordinates at the snapshot times."""
+    cmap = plt.get_cmap("viridis")
+    for j, ax in enumerate(axes):
+        if j >= n_coord:
+            ax.axis("off")
+            continue
+        name = labels[j] if j < len(labels) else f"theta_{j}"
+        for c, snap in enumerate(loaded):
+            x = getattr(snap, field)[:, j]
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                continue
+            ax.hist(x, bins=min(60, max(10, int(np.sqrt(x.size)))), density=True,
+                    histtype="step", color=cmap(c / max(1, len(loaded) - 1)), lw=1.3,
+                    label=f"t = {snap.t:g}")
+        ax.set_xlabel(f"{prefix}{name}")
+        ax.set_title(f"marginal of {prefix}{name}")
+        if j == 0:
+            ax.legend(fontsize=7)
+
+
 def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -> str:
     """Draw the standard figure of a stored run to ``path`` (PNG); returns the path.
 
@@ -124,7 +146,8 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
         D = first.theta.shape[1]
     n_coord = min(coords, D)
     ncols = max(len(panels), n_coord, 1)
-    nrows = (1 if panels or not snaps else 0) + (1 if snaps else 0)
+    has_r = bool(snaps) and first.r is not None
+    nrows = (1 if panels or not snaps else 0) + (1 if snaps else 0) + int(has_r)
     nrows = max(nrows, 1)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     row = 0
@@ -146,24 +169,10 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
     if snaps:
         labels = coordinate_labels(run.config, D)
         loaded = [run.snapshot(i) for i in snaps]
-        cmap = plt.get_cmap("viridis")
-        for j in range(ncols):
-            ax = axes[row, j]
-            if j >= n_coord:
-                ax.axis("off")
-                continue
-            for c, snap in enumerate(loaded):
-                x = snap.theta[:, j]
-                x = x[np.isfinite(x)]
-                if x.size == 0:
-                    continue
-                color = cmap(c / max(1, len(loaded) - 1))
-                ax.hist(x, bins=min(60, max(10, int(np.sqrt(x.size)))), density=True,
-                        histtype="step", color=color, lw=1.3, label=f"t = {snap.t:g}")
-            ax.set_xlabel(labels[j] if j < len(labels) else f"theta_{j}")
-            ax.set_title(f"marginal of {labels[j] if j < len(labels) else j}")
-            if j == 0:
-                ax.legend(fontsize=7)
+        fields = [("theta", "")] + ([("r", "velocity ")] if has_r else [])
+        for field, prefix in fields:
+            _plot_marginals(plt, axes[row], loaded, field, prefix, labels, n_coord)
+            row += 1
     kind = run.config.get("model", {}).get("kind", "") if run.config else ""
     fig.suptitle(f"{os.path.basename(run.path)}  ({kind}, status {run.status})", fontsize=10)
     fig.tight_layout()

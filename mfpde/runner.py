@@ -92,7 +92,7 @@ def _bad(where: str, exc: Exception) -> ConfigError:
 def build(cfg: Config) -> Built:
     """Build data, model, solver and observers; input errors become :class:`ConfigError`."""
     from .data import make_dataset
-    from .dynamics.langevin import LangevinSolver
+    from .dynamics import KineticSolver, LangevinSolver
     from .models import make_model
     from .observers import Observers
 
@@ -126,12 +126,18 @@ def build(cfg: Config) -> Built:
         raise ConfigError(f"dynamics.batch = {dyn.batch}: expected an integer between 0 and the "
                           f"number of samples n = {data.X.shape[0]}")
     try:
-        solver = LangevinSolver(
-            model, None if dyn.online else data, N=dyn.N, dt=dyn.dt, beta=dyn.beta,
-            batch=dyn.batch or None, sampler=sampler, xi=dyn.xi, xi_W=dyn.xi_W,
-            train_W=mc.train_W, seed=dyn.seed)
+        common = dict(N=dyn.N, dt=dyn.dt, beta=dyn.beta, batch=dyn.batch or None,
+                      sampler=sampler, xi=dyn.xi, xi_W=dyn.xi_W, train_W=mc.train_W, seed=dyn.seed)
+        if dyn.solver == "kinetic":
+            solver = KineticSolver(model, None if dyn.online else data, gamma=dyn.gamma,
+                                   integrator=dyn.integrator, **common)
+        else:
+            solver = LangevinSolver(model, None if dyn.online else data, **common)
     except (ValueError, TypeError) as exc:
         raise _bad("[dynamics]", exc) from None
+    kinetic_q = sorted(set(obs.quantities) & set(Observers.KINETIC))
+    if kinetic_q and dyn.solver != "kinetic":
+        raise ConfigError(f"observe.quantities = {kinetic_q}: need dynamics.solver = \"kinetic\"")
     try:
         observers = Observers(obs.quantities, model, data, test=test, beta=dyn.beta)
     except (ValueError, TypeError) as exc:
@@ -379,7 +385,8 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
                                   f"{_os_reason(exc)}") from None
             if cfg.observe.snapshot_every:
                 store.init_snapshots(_snapshot_index(cfg), solver.theta.shape[1],
-                                     None if solver.W is None else solver.W.shape)
+                                     None if solver.W is None else solver.W.shape,
+                                     velocities=hasattr(solver, "r"))
             _record(store, cfg, solver, first, built)
             store.write_checkpoint(solver.state_dict(), step=0, t=0.0)
             if path.exists() and not cfg.output.overwrite:
@@ -402,7 +409,8 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
                 store.truncate(solver.k)
             if cfg.observe.snapshot_every and "snapshots" not in store.f:
                 store.init_snapshots(_snapshot_index(cfg), solver.theta.shape[1],
-                                     None if solver.W is None else solver.W.shape)
+                                     None if solver.W is None else solver.W.shape,
+                                     velocities=hasattr(solver, "r"))
             store.set_status("running")
         _loop(store, built, quiet, out, stop)
     except BaseException:
@@ -467,8 +475,12 @@ def _record(store: RunStore, cfg: Config, solver, values: dict[str, float], buil
     se = cfg.observe.snapshot_every
     if se and (k % se == 0 or k == built.n_steps):
         idx = store.snapshot_index
-        theta = solver.theta if idx.size == solver.theta.shape[0] else solver.theta[idx]
-        store.append_snapshot(k, solver.t, theta, solver.W)
+        full = idx.size == solver.theta.shape[0]
+        theta = solver.theta if full else solver.theta[idx]
+        r = getattr(solver, "r", None)
+        if r is not None and not full:
+            r = r[idx]
+        store.append_snapshot(k, solver.t, theta, solver.W, r=r)
 
 
 def _next_event(k: int, n_steps: int, cadences: list[int]) -> int:

@@ -12,6 +12,7 @@ The layout is documented in ``docs/hdf5-schema.md`` (schema version :data:`SCHEM
     /snapshots/index       int64   (N_sub,)           which particles are kept
     /snapshots/theta       float64 (n_snap, N_sub, D)
     /snapshots/W           float64 (n_snap, p, q)     NC model only
+    /snapshots/r           float64 (n_snap, N_sub, D) velocities, kinetic solver only
     /checkpoint/           complete solver state (see :meth:`RunStore.write_checkpoint`)
 
 Writing (:class:`RunStore`) keeps the file open for the whole run and calls ``flush()`` after
@@ -217,8 +218,10 @@ class RunStore:
         return {k: g[k][:n] for k in g}
 
     # ------------------------------------------------------------------ snapshots
-    def init_snapshots(self, index: np.ndarray, D: int, W_shape: tuple[int, int] | None) -> None:
-        """Create the ``/snapshots`` group for particles ``index`` (kept fixed for the run)."""
+    def init_snapshots(self, index: np.ndarray, D: int, W_shape: tuple[int, int] | None,
+                       velocities: bool = False) -> None:
+        """Create the ``/snapshots`` group for particles ``index`` (kept fixed for the run);
+        ``velocities`` adds ``/snapshots/r`` (kinetic solver)."""
         if "snapshots" in self.f:
             return
         index = np.asarray(index, dtype=np.int64)
@@ -228,8 +231,9 @@ class RunStore:
         self._new_series(g, "t", np.float64)
         n_sub = int(index.size)
         rows = max(1, min(n_sub, _SNAPSHOT_CHUNK_BYTES // max(1, 8 * D)))
-        g.create_dataset("theta", shape=(0, n_sub, D), maxshape=(None, n_sub, D),
-                         chunks=(1, rows, D), dtype=np.float64)
+        for name in ("theta", "r") if velocities else ("theta",):
+            g.create_dataset(name, shape=(0, n_sub, D), maxshape=(None, n_sub, D),
+                             chunks=(1, rows, D), dtype=np.float64)
         if W_shape is not None:
             g.create_dataset("W", shape=(0, *W_shape), maxshape=(None, *W_shape),
                              chunks=(1, *W_shape), dtype=np.float64)
@@ -244,18 +248,18 @@ class RunStore:
         if "snapshots" not in self.f:
             return 0
         g = self.f["snapshots"]
-        return min(g[k].shape[0] for k in ("step", "t", "theta", "W") if k in g)
+        return min(g[k].shape[0] for k in ("step", "t", "theta", "W", "r") if k in g)
 
     def append_snapshot(self, step: int, t: float, theta: np.ndarray,
-                        W: np.ndarray | None = None) -> None:
-        """Append particles ``theta`` (N_sub, D) (already subsampled) and ``W`` (p, q)."""
+                        W: np.ndarray | None = None, r: np.ndarray | None = None) -> None:
+        """Append particles ``theta`` (N_sub, D) (already subsampled), ``W`` (p, q) and the
+        velocities ``r`` (N_sub, D) when the group has them."""
         g = self.f["snapshots"]
         n = self.n_snapshots
-        g["theta"].resize((n + 1, *g["theta"].shape[1:]))
-        g["theta"][n] = theta
-        if "W" in g:
-            g["W"].resize((n + 1, *g["W"].shape[1:]))
-            g["W"][n] = W
+        for name, arr in (("theta", theta), ("W", W), ("r", r)):
+            if name in g:
+                g[name].resize((n + 1, *g[name].shape[1:]))
+                g[name][n] = arr
         for name, value in (("t", float(t)), ("step", int(step))):
             g[name].resize((n + 1,))
             g[name][n] = value
@@ -391,12 +395,13 @@ def read_checkpoint(f: h5py.File) -> dict[str, Any] | None:
 
 class Snapshot:
     """One stored snapshot: ``step``, ``t``, ``theta`` (N_sub, D), ``W`` (p, q) or None,
+    ``r`` (N_sub, D) velocities or None (kinetic solver),
     ``index`` (N_sub,) particle indices."""
 
-    __slots__ = ("step", "t", "theta", "W", "index")
+    __slots__ = ("step", "t", "theta", "W", "index", "r")
 
-    def __init__(self, step, t, theta, W, index):
-        self.step, self.t, self.theta, self.W, self.index = step, t, theta, W, index
+    def __init__(self, step, t, theta, W, index, r=None):
+        self.step, self.t, self.theta, self.W, self.index, self.r = step, t, theta, W, index, r
 
     def __repr__(self) -> str:
         return f"Snapshot(step={self.step}, t={self.t:g}, theta{self.theta.shape})"
@@ -454,7 +459,7 @@ class Run:
             self.snapshot_index = None
             if "snapshots" in f:
                 g = f["snapshots"]
-                n = min(g[k].shape[0] for k in ("step", "t", "theta", "W") if k in g)
+                n = min(g[k].shape[0] for k in ("step", "t", "theta", "W", "r") if k in g)
                 self.n_snapshots = n
                 self.snapshot_times = g["t"][:n]
                 self.snapshot_steps = g["step"][:n]
@@ -488,8 +493,9 @@ class Run:
         with _open_read(self.path) as f:
             g = f["snapshots"]
             W = g["W"][i] if "W" in g else None
+            r = g["r"][i] if "r" in g else None
             return Snapshot(int(g["step"][i]), float(g["t"][i]), g["theta"][i], W,
-                            g["index"][:])
+                            g["index"][:], r)
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The last complete checkpoint: ``{"state": solver state dict, "meta": {...}}``."""
