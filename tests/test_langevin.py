@@ -91,7 +91,7 @@ _REPRO = textwrap.dedent("""
     from mfpde.models import make_model
     data = gaussian_mixture(q=3, m=40, d=6, sep=1.0, std=0.5, seed=0).normalized(0.99)
     model = make_model("nc", d=6, q=3, p=4, Gamma=2.0, lam=0.02, lam_W=0.02)
-    s = LangevinSolver(model, data, N=3000, dt=0.05, beta=50.0, batch=32, seed=11)
+    s = LangevinSolver(model, data, N=15000, dt=0.05, beta=50.0, batch=32, seed=11)
     s.step(15)
     g = model.gradient(s.theta, data.X, data.Y, s.W, laplacian=True)
     h = hashlib.sha256(s.theta.tobytes() + s.W.tobytes() + g.lap.tobytes()).hexdigest()
@@ -100,7 +100,9 @@ _REPRO = textwrap.dedent("""
 
 
 def test_same_seed_same_bits_for_any_thread_count():
-    """Parallel kernels are used at this size (N * n_block >= PARALLEL_MIN)."""
+    """Parallel kernels are used at this size (every kernel sees >= PARALLEL_MIN entries)."""
+    from mfpde.kernels.readout import PARALLEL_MIN
+    assert 32 * 15000 >= PARALLEL_MIN and 15000 * 10 >= PARALLEL_MIN
     digests = []
     for threads in ("1", "2"):
         env = dict(os.environ, NUMBA_NUM_THREADS=threads)

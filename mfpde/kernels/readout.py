@@ -27,7 +27,7 @@ TILE = 256
 
 
 #: below this many entries a kernel runs serially: a parallel launch costs more than it saves
-PARALLEL_MIN = 1 << 15
+PARALLEL_MIN = 1 << 17
 
 
 @njit(cache=NUMBA_CACHE, inline="always")
