@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--seed", type=int, default=0, help="base seed of the cases (default 0)")
     v.add_argument("--list", action="store_true", help="list the registered cases and exit")
 
+    c = sub.add_parser("compare", help="finite-width networks against the mean-field reference",
+                       description="Run a [compare] configuration (widths x seeds x step sizes, "
+                       "synchronous coupling to a mean-field reference) into one HDF5 file with a "
+                       "group per run, rate fits with bootstrap intervals and a figure. Schema: "
+                       "docs/finite-width.md. Exit 0 success, 2 bad input.")
+    c.add_argument("config", metavar="CONFIG", help="TOML file with a [compare] section")
+    c.add_argument("-o", "--output", metavar="OUT.h5", default="compare.h5",
+                   help="output file (default compare.h5)")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
     b = sub.add_parser("bench", help="performance benchmarks (source checkout)",
                        description="Dispatch to the benchmarks package.", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -114,6 +124,20 @@ def cmd_run(args) -> int:
         steps = int(r.series["step"][-1]) if len(r.series.get("step", [])) else 0
         print(f"{PROG}: wrote {path} (status {r.status}, {steps} steps, "
               f"{time.monotonic() - t0:.1f} s)", flush=True)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import CompareConfigError, run_compare
+
+    t0 = time.monotonic()
+    try:
+        out = run_compare(args.config, args.output, quiet=args.quiet)
+    except (CompareConfigError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        _fail(str(exc), 2)
+    if not args.quiet:
+        print(f"{PROG}: wrote {getattr(out, 'path', args.output)} "
+              f"({time.monotonic() - t0:.1f} s)", flush=True)
     return 0
 
 
@@ -238,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handler = {"run": cmd_run, "info": cmd_info, "plot": cmd_plot, "validate": cmd_validate,
-               "bench": cmd_bench}[args.command]
+               "compare": cmd_compare, "bench": cmd_bench}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:  # e.g. `mfpde info run.h5 | head`

@@ -132,8 +132,22 @@ class ParticleDriver:
         return self.k * self.dt
 
     # ------------------------------------------------------------------ data
+    #: Optional hooks for synchronous coupling (:mod:`mfpde.coupling`); None keeps the driver's
+    #: own draws. ``batch_source() -> (X, Y)`` replaces the data of a step (e.g. the mini-batch the
+    #: coupled reference drew) and ``noise_source() -> ndarray (N, D)`` the Gaussian ``g^k``
+    #: (e.g. rows ``:N`` of the reference's noise). Set them on an instance.
+    batch_source = None
+    noise_source = None
+
     def next_batch(self):
-        """The data of the next step: full set, next epoch slice, or fresh samples ``(X, Y)``."""
+        """The data of the next step: full set, next epoch slice, or fresh samples ``(X, Y)``
+        (or whatever :attr:`batch_source` returns when that hook is set)."""
+        if self.batch_source is not None:
+            return self.batch_source()
+        return self.sample_batch()
+
+    def sample_batch(self):
+        """The driver's own draw of the next step's data (the body of :meth:`next_batch`)."""
         if self.sampler is not None:
             return self.sampler.sample(self.batch, self.rng)
         if self.batch is None:
@@ -147,7 +161,18 @@ class ParticleDriver:
         return self.X[idx], self.Y[idx]
 
     def draw_noise(self) -> np.ndarray:
-        """Standard Gaussian ``g^k`` of shape (N, D) drawn from the run's generator."""
+        """Standard Gaussian ``g^k`` of shape (N, D) drawn from the run's generator (or from
+        :attr:`noise_source` when that hook is set)."""
+        if self.noise_source is not None:
+            g = self.noise_source()
+            if g.shape != (self.N, self.model.D):
+                raise ValueError(f"noise_source returned shape {g.shape}, expected "
+                                 f"({self.N}, {self.model.D})")
+            return g
+        return self.sample_noise()
+
+    def sample_noise(self) -> np.ndarray:
+        """The driver's own draw of ``g^k`` (N, D) from its generator (a reused buffer)."""
         return self.rng.standard_normal(out=self._noise)
 
     # ------------------------------------------------------------------ state
