@@ -813,7 +813,7 @@ def load_config(path: str | Path, overrides: Iterable[str] = (), **hooks) -> Con
 # a tiny TOML writer (str, bool, int, float incl. inf/nan, arrays, tables)
 # --------------------------------------------------------------------------------------------
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")  # \Z, not $: "$" also matches before a final newline
 
 
 def _key(k: str) -> str:

@@ -317,7 +317,12 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "validation").glob("exa
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_bundled_examples_are_valid(path):
-    """The bundled examples validate against the real data kinds and observers."""
+    """The bundled examples validate against the real data kinds and observers (comparison
+    configs against the ``[compare]`` parser of :mod:`mfpde.compare`)."""
+    if "[compare]" in path.read_text():
+        from mfpde.compare import parse_compare
+        parse_compare(tomllib.loads(path.read_text()))
+        return
     cfg = load_config(path)
     assert cfg.dynamics.n_steps > 0
     assert load_config(path, ["dynamics.steps=1"]).dynamics.n_steps == 1
