@@ -85,6 +85,29 @@ class ParticleDriver:
             raise ValueError(f"xi_W must be a finite number >= 0, got {xi_W!r}")
         self.xi_W = float(xi_W)
         self.train_W = bool(train_W) and model.has_W
+        self._init_data(model, data, batch, sampler)
+        self.rng = make_rng(seed)
+        self.theta = (model.init_particles(self.N, self.rng) if theta0 is None
+                      else np.array(model.check_theta(theta0), dtype=np.float64, order="C"))
+        if self.theta.shape[0] != self.N:
+            raise ValueError(f"theta0 has {self.theta.shape[0]} rows, expected N = {self.N}")
+        if model.has_W:
+            W = model.init_W(self.rng) if W0 is None else W0
+            self.W = np.array(model.check_W(W), dtype=np.float64, order="C")
+        else:
+            if W0 is not None:
+                raise ValueError("W0 given but the model has no W")
+            self.W = None
+        self.k = 0
+        self._perm = np.zeros(0, dtype=np.int64)
+        self._cursor = 0
+        self._noise = np.empty((self.N, model.D)) if math.isfinite(beta) else np.empty((0, 0))
+        #: risk on the data of the last step (batch risk for SGD), before the update
+        self.last_risk = float("nan")
+
+    def _init_data(self, model, data, batch, sampler) -> None:
+        """Set ``sampler``, ``X`` (n, d), ``Y`` (n, q) and ``batch`` (None = full batch), validating
+        them against the model; shared by every driver."""
         self.sampler = sampler
         if sampler is None:
             if data is None:
@@ -106,24 +129,6 @@ class ParticleDriver:
             if n is not None and batch > n:
                 raise ValueError(f"batch = {batch} exceeds the number of samples n = {n}")
             self.batch = None if (n is not None and batch == n) else int(batch)
-        self.rng = make_rng(seed)
-        self.theta = (model.init_particles(self.N, self.rng) if theta0 is None
-                      else np.array(model.check_theta(theta0), dtype=np.float64, order="C"))
-        if self.theta.shape[0] != self.N:
-            raise ValueError(f"theta0 has {self.theta.shape[0]} rows, expected N = {self.N}")
-        if model.has_W:
-            W = model.init_W(self.rng) if W0 is None else W0
-            self.W = np.array(model.check_W(W), dtype=np.float64, order="C")
-        else:
-            if W0 is not None:
-                raise ValueError("W0 given but the model has no W")
-            self.W = None
-        self.k = 0
-        self._perm = np.zeros(0, dtype=np.int64)
-        self._cursor = 0
-        self._noise = np.empty((self.N, model.D)) if math.isfinite(beta) else np.empty((0, 0))
-        #: risk on the data of the last step (batch risk for SGD), before the update
-        self.last_risk = float("nan")
 
     # ------------------------------------------------------------------ time
     @property

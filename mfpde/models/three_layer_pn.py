@@ -314,26 +314,7 @@ class PNDriver(ParticleDriver):
         self.xi_l = _layer_schedules(xi)
         self.xi = self.xi_l[0]
         self.xi_W, self.train_W, self.W = 0.0, False, None
-        self.sampler = sampler
-        if sampler is None:
-            if data is None:
-                raise ValueError("give either a data set (data=...) or an online sampler")
-            self.X = model.prepare_X(data.X)
-            self.Y = model.prepare_Y(data.Y, self.X.shape[0])
-            n = self.X.shape[0]
-        else:
-            self.X = self.Y = None
-            n = None
-        if batch in (None, 0):
-            if sampler is not None:
-                raise ValueError("an online sampler needs batch >= 1")
-            self.batch = None
-        else:
-            if not isinstance(batch, (int, np.integer)) or batch < 1:
-                raise ValueError(f"batch must be an integer >= 1 (or 0 for full batch), got {batch!r}")
-            if n is not None and batch > n:
-                raise ValueError(f"batch = {batch} exceeds the number of samples n = {n}")
-            self.batch = None if (n is not None and batch == n) else int(batch)
+        self._init_data(model, data, batch, sampler)
         self.rng = make_rng(seed)
         if weights0 is None:
             if n1 is None or n2 is None:
