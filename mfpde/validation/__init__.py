@@ -41,6 +41,7 @@ CASE_MODULES: list[str] = [
     "mfpde.validation.cases_core",
     "mfpde.validation.cases_kinetic",
     "mfpde.validation.cases_compare",
+    "mfpde.validation.cases_grid",
 ]
 
 LEVELS = ("quick", "full")
