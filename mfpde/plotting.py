@@ -125,6 +125,32 @@ def _plot_marginals(plt, axes, loaded, field, prefix, labels, n_coord):
             ax.legend(fontsize=7)
 
 
+def _plot_grid(plt, axes, grid):
+    """Grid-solver densities: 1-D curves at up to five snapshot times, or 2-D images of the first
+    and last snapshot (phase space: theta horizontal, second axis vertical)."""
+    dens, t = grid["density"], grid["t"]
+    for ax in axes:
+        ax.axis("off")
+    if dens.ndim == 2:
+        ax = axes[0]
+        ax.axis("on")
+        cmap = plt.get_cmap("viridis")
+        picks = _pick_snapshots(len(t))
+        for c, i in enumerate(picks):
+            ax.plot(grid["axis0"], dens[i], color=cmap(c / max(1, len(picks) - 1)), label=f"t = {t[i]:g}")
+        ax.set_xlabel("theta")
+        ax.set_title("grid density")
+        ax.legend(fontsize=7)
+        return
+    for ax, i in zip(axes[:2], (0, len(t) - 1)):
+        ax.axis("on")
+        e0, e1 = grid["edges0"], grid["edges1"]
+        ax.imshow(dens[i].T, origin="lower", aspect="auto", extent=(e0[0], e0[-1], e1[0], e1[-1]))
+        ax.set_xlabel("axis 0")
+        ax.set_ylabel("axis 1")
+        ax.set_title(f"grid density, t = {t[i]:g}")
+
+
 def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -> str:
     """Draw the standard figure of a stored run to ``path`` (PNG); returns the path.
 
@@ -147,11 +173,15 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
     n_coord = min(coords, D)
     ncols = max(len(panels), n_coord, 1)
     has_r = bool(snaps) and first.r is not None
-    nrows = (1 if panels or not snaps else 0) + (1 if snaps else 0) + int(has_r)
+    grid = run.grid()
+    nrows = (1 if panels or not (snaps or grid) else 0) + (1 if snaps else 0) + int(has_r) \
+        + int(grid is not None)
+    if grid is not None:
+        ncols = max(ncols, 2)
     nrows = max(nrows, 1)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.4 * nrows), squeeze=False)
     row = 0
-    if panels or not snaps:
+    if panels or not (snaps or grid):
         for j in range(ncols):
             ax = axes[row, j]
             if j < len(panels):
@@ -173,6 +203,9 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
         for field, prefix in fields:
             _plot_marginals(plt, axes[row], loaded, field, prefix, labels, n_coord)
             row += 1
+    if grid is not None:
+        _plot_grid(plt, axes[row], grid)
+        row += 1
     kind = run.config.get("model", {}).get("kind", "") if run.config else ""
     fig.suptitle(f"{os.path.basename(run.path)}  ({kind}, status {run.status})", fontsize=10)
     fig.tight_layout()

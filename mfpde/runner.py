@@ -552,3 +552,35 @@ def _loop(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: "_StopF
         raise
     store.set_status("complete")
     progress.close(solver.k, loss)
+
+
+def record_grid(solver, path: str | os.PathLike, t_end: float, n_snapshots: int = 10, *,
+                description: str = "", overwrite: bool = False) -> Path:
+    """Run a grid solver (:mod:`mfpde.meanfield.grid` / ``phase_grid``) to ``t_end`` and write one
+    run file: ``/grid`` density snapshots at ``n_snapshots + 1`` equally spaced times, and the
+    series ``free_energy`` (the discrete free energy) and ``mass_drift`` (``|mass/mass_0 - 1|``,
+    round-off only for a conservative scheme). ``mfpde info`` and
+    ``mfpde plot`` read it like any run file.
+
+    ``solver`` needs ``t``, ``run(t)``, ``free_energy()``, ``mass()`` and ``snapshot_arrays()``.
+    """
+    if not (math.isfinite(t_end) and t_end > solver.t):
+        raise ValueError(f"t_end must be a finite time after the solver's t = {solver.t}, got {t_end!r}")
+    if not (isinstance(n_snapshots, int) and n_snapshots >= 1):
+        raise ValueError(f"n_snapshots must be an integer >= 1, got {n_snapshots!r}")
+    text = (f'[grid]\nsolver = "{type(solver).__name__}"\nt_end = {float(t_end)!r}\n'
+            f'n_snapshots = {n_snapshots}\n' + "".join(f"# {line}\n" for line in description.splitlines()))
+    path = Path(path)
+    times = np.linspace(solver.t, t_end, n_snapshots + 1)
+    mass0 = solver.mass()
+    with RunStore.create(path, config_text=text, seed=0, quantities=("free_energy", "mass_drift"),
+                         overwrite=overwrite) as store:
+        store.init_grid(solver.snapshot_arrays())
+        for k, t in enumerate(times):
+            if k:
+                solver.run(float(t))
+            store.append_series(k, solver.t, {"free_energy": solver.free_energy(),
+                                              "mass_drift": abs(solver.mass() / mass0 - 1.0)})
+            store.append_grid(k, solver.t, solver.snapshot_arrays()["density"])
+        store.set_status("complete")
+    return path

@@ -13,6 +13,8 @@ The layout is documented in ``docs/hdf5-schema.md`` (schema version :data:`SCHEM
     /snapshots/theta       float64 (n_snap, N_sub, D)
     /snapshots/W           float64 (n_snap, p, q)     NC model only
     /snapshots/r           float64 (n_snap, N_sub, D) velocities, kinetic solver only
+    /grid/axis0, edges0 [, axis1, edges1]            grid solvers: cell centres and edges
+    /grid/t, /grid/step, /grid/density (n_snap, *grid shape)   density snapshots
     /checkpoint/           complete solver state (see :meth:`RunStore.write_checkpoint`)
 
 Writing (:class:`RunStore`) keeps the file open for the whole run and calls ``flush()`` after
@@ -265,6 +267,30 @@ class RunStore:
             g[name][n] = value
         self.flush()
 
+    # ------------------------------------------------------------------ grid densities
+    def init_grid(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Create ``/grid`` from a grid solver's ``snapshot_arrays()``: the axes and edges are
+        stored once, ``/grid/density`` (n_snap, *grid shape) grows with :meth:`append_grid`."""
+        g = self.f.create_group("grid", track_order=True)
+        for k, v in arrays.items():
+            if k != "density":
+                g.create_dataset(k, data=np.asarray(v, dtype=np.float64))
+        self._new_series(g, "step", np.int64)
+        self._new_series(g, "t", np.float64)
+        shape = np.shape(arrays["density"])
+        g.create_dataset("density", shape=(0, *shape), maxshape=(None, *shape),
+                         chunks=(1, *shape), dtype=np.float64)
+        self.flush()
+
+    def append_grid(self, step: int, t: float, density: np.ndarray) -> None:
+        """Append one density snapshot (cell averages on the grid of :meth:`init_grid`)."""
+        g = self.f["grid"]
+        n = g["density"].shape[0]
+        for name, value in (("density", density), ("t", float(t)), ("step", int(step))):
+            g[name].resize((n + 1, *g[name].shape[1:]))
+            g[name][n] = value
+        self.flush()
+
     # ------------------------------------------------------------------ truncation (resume)
     def truncate(self, step: int) -> None:
         """Drop series rows and snapshots recorded after ``step`` (for resuming from it)."""
@@ -483,6 +509,16 @@ class Run:
     @property
     def quantities(self) -> list[str]:
         return [k for k in self.series if k not in ("t", "step")]
+
+    def grid(self) -> dict[str, np.ndarray] | None:
+        """Grid-solver output: ``axis0``, ``edges0`` [, ``axis1``, ``edges1``], ``t`` (n_snap,),
+        ``step``, ``density`` (n_snap, *grid shape); None if the file has no ``/grid``."""
+        with _open_read(self.path) as f:
+            if "grid" not in f:
+                return None
+            g = f["grid"]
+            n = min(g[k].shape[0] for k in ("t", "step", "density"))
+            return {k: (g[k][:n] if k in ("t", "step", "density") else g[k][:]) for k in g}
 
     def snapshot(self, i: int) -> Snapshot:
         """Read snapshot ``i`` (negative indices count from the end)."""
