@@ -587,7 +587,30 @@ def _bernoulli(x):
     return out
 
 
-class FVSolver:
+class _BoundaryWatch:
+    """Warn once (until the mass leaves again) when more than ``boundary_tol`` of the mass lies
+    in the outer ``boundary_cells`` cells: the no-flux boundary then shapes the solution.
+    Needs ``boundary_cells``, ``boundary_tol``, ``t``, ``_warned`` and
+    ``boundary_mass_fraction()``."""
+
+    _grid_label = "grid"
+
+    def _check_boundary(self):
+        if self.boundary_cells <= 0:
+            return
+        frac = self.boundary_mass_fraction()
+        if frac > self.boundary_tol:
+            if not self._warned:
+                warnings.warn(
+                    f"{frac:.3g} of the mass lies in the outer {self.boundary_cells} cells of the "
+                    f"{self._grid_label} at t = {self.t:.4g} (threshold {self.boundary_tol:g}): the "
+                    "no-flux boundary is felt; enlarge the domain", BoundaryMassWarning, stacklevel=3)
+                self._warned = True
+        else:
+            self._warned = False
+
+
+class FVSolver(_BoundaryWatch):
     """CCH finite-volume solver for ``d_t rho = div(rho grad(Psi[rho] + beta^{-1} log rho))``.
 
     See the module docstring for the scheme (grid.md §1.1–§1.2).
@@ -793,20 +816,6 @@ class FVSolver:
             sl[ax] = slice(0, nb) if face.startswith("lo") else slice(-nb, None)
             worst = max(worst, float(rho[tuple(sl)].sum()) / tot)
         return worst
-
-    def _check_boundary(self):
-        if self.boundary_cells <= 0:
-            return
-        frac = self.boundary_mass_fraction()
-        if frac > self.boundary_tol:
-            if not self._warned:
-                warnings.warn(
-                    f"{frac:.3g} of the mass lies in the outer {self.boundary_cells} cells of the "
-                    f"grid at t = {self.t:.4g} (threshold {self.boundary_tol:g}): the no-flux "
-                    "boundary is felt; enlarge the domain", BoundaryMassWarning, stacklevel=3)
-                self._warned = True
-        else:
-            self._warned = False
 
     # ------------------------------------------------------------------ implicit step
     def _sg_coefficients(self, psi, axis):

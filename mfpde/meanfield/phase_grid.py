@@ -56,7 +56,6 @@ entropy term is then dropped.
 """
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 from scipy import special
@@ -64,7 +63,7 @@ from scipy import special
 from numba import njit
 
 from .._numba import NUMBA_CACHE
-from .grid import (BoundaryMassWarning, Grid1D, Grid2D, _bernoulli, _div_axis0, _div_axis1,
+from .grid import (Grid1D, Grid2D, _BoundaryWatch, _bernoulli, _div_axis0, _div_axis1,
                    gaussian_cell_averages)
 
 __all__ = ["PhaseGridSolver", "maxwellian_product"]
@@ -99,7 +98,7 @@ def maxwellian_product(theta_grid, r_edges_grid, rho_theta, r_var):
     return np.multiply.outer(np.asarray(rho_theta, float), pr)
 
 
-class PhaseGridSolver:
+class PhaseGridSolver(_BoundaryWatch):
     """Strang-split finite-volume solver of the kinetic equation (module docstring, grid.md §4).
 
     Parameters
@@ -124,6 +123,8 @@ class PhaseGridSolver:
     ----------
     rho, t, k, dt_last, grid (:class:`Grid2D` with axes ``(theta, r)``)
     """
+
+    _grid_label = "phase-space grid"
 
     def __init__(self, theta_grid, r_lo, r_hi, J_r, potential, gamma=1.0, beta=np.inf,
                  rho0=None, order=2, kappa=2.0, cfl=0.9, c_diff=0.4, dt_max=np.inf,
@@ -219,20 +220,6 @@ class PhaseGridSolver:
         tot = float(rho.sum())
         parts = [rho[:nb].sum(), rho[-nb:].sum(), rho[:, :nb].sum(), rho[:, -nb:].sum()]
         return max(float(p) for p in parts) / tot
-
-    def _check_boundary(self):
-        if self.boundary_cells <= 0:
-            return
-        frac = self.boundary_mass_fraction()
-        if frac > self.boundary_tol:
-            if not self._warned:
-                warnings.warn(
-                    f"{frac:.3g} of the mass lies in the outer {self.boundary_cells} cells of the "
-                    f"phase-space grid at t = {self.t:.4g} (threshold {self.boundary_tol:g}); "
-                    "enlarge the domain", BoundaryMassWarning, stacklevel=3)
-                self._warned = True
-        else:
-            self._warned = False
 
     # ------------------------------------------------------------------ sub-steps
     def _rhs_A(self, rho):
