@@ -37,6 +37,17 @@ from . import Check, register
 # ============================================================================ set-ups
 
 
+def _record_H(s, K):
+    """Step a kinetic solver ``K`` times; return ``H`` and the dissipation rate at every step,
+    arrays of shape (K + 1,)."""
+    H = np.empty(K + 1)
+    Dr = np.empty(K + 1)
+    H[0], Dr[0] = s.hamiltonian(), s.dissipation_rate()
+    for k in range(K):
+        s.step()
+        H[k + 1], Dr[k + 1] = s.hamiltonian(), s.dissipation_rate()
+    return H, Dr
+
 def toy_two_layer(n=30, lam=0.01):
     """1-D regression, two-layer tanh network with ``theta = (a, u)`` (``D = 2``):
     ``x`` on a uniform grid of ``[-1, 1]``, ``y = 0.8 tanh(2x)``."""
@@ -98,12 +109,7 @@ def experiment_lyapunov(model, data, *, integrator="splitting", h=0.05, T=20.0, 
     from ..dynamics.kinetic import KineticSolver
     s = KineticSolver(model, data, N=N, dt=h, gamma=gamma, integrator=integrator, seed=seed, **kw)
     K = int(round(T / h))
-    H = np.empty(K + 1)
-    Dr = np.empty(K + 1)
-    H[0], Dr[0] = s.hamiltonian(), s.dissipation_rate()
-    for k in range(K):
-        s.step()
-        H[k + 1], Dr[k + 1] = s.hamiltonian(), s.dissipation_rate()
+    H, Dr = _record_H(s, K)
     dH = np.diff(H)
     pred = -0.5 * (Dr[1:] + Dr[:-1])
     res = float(np.max(np.abs(dH / h - pred)) / np.max(Dr))
@@ -624,12 +630,7 @@ def experiment_pn(*, gamma=0.5, h=0.05, T=20.0, hs=(0.2, 0.1, 0.05, 0.025), T_or
     model, data, w0 = toy_pn()
     s = PNKineticSolver(model, data, dt=h, gamma=gamma, weights0=w0)
     K = int(round(T / h))
-    H = np.empty(K + 1)
-    Dr = np.empty(K + 1)
-    H[0], Dr[0] = s.hamiltonian(), s.dissipation_rate()
-    for k in range(K):
-        s.step()
-        H[k + 1], Dr[k + 1] = s.hamiltonian(), s.dissipation_rate()
+    H, Dr = _record_H(s, K)
     dH = np.diff(H)
     tol = 64 * np.finfo(float).eps * float(np.max(np.abs(H)))
     res = float(np.max(np.abs(dH / h + 0.5 * (Dr[1:] + Dr[:-1]))) / np.max(Dr))
