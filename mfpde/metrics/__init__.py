@@ -28,21 +28,18 @@ from .collapse import (
     singular_values,
 )
 from .entropy import fisher_information_kde, gaussian_entropy, knn_entropy, silverman_bandwidth
-from .ot import (
-    W2Result,
-    bures_w2,
-    empirical_gaussian,
-    sinkhorn_divergence,
-    sinkhorn_divergence_squared,
-    sinkhorn_w2,
-    sliced_w2,
-    sphere_directions,
-    w1_exact,
-    w2,
-    w2_1d,
-    w2_cloud_gaussian,
-    w2_exact,
-)
+# ``ot`` imports POT (and through it possibly torch or scikit-learn): seconds of import time that
+# the particle drivers, which only need collapse and entropy, should not pay. Its names are
+# loaded on first use.
+_OT_NAMES = ("W2Result", "bures_w2", "empirical_gaussian", "sinkhorn_divergence", "sinkhorn_divergence_squared", "sinkhorn_w2", "sliced_w2", "sphere_directions", "w1_exact", "w2", "w2_1d", "w2_cloud_gaussian", "w2_exact")
+
+
+def __getattr__(name):
+    if name in _OT_NAMES or name == "ot":
+        import importlib
+        ot = importlib.import_module(f"{__name__}.ot")
+        return ot if name == "ot" else getattr(ot, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     # collapse

@@ -1,0 +1,103 @@
+"""Every fast path of the step computes the same numbers as the plain NumPy peer (not timed).
+
+The peers live in ``benchmarks/peers.py``; the PyTorch peer is checked only when torch is installed.
+"""
+import math
+import types
+
+import numpy as np
+import pytest
+
+from benchmarks.peers import NumpyPeer, TorchPeer, torch_available
+from mfpde.dynamics import LangevinSolver
+from mfpde.models import make_model
+
+ACTS = ["tanh", "sigmoid", "erf", "softplus", "relu", "identity"]
+RTOL = 1e-12
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def _models(act):
+    return [
+        ("two_layer", make_model("two_layer", d=5, q=1, activation=act, lam=0.01)),
+        ("two_layer_q2_bias", make_model("two_layer", d=5, q=2, activation=act, bias=True,
+                                         lam=0.02)),
+        ("two_layer_fixed", make_model("two_layer", d=5, q=1, activation=act, output="fixed")),
+        ("nc", make_model("nc", d=5, q=3, p=4, Gamma=1.7, activation=act, lam=0.01,
+                          lam_W=0.03)),
+    ]
+
+
+def _problem(model, N, n, seed):
+    rng = np.random.default_rng(seed)
+    theta = model.init_particles(N, rng)
+    X = rng.standard_normal((n, model.d)) / math.sqrt(model.d)
+    Y = rng.standard_normal((n, model.q))
+    W = model.init_W(rng) if model.has_W else None
+    if model.has_W and W is None:
+        W = rng.standard_normal((model.p, model.q))
+    return theta, X, Y, W
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_gradient_matches_numpy_peer(act):
+    for name, model in _models(act):
+        for N, n in ((7, 11), (300, 50)):
+            theta, X, Y, W = _problem(model, N, n, seed=N + n)
+            g = model.gradient(theta, X, Y, W)
+            gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
+            assert _rel(g.theta, gp) < RTOL, (name, act, N, n)
+            assert abs(g.risk - riskp) <= RTOL * abs(riskp)
+            if model.has_W:
+                assert _rel(g.W, gWp) < RTOL, (name, act)
+
+
+def test_gradient_matches_numpy_peer_several_blocks():
+    """Small block buffers force the streamed path over many sample blocks."""
+    for name, model in _models("tanh"):
+        model.block_bytes = 8 * 300 * 3                  # 3 samples per block at N = 300
+        theta, X, Y, W = _problem(model, 300, 40, seed=1)
+        g = model.gradient(theta, X, Y, W)
+        gp, gWp, _ = NumpyPeer(model, chunk_bytes=8 * 300 * 7).gradient(theta, X, Y, W)
+        assert _rel(g.theta, gp) < RTOL, name
+        if model.has_W:
+            assert _rel(g.W, gWp) < RTOL
+
+
+@pytest.mark.parametrize("kind", ["two_layer", "nc"])
+@pytest.mark.parametrize("N", [50, 20_000])             # serial and parallel update kernels
+def test_langevin_noiseless_step_matches_numpy_peer(kind, N):
+    model = (make_model("two_layer", d=4, q=1, activation="tanh", lam=0.01) if kind == "two_layer"
+             else make_model("nc", d=4, q=2, p=3, Gamma=1.3, lam=0.01, lam_W=0.02))
+    rng = np.random.default_rng(3)
+    data = types.SimpleNamespace(X=rng.standard_normal((30, 4)) / 2,
+                                 Y=rng.standard_normal((30, model.q)))
+    solver = LangevinSolver(model, data, N=N, dt=0.05, beta=np.inf, seed=0)
+    theta = solver.theta.copy()
+    W = None if solver.W is None else solver.W.copy()
+    peer = NumpyPeer(model)
+    for _ in range(3):
+        solver.step(1)
+        W = peer.step(theta, data.X, data.Y, 0.05, W)
+        assert _rel(solver.theta, theta) < RTOL
+        if W is not None:
+            assert _rel(solver.W, W) < RTOL
+
+
+@pytest.mark.skipif(not torch_available(), reason="torch not installed (optional peer)")
+@pytest.mark.parametrize("act", ACTS)
+def test_torch_peer_matches(act):
+    for name, model in _models(act):
+        theta, X, Y, W = _problem(model, 200, 30, seed=5)
+        g = model.gradient(theta, X, Y, W)
+        tp = TorchPeer(model)
+        gt, gWt, risk = tp.gradient(tp.to_torch(theta), tp.to_torch(X), tp.to_torch(Y),
+                                    tp.to_torch(W))
+        assert _rel(gt.numpy(), g.theta) < 1e-11, (name, act)
+        assert abs(risk - g.risk) <= 1e-11 * abs(g.risk)
+        if model.has_W:
+            assert _rel(gWt.numpy(), g.W) < 1e-11
