@@ -256,6 +256,10 @@ def cmd_bench(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # everything after `bench` (options included) belongs to the benchmarks' own parser
+        return cmd_bench(argparse.Namespace(args=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
