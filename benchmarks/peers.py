@@ -57,7 +57,20 @@ def np_activation(name, P):
     raise ValueError(f"NumPy peer: activation {name!r} not implemented")
 
 
-class NumpyPeer:
+class _Peer:
+    """A peer implementation of the gradient pass; ``step`` is the same for every array library."""
+
+    def step(self, theta, X, Y, eps, W=None):
+        """One noiseless Euler step in place (numpy arrays or torch tensors); returns the new
+        ``W`` (NC) or None."""
+        g, gW, _ = self.gradient(theta, X, Y, W)
+        theta -= eps * g
+        if gW is not None:
+            W = W - eps * gW
+        return W
+
+
+class NumpyPeer(_Peer):
     """Plain NumPy implementation of the full-batch gradient and noiseless step."""
 
     name = "numpy"
@@ -108,13 +121,6 @@ class NumpyPeer:
             gW += m["lam_W"] * W
         return grad, gW, sq / (2.0 * n)
 
-    def step(self, theta, X, Y, eps, W=None):
-        """One noiseless Euler step in place; returns the new ``W`` (NC) or None."""
-        g, gW, _ = self.gradient(theta, X, Y, W)
-        theta -= eps * g
-        if gW is not None:
-            W = W - eps * gW
-        return W
 
 
 # ---------------------------------------------------------------------------- PyTorch
@@ -144,7 +150,7 @@ def _torch_act(torch, name, P):
     raise ValueError(f"torch peer: activation {name!r} not implemented")
 
 
-class TorchPeer:
+class TorchPeer(_Peer):
     """The same step in PyTorch (CPU, float64, manual gradient, chunked like the NumPy peer).
 
     ``threads`` defaults to Numba's thread count. Arrays are converted once with
@@ -210,10 +216,3 @@ class TorchPeer:
                 gW += m["lam_W"] * W
         return grad, gW, sq / (2.0 * n)
 
-    def step(self, theta, X, Y, eps, W=None):
-        """One noiseless Euler step in place on torch tensors; returns the new ``W`` or None."""
-        g, gW, _ = self.gradient(theta, X, Y, W)
-        theta -= eps * g
-        if gW is not None:
-            W = W - eps * gW
-        return W

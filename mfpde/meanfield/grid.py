@@ -587,10 +587,11 @@ def _bernoulli(x):
     return out
 
 
-class _BoundaryWatch:
-    """Warn once (until the mass leaves again) when more than ``boundary_tol`` of the mass lies
-    in the outer ``boundary_cells`` cells: the no-flux boundary then shapes the solution.
-    Needs ``boundary_cells``, ``boundary_tol``, ``t``, ``_warned`` and
+class _GridSolverBase:
+    """What the grid solvers share: the step-by-step advance to a time, and a warning (once,
+    until the mass leaves again) when more than ``boundary_tol`` of the mass lies in the outer
+    ``boundary_cells`` cells, where the no-flux boundary shapes the solution. Needs ``t``,
+    ``step(1, t_end=...)``, ``boundary_cells``, ``boundary_tol``, ``_warned`` and
     ``boundary_mass_fraction()``."""
 
     _grid_label = "grid"
@@ -609,8 +610,20 @@ class _BoundaryWatch:
         else:
             self._warned = False
 
+    def _advance(self, t_end, callback, callback_every, max_steps):
+        """Step to ``t_end``; ``callback(solver)`` every ``callback_every`` steps and at the end
+        (returning True stops)."""
+        steps = 0
+        while self.t < t_end and steps < max_steps:
+            self.step(1, t_end=t_end)
+            steps += 1
+            if callback is not None and (steps % callback_every == 0 or self.t >= t_end):
+                if callback(self):
+                    break
+        return self
 
-class FVSolver(_BoundaryWatch):
+
+class FVSolver(_GridSolverBase):
     """CCH finite-volume solver for ``d_t rho = div(rho grad(Psi[rho] + beta^{-1} log rho))``.
 
     See the module docstring for the scheme (grid.md §1.1–§1.2).
@@ -955,14 +968,7 @@ class FVSolver(_BoundaryWatch):
                 raise RuntimeError("negative density in the fused loop (should not happen)")
             self._check_boundary()
             return self
-        steps = 0
-        while self.t < t_end and steps < max_steps:
-            self.step(1, t_end=t_end)
-            steps += 1
-            if callback is not None and (steps % callback_every == 0 or self.t >= t_end):
-                if callback(self):
-                    break
-        return self
+        return self._advance(t_end, callback, callback_every, max_steps)
 
     # ------------------------------------------------------------------ state
     def state_dict(self):

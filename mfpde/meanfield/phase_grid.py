@@ -63,7 +63,7 @@ from scipy import special
 from numba import njit
 
 from .._numba import NUMBA_CACHE
-from .grid import (Grid1D, Grid2D, _BoundaryWatch, _bernoulli, _div_axis0, _div_axis1,
+from .grid import (Grid1D, Grid2D, _GridSolverBase, _bernoulli, _div_axis0, _div_axis1,
                    gaussian_cell_averages)
 
 __all__ = ["PhaseGridSolver", "maxwellian_product"]
@@ -98,7 +98,7 @@ def maxwellian_product(theta_grid, r_edges_grid, rho_theta, r_var):
     return np.multiply.outer(np.asarray(rho_theta, float), pr)
 
 
-class PhaseGridSolver(_BoundaryWatch):
+class PhaseGridSolver(_GridSolverBase):
     """Strang-split finite-volume solver of the kinetic equation (module docstring, grid.md §4).
 
     Parameters
@@ -334,14 +334,7 @@ class PhaseGridSolver(_BoundaryWatch):
     def run(self, t_end, callback=None, callback_every=1, max_steps=None):
         """Advance to ``t_end``; ``callback(solver)`` every ``callback_every`` steps (True stops)."""
         max_steps = int(max_steps) if max_steps is not None else 10 ** 12
-        steps = 0
-        while self.t < t_end and steps < max_steps:
-            self.step(1, t_end=t_end)
-            steps += 1
-            if callback is not None and (steps % callback_every == 0 or self.t >= t_end):
-                if callback(self):
-                    break
-        return self
+        return self._advance(t_end, callback, callback_every, max_steps)
 
     # ------------------------------------------------------------------ state
     def state_dict(self):
