@@ -410,6 +410,10 @@ class ModelConfig(_Section):
                                  doc="std of the initial outgoing weights a")
     init_scale_u: float = option(1.0, type="float", ge=0.0,
                                  doc="std of the initial incoming weights u")
+    memory: str = option("auto", type="str", choices=("auto", "fast", "low"),
+                         doc="passes over several sample blocks: keep block tiles and (N, D) "
+                             "accumulators (fast), or recompute per particle chunk with memory "
+                             "near the particle state (low); auto = low from 2^19 particles")
 
     _name = "model"
 
@@ -422,7 +426,7 @@ class ModelConfig(_Section):
         return dict(kind=self.kind, d=d, q=q, activation=self.activation, bias=self.bias,
                     output=self.output, p=self.p, Gamma=self.Gamma, lam=self.lam,
                     lam_W=self.lam_W, init_scale_a=self.init_scale_a,
-                    init_scale_u=self.init_scale_u)
+                    init_scale_u=self.init_scale_u, memory=self.memory)
 
 
 @dataclass

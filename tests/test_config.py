@@ -108,7 +108,7 @@ def test_nc_config_and_t_end():
     assert cfg.dynamics.n_steps == 50
     kw = cfg.model.make_kwargs(d=5, q=3)
     assert set(kw) == {"kind", "d", "q", "activation", "bias", "output", "p", "Gamma", "lam",
-                       "lam_W", "init_scale_a", "init_scale_u"}
+                       "lam_W", "init_scale_a", "init_scale_u", "memory"}
 
 
 @pytest.mark.parametrize("text", [BASE, NC])

@@ -2,6 +2,7 @@
 
 The peers live in ``benchmarks/peers.py``; the PyTorch peer is checked only when torch is installed.
 """
+import itertools
 import math
 import types
 
@@ -101,3 +102,88 @@ def test_torch_peer_matches(act):
         assert abs(risk - g.risk) <= 1e-11 * abs(g.risk)
         if model.has_W:
             assert _rel(gWt.numpy(), g.W) < 1e-11
+
+
+def _dense_lap(model, theta, X, Y, W, weights):
+    """Independent dense formula of the Laplacian of the potential (metrics.md §4):
+    ``Delta Psi_j = sum_i (G_i . a_j) sigma''(u_j . x_i) |x_i|^2 + lam D``."""
+    from mfpde.activations import evaluate
+    Xa = model.prepare_X(X)
+    A, U = model.split(theta)
+    Z = Xa @ U.T
+    w = weights if weights is not None else np.full(theta.shape[0], 1.0 / theta.shape[0])
+    H = evaluate(model.activation, Z) @ (A * w[:, None])
+    n = Xa.shape[0]
+    G = (H - Y) / n if W is None else (model.Gamma / n) * ((model.Gamma * H @ W - Y) @ W.T)
+    xn2 = np.einsum("ij,ij->i", Xa, Xa)
+    return np.einsum("ik,jk,ij,i->j", G, A, evaluate(model.activation, Z, order=2), xn2) \
+        + model.lam * model.D
+
+
+@pytest.mark.parametrize("act", ACTS)
+def test_several_chunks_and_blocks_match_numpy_peer(act):
+    """Particle counts that split into 2 and 8 chunks, small and large input dimensions (the
+    compiled projection and the BLAS path), several sample blocks with stored tiles and with the
+    low-memory sweep; Laplacian with weights."""
+    models = [make_model("two_layer", d=12, q=1, activation=act, lam=0.01),
+              make_model("two_layer", d=3, q=1, activation=act, bias=True, output="fixed"),
+              make_model("two_layer", d=3, q=2, activation=act, lam=0.02),
+              make_model("nc", d=12, q=3, p=4, Gamma=1.3, activation=act, lam=0.01, lam_W=0.02)]
+    for model, N, memory in itertools.product(models, (1100, 5000), ("fast", "low")):
+        if True:
+            model.block_bytes = 8 * N * 6                  # 6 samples per block
+            model.memory = memory                          # stored tiles / recomputing sweep
+            theta, X, Y, W = _problem(model, N, 37, seed=N)
+            g = model.gradient(theta, X, Y, W)
+            gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
+            assert _rel(g.theta, gp) < RTOL, (model.describe(), N)
+            assert abs(g.risk - riskp) <= RTOL * abs(riskp)
+            if model.has_W:
+                assert _rel(g.W, gWp) < RTOL
+            if act != "relu":
+                w = np.random.default_rng(1).random(N)
+                w /= w.sum()
+                lap = model.gradient(theta, X, Y, W, weights=w, laplacian=True).lap
+                assert _rel(lap, _dense_lap(model, theta, X, Y, W, w)) < 1e-11, model.describe()
+
+
+@pytest.mark.parametrize("act", ["tanh", "erf"])
+@pytest.mark.parametrize("N", [300, 5000])
+def test_fused_euler_step_equals_gradient_then_update(act, N):
+    """``model.euler_step`` (update applied per chunk inside the pass) is bitwise the force
+    followed by ``em_update``, with and without noise."""
+    from mfpde.kernels.readout import em_update
+    for model in (make_model("two_layer", d=12, q=1, activation=act, lam=0.01),
+                  make_model("nc", d=3, q=2, p=3, activation=act, lam=0.01, lam_W=0.02)):
+        theta, X, Y, W = _problem(model, N, 23, seed=2)
+        noise = np.random.default_rng(3).standard_normal(theta.shape)
+        for ns in (0.0, 0.03):
+            ref = theta.copy()
+            g = model.gradient(ref, X, Y, W)
+            em_update(ref, g.theta, noise, 0.05, ns)
+            th = theta.copy()
+            risk, gW = model.euler_step(th, X, Y, W, 0.05, noise, ns)
+            assert np.array_equal(th, ref)
+            assert risk == g.risk
+            if model.has_W:
+                assert np.array_equal(gW, g.W)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        model.euler_step(np.asfortranarray(theta), X, Y, W, 0.05)
+
+
+def test_euler_step_draws_chunked_noise_like_one_draw():
+    """Noise drawn chunk by chunk inside the pass equals one ``standard_normal((N, D))`` draw."""
+    model = make_model("two_layer", d=3, q=1, activation="tanh", lam=0.01)
+    model.block_bytes = 8 * 5000 * 6                       # several blocks
+    theta, X, Y, _ = _problem(model, 5000, 20, seed=4)
+    ref = theta.copy()
+    noise = np.random.default_rng(9).standard_normal(theta.shape)
+    model.euler_step(ref, X, Y, None, 0.05, noise, 0.1)
+    for memory in ("fast", "low"):
+        model.memory = memory
+        th = theta.copy()
+        rng = np.random.default_rng(9)
+        model.euler_step(th, X, Y, None, 0.05, None, 0.1, rng=rng)
+        assert np.array_equal(th, ref), memory
+    assert np.array_equal(rng.standard_normal(3), np.random.default_rng(9).standard_normal(
+        theta.size + 3)[-3:])

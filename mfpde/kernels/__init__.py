@@ -1,9 +1,12 @@
 """Hot Numba kernels: the element-wise work fused around the BLAS products of a particle step.
 
 Nothing but compiled kernels lives here. Every kernel is deterministic whatever the number of
-threads: parallel loops write disjoint outputs, and every reduction runs serially inside one
-thread (column tiles), so ``NUMBA_NUM_THREADS`` never changes a result.
+threads: chunk kernels are serial (the model runs chunks concurrently, each output owned by one
+chunk), parallel update loops write disjoint outputs, and every reduction has a fixed order, so
+``NUMBA_NUM_THREADS`` never changes a result.
 """
-from .readout import activate_block, backprop_block, em_update
+from .readout import (assemble_chunk, backward_chunk, chunk_bounds, em_update, forward_chunk,
+                      prepass)
 
-__all__ = ["activate_block", "backprop_block", "em_update"]
+__all__ = ["assemble_chunk", "backward_chunk", "chunk_bounds", "em_update", "forward_chunk",
+           "prepass"]

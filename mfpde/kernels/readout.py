@@ -1,153 +1,330 @@
 r"""Fused kernels of the read-out models (theory/dynamics.md §1.2–§1.3, row layout).
 
-For one block of samples ``X_b`` (``nb x d``) and particles ``U`` (``N x d``) the model computes
+The particles are split into fixed *chunks* (:func:`chunk_bounds`, a function of ``N`` only). For
+one block of samples ``X_b`` (``nb x d_in``) and one chunk ``c`` of particles the model computes
 
 .. math::
 
-    P = X_b U^\top,\quad S = \sigma(P),\quad S' = \sigma'(P),\quad
-    B = G_b A^\top,\quad \nabla_U\Psi \mathrel{+}= (S'\odot B)^\top X_b
+    P = X_b U_c^\top,\quad S = \sigma(P),\quad
+    H_b^{(c)} = S\,A^w_c\quad(\text{partial features; summed over chunks in order}),
 
-with the products on BLAS. The kernels below do the element-wise parts in one pass each:
-:func:`activate_block` turns ``P`` into ``S`` and ``S'`` (and ``S''`` for Laplacians) with one
-transcendental evaluation per entry; :func:`backprop_block` forms ``S' \odot B`` in place and
-accumulates the Laplacian term :math:`\sum_i B_{ij}S''_{ij}\|x_i\|^2`.
+    \nabla_{A_c}\Psi \mathrel{+}= S^\top G_b,\quad B = \sigma'(P)\odot (G_b A_c^\top),\quad
+    \nabla_{U_c}\Psi \mathrel{+}= B^\top X_b .
+
+Two families of kernels do the element-wise work:
+
+- :data:`FROM_S` activations (tanh, sigmoid, identity), whose derivatives are functions of
+  ``s = sigma(z)``: one ``nb x Nc`` tile per chunk. ``P`` is formed in it (BLAS, or
+  :func:`project` for a small ``d_in``), turned into ``S`` by NumPy's SIMD ``tanh``
+  (:func:`prepass_s`), reduced to the partial features by :func:`forward_s`; :func:`backward_s`
+  computes ``sigma'``, ``sigma''`` from ``S`` and, for a small ``d_in``, accumulates
+  ``grad_U`` itself, so no BLAS call and no second buffer is needed.
+- every other activation: :func:`prepass` + :func:`forward_chunk` keep ``S``, ``sigma'`` and
+  (for Laplacians) ``sigma''`` in three tiles; :func:`backward_chunk` forms ``B``.
+
+Each chunk's tile is small enough to stay in a core's cache between the kernels of a phase
+(``TILE_BYTES`` in :mod:`mfpde.models.readout`). All kernels are serial and release the GIL; the
+model runs chunks concurrently on a thread pool (:mod:`mfpde._pool`). Every reduction is either
+inside one chunk (fixed order) or across chunks in chunk order, so results do not depend on the
+number of threads. :func:`assemble_chunk` adds the weight decay and, for a fused step, applies the
+Euler–Maruyama update of the chunk in place.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .._numba import NUMBA_CACHE
-from ..activations import SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma
+from .._pool import run_tasks
+from ..activations import IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma
 
-#: column tile used by kernels that reduce over the sample axis (deterministic per column)
-TILE = 256
-
-
-#: below this many entries a kernel runs serially: a parallel launch costs more than it saves
+#: below this many entries a parallel (prange) kernel runs serially: a launch costs more than it saves
 PARALLEL_MIN = 1 << 17
+
+#: smallest chunk of particles handled by one task; see :func:`chunk_bounds`
+CHUNK_MIN = 512
+#: particles per group of 8 chunks for large N
+CHUNK_GROUP = 1 << 17
+
+
+def chunk_bounds(N: int) -> np.ndarray:
+    """Boundaries ``b`` (C+1,) of the particle chunks ``[b[c], b[c+1])``.
+
+    The count depends on ``N`` only (never on the thread count), so every reduction has the same
+    order on any machine size: 1 chunk below 1024 particles, then 2, 4 or 8 chunks of at least
+    :data:`CHUNK_MIN` particles, and ``8 * ceil(N / CHUNK_GROUP)`` chunks for large ``N``.
+    """
+    if N < 2 * CHUNK_MIN:
+        C = 1
+    elif N <= CHUNK_GROUP:
+        C = 1 << min(3, int(math.log2(N // CHUNK_MIN)))
+    else:
+        C = 8 * (-(-N // CHUNK_GROUP))
+    return np.linspace(0, N, C + 1).round().astype(np.int64)
+
+
+#: activations whose derivatives are functions of the value: sigma' = 1 - s^2 (tanh),
+#: s (1 - s) (sigmoid), 1 (identity). Their pass keeps one buffer (``S``) instead of three.
+FROM_S = (TANH, SIGMOID, IDENTITY)
+
+
+def prepass_s(code, P):
+    """In place ``P <- tanh(P)`` (tanh) or ``tanh(P/2)`` (sigmoid, finished by :func:`forward_s`);
+    identity: nothing. NumPy's SIMD ufunc, several times faster per entry than scalar libm."""
+    if code == TANH:
+        np.tanh(P, out=P)
+    elif code == SIGMOID:
+        np.multiply(P, 0.5, out=P)
+        np.tanh(P, out=P)
+
+
+@njit(cache=NUMBA_CACHE, inline="always")
+def _d_from_s(code, s):
+    """``(sigma', sigma'')`` as functions of ``s = sigma(z)`` (codes in :data:`FROM_S`)."""
+    if code == TANH:
+        ds = 1.0 - s * s
+        return ds, -2.0 * s * ds
+    if code == SIGMOID:
+        ds = s * (1.0 - s)
+        return ds, ds * (1.0 - 2.0 * s)
+    return 1.0, 0.0
+
+
+@njit(cache=NUMBA_CACHE, inline="always")
+def _forward_s(code, S, AwT, Hpart):
+    nb, Nc = S.shape
+    for i in range(nb):
+        Si = S[i]
+        if code == SIGMOID:
+            for j in range(Nc):
+                Si[j] = 0.5 + 0.5 * Si[j]
+        for k in range(AwT.shape[0]):
+            Hpart[i, k] = _dot(Si, AwT[k])
+
+
+@njit(cache=NUMBA_CACHE, inline="always")
+def _ga_row(G, AT, i, Brow):
+    """``Brow[j] = sum_k G[i, k] AT[k, j]`` (the back-propagated residual of row ``i``),
+    vectorised over ``j``."""
+    Nc = Brow.shape[0]
+    g0 = G[i, 0]
+    A0 = AT[0]
+    for j in range(Nc):
+        Brow[j] = g0 * A0[j]
+    for k in range(1, AT.shape[0]):
+        gk = G[i, k]
+        Ak = AT[k]
+        for j in range(Nc):
+            Brow[j] += gk * Ak[j]
+
+
+@njit(cache=NUMBA_CACHE, inline="always")
+def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
+    nb, Nc = S.shape
+    fuse_u = gUT.shape[0] > 0
+    # B is formed in a scratch row; with grad_U fused, S is only read (half the memory traffic)
+    Brow = np.empty(Nc)
+    for i in range(nb):
+        Si = S[i]
+        if train_a:
+            for k in range(AT.shape[0]):
+                gk = G[i, k]
+                gAk = gAT[k]
+                for j in range(Nc):
+                    gAk[j] += Si[j] * gk
+        _ga_row(G, AT, i, Brow)
+        xn = xn2[i] if want_lap else 0.0
+        for j in range(Nc):
+            ds, dds = _d_from_s(code, Si[j])
+            b = Brow[j]
+            if want_lap:
+                lap[j] += b * dds * xn
+            Brow[j] = b * ds
+        if fuse_u:
+            for k in range(gUT.shape[0]):
+                xk = Xb[i, k]
+                gUk = gUT[k]
+                for j in range(Nc):
+                    gUk[j] += Brow[j] * xk
+        else:
+            for j in range(Nc):
+                Si[j] = Brow[j]
+
+
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def project(Xb, UT, P):
+    """``P = X_b U^T`` for a small input dimension, vectorised over particles (BLAS is slow for
+    ``d_in`` of a few and does not run concurrently from several threads). Shapes ``Xb``
+    (nb, d_in), ``UT`` (d_in, Nc) the chunk's ``u`` transposed, ``P`` (nb, Nc)."""
+    nb, Nc = P.shape
+    for i in range(nb):
+        Pi = P[i]
+        x0 = Xb[i, 0]
+        U0 = UT[0]
+        for j in range(Nc):
+            Pi[j] = x0 * U0[j]
+        for k in range(1, UT.shape[0]):
+            xk = Xb[i, k]
+            Uk = UT[k]
+            for j in range(Nc):
+                Pi[j] += xk * Uk[j]
+
+
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def forward_s(code, S, AwT, Hpart):
+    """One chunk, forward, for :data:`FROM_S` activations: ``S`` holds :func:`prepass_s` values on
+    entry and ``sigma(P)`` on exit; ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``.
+
+    Shapes: ``S`` (nb, Nc) C-contiguous; ``AwT`` (p, Nc) the chunk's weighted output weights
+    ``w_j a_j`` transposed; ``Hpart`` (nb, p). Each activation gets its own compiled loop (the
+    code is a constant in each branch), so the loops vectorise.
+    """
+    if code == TANH:
+        _forward_s(TANH, S, AwT, Hpart)
+    elif code == SIGMOID:
+        _forward_s(SIGMOID, S, AwT, Hpart)
+    else:
+        _forward_s(IDENTITY, S, AwT, Hpart)
+
+
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
+    """One chunk, backward, for :data:`FROM_S` activations, in place: ``gAT[k, j] += sum_i S[i, j]
+    G[i, k]`` (if ``train_a``), then ``S <- B = sigma'(S) (.) (G A^T)`` and ``lap[j] += sum_i
+    B[i, j] sigma''(S)[i, j] |x_i|^2`` with the derivatives computed from ``s = sigma(z)``; when
+    ``gUT`` is not empty (small ``d_in``) ``gUT[k, j] += sum_i B[i, j] Xb[i, k]`` instead, and ``S``
+    is left unchanged.
+
+    Shapes as :func:`backward_chunk`; ``Xb`` (nb, d_in); ``gUT`` (d_in, Nc) or (0, 0).
+    """
+    if code == TANH:
+        _backward_s(TANH, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+    elif code == SIGMOID:
+        _backward_s(SIGMOID, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+    else:
+        _backward_s(IDENTITY, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+
+
+def prepass(code, P, S):
+    """The transcendental part of a generic activation as a NumPy SIMD ufunc into ``S``:
+    ``exp(-|z|)`` for softplus, nothing otherwise (tanh and sigmoid take :func:`prepass_s`)."""
+    if code == SOFTPLUS:
+        np.abs(P, out=S)
+        np.negative(S, out=S)
+        np.exp(S, out=S)
 
 
 @njit(cache=NUMBA_CACHE, inline="always")
 def _activate_entry(code, z, pre, want_dd):
-    """Return ``(sigma, sigma', sigma'')`` at ``z``; ``pre`` is the NumPy pre-pass value
-    (``tanh z`` for tanh, ``exp(-|z|)`` for sigmoid and softplus, unused otherwise)."""
-    if code == TANH:
-        ds = 1.0 - pre * pre
-        return pre, ds, -2.0 * pre * ds
-    if code == SIGMOID or code == SOFTPLUS:
+    """Return ``(sigma, sigma', sigma'')`` at ``z``; ``pre`` is the :func:`prepass` value."""
+    if code == SOFTPLUS:
         sg = 1.0 / (1.0 + pre) if z >= 0.0 else pre / (1.0 + pre)      # logistic(z), stable
-        dsg = sg * (1.0 - sg)
-        if code == SIGMOID:
-            return sg, dsg, dsg * (1.0 - 2.0 * sg)
-        return max(z, 0.0) + math.log1p(pre), sg, dsg
+        return max(z, 0.0) + math.log1p(pre), sg, sg * (1.0 - sg)
     dd = ddsigma(code, z) if want_dd else 0.0
     return sigma(code, z), dsigma(code, z), dd
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
-def _activate_row(code, P, S, want_dd, Spp, i):
-    for j in range(P.shape[1]):
-        s, ds, dds = _activate_entry(code, P[i, j], S[i, j], want_dd)
-        if want_dd:
-            Spp[i, j] = dds
-        S[i, j] = s
-        P[i, j] = ds
+@njit(cache=NUMBA_CACHE, fastmath={"reassoc", "contract"})
+def _dot(x, y):
+    """``sum_j x_j y_j`` of two rows (reassociated: vectorised; the order is fixed by the build)."""
+    acc = 0.0
+    for j in range(x.shape[0]):
+        acc += x[j] * y[j]
+    return acc
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
-def _activate_par(code, P, S, want_dd, Spp):
-    for i in prange(P.shape[0]):
-        _activate_row(code, P, S, want_dd, Spp, i)
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def forward_chunk(code, P, S, want_dd, Spp, AwT, Hpart):
+    """One chunk, forward: ``S <- sigma(P)``, ``Spp <- sigma''(P)`` (if ``want_dd``),
+    ``P <- sigma'(P)``, ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``.
 
-
-@njit(cache=NUMBA_CACHE)
-def _activate_ser(code, P, S, want_dd, Spp):
-    for i in range(P.shape[0]):
-        _activate_row(code, P, S, want_dd, Spp, i)
-
-
-def activate_block(code, P, S, want_dd, Spp):
-    """In place: ``S <- sigma(P)``, ``Spp <- sigma''(P)`` (if ``want_dd``), then ``P <- sigma'(P)``.
-
-    The transcendental part runs first as a NumPy SIMD ufunc into ``S`` (``tanh``, or
-    ``exp(-|z|)`` for sigmoid and softplus: several times faster than scalar libm calls in a compiled
-    loop), then one fused pass forms ``sigma, sigma', sigma''`` from it.
-
-    Shapes: ``P``, ``S``, ``Spp`` are ``(nb, N)`` C-contiguous float64 (``Spp`` may be ``(0, 0)``
-    when ``want_dd`` is False).
+    Shapes: ``P, S, Spp`` (nb, Nc) C-contiguous (``Spp`` (0, 0) without ``want_dd``; ``S`` holds
+    the :func:`prepass` values on entry); ``AwT`` (p, Nc) = the chunk's weighted output weights
+    ``w_j a_j`` transposed; ``Hpart`` (nb, p).
     """
-    if code == TANH:
-        np.tanh(P, out=S)
-    elif code == SIGMOID or code == SOFTPLUS:
-        np.abs(P, out=S)
-        np.negative(S, out=S)
-        np.exp(S, out=S)
-    (_activate_par if P.size >= PARALLEL_MIN else _activate_ser)(code, P, S, want_dd, Spp)
-
-
-@njit(cache=NUMBA_CACHE, inline="always")
-def _backprop_tile(Sp, B, g_row, fixed, want_lap, Spp, xn2, lap, t):
-    nb, N = Sp.shape
-    j0 = t * TILE
-    j1 = min(N, j0 + TILE)
+    nb, Nc = P.shape
     for i in range(nb):
-        gi = g_row[i]
-        xn = xn2[i]
-        for j in range(j0, j1):
-            b = gi if fixed else B[i, j]
-            if want_lap:
-                lap[j] += b * Spp[i, j] * xn
-            B[i, j] = b * Sp[i, j]
+        for j in range(Nc):
+            s, ds, dds = _activate_entry(code, P[i, j], S[i, j], want_dd)
+            if want_dd:
+                Spp[i, j] = dds
+            S[i, j] = s
+            P[i, j] = ds
+        for k in range(AwT.shape[0]):
+            Hpart[i, k] = _dot(S[i], AwT[k])
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
-def _backprop_par(Sp, B, g_row, fixed, want_lap, Spp, xn2, lap):
-    for t in prange((Sp.shape[1] + TILE - 1) // TILE):
-        _backprop_tile(Sp, B, g_row, fixed, want_lap, Spp, xn2, lap, t)
+@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
+    """One chunk, backward, in place: ``gAT[k, j] += sum_i S[i, j] G[i, k]`` (if ``train_a``),
+    then ``S <- B = S' (.) (G A^T)`` and ``lap[j] += sum_i (G A^T)[i, j] S''[i, j] |x_i|^2``.
 
-
-@njit(cache=NUMBA_CACHE)
-def _backprop_ser(Sp, B, g_row, fixed, want_lap, Spp, xn2, lap):
-    for t in range((Sp.shape[1] + TILE - 1) // TILE):
-        _backprop_tile(Sp, B, g_row, fixed, want_lap, Spp, xn2, lap, t)
-
-
-def backprop_block(Sp, B, g_row, fixed, want_lap, Spp, xn2, lap):
-    """In place ``B <- S' (.) B`` and, if ``want_lap``, ``lap[j] += sum_i B_ij S''_ij |x_i|^2``.
-
-    When ``fixed`` is True (output weight fixed to 1, models.md §1) ``B`` is not read: the
-    back-propagated residual is ``B_ij = g_row[i]`` for every particle, written into ``B``.
-
-    Shapes: ``Sp, B, Spp`` ``(nb, N)``; ``g_row, xn2`` ``(nb,)``; ``lap`` ``(N,)``.
-    Column tiles: each ``lap[j]`` is summed in a fixed order by one thread.
+    Shapes: ``Sp, S, Spp`` (nb, Nc); ``G`` (nb, p); ``AT`` (p, Nc) the chunk's output weights
+    transposed (ones for a fixed output); ``gAT`` (p, Nc); ``xn2`` (nb,); ``lap`` (Nc,).
+    Every ``gAT[k, j]`` and ``lap[j]`` is summed over ``i`` in order.
     """
-    (_backprop_par if Sp.size >= PARALLEL_MIN else _backprop_ser)(
-        Sp, B, g_row, fixed, want_lap, Spp, xn2, lap)
+    nb, Nc = S.shape
+    Brow = np.empty(Nc)
+    for i in range(nb):
+        Si = S[i]
+        if train_a:
+            for k in range(AT.shape[0]):
+                gk = G[i, k]
+                gAk = gAT[k]
+                for j in range(Nc):
+                    gAk[j] += Si[j] * gk
+        _ga_row(G, AT, i, Brow)
+        Spi = Sp[i]
+        if want_lap:
+            xn = xn2[i]
+            Sppi = Spp[i]
+            for j in range(Nc):
+                lap[j] += Brow[j] * Sppi[j] * xn
+        for j in range(Nc):
+            Si[j] = Brow[j] * Spi[j]
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
-def _em_row(theta, grad, noise, step, noise_scale, i):
+@njit(cache=NUMBA_CACHE, nogil=True)
+def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa, update, step, noise, noise_scale):
+    """The force of one chunk of rows, ``g_j = [gAT[:, j]^T, gU[j]] + lam * theta_j`` (the weight
+    decay of dynamics.md §1.2), written to ``out`` — or, with ``update``, the Euler–Maruyama step
+    of dynamics.md §3 applied in place: ``out_j = theta_j - step * g_j + noise_scale * noise_j``
+    (``out`` may be ``theta``; ``noise`` may be (0, 0) when ``noise_scale == 0``).
+
+    Shapes ``out, theta, noise`` (Nc, D) (row blocks of the full arrays), ``gAT`` (pa, Nc); the
+    ``u`` part comes from ``gU`` (Nc, d_in) or, when that is empty, from its transpose ``gUT``
+    (d_in, Nc)."""
+    D = theta.shape[1]
+    transposed = gU.shape[0] == 0
     use_noise = noise_scale != 0.0
-    for j in range(theta.shape[1]):
-        v = theta[i, j] - step * grad[i, j]
-        if use_noise:
-            v += noise_scale * noise[i, j]
-        theta[i, j] = v
+    for j in range(theta.shape[0]):
+        for k in range(D):
+            if k < pa:
+                g = gAT[k, j]
+            else:
+                g = gUT[k - pa, j] if transposed else gU[j, k - pa]
+            th = theta[j, k]
+            g += lam * th
+            if update:
+                v = th - step * g
+                if use_noise:
+                    v += noise_scale * noise[j, k]
+                out[j, k] = v
+            else:
+                out[j, k] = g
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
-def _em_par(theta, grad, noise, step, noise_scale):
-    for i in prange(theta.shape[0]):
-        _em_row(theta, grad, noise, step, noise_scale, i)
-
-
-@njit(cache=NUMBA_CACHE)
-def _em_ser(theta, grad, noise, step, noise_scale):
-    for i in range(theta.shape[0]):
-        _em_row(theta, grad, noise, step, noise_scale, i)
+@njit(cache=NUMBA_CACHE, nogil=True)
+def _em_rows(theta, grad, noise, step, noise_scale, j0, j1):
+    use_noise = noise_scale != 0.0
+    for i in range(j0, j1):
+        for j in range(theta.shape[1]):
+            v = theta[i, j] - step * grad[i, j]
+            if use_noise:
+                v += noise_scale * noise[i, j]
+            theta[i, j] = v
 
 
 def em_update(theta, grad, noise, step, noise_scale):
@@ -155,5 +332,8 @@ def em_update(theta, grad, noise, step, noise_scale):
 
     Implements dynamics.md §3: ``theta^{k+1} = theta^k - eps_k grad Psi + sqrt(2 eps_k/beta) g``.
     ``noise`` may be ``(0, 0)`` when ``noise_scale == 0`` (noiseless flow). Shapes ``(N, D)``.
+    Rows are updated by particle chunks on the thread pool (:mod:`mfpde._pool`).
     """
-    (_em_par if theta.size >= PARALLEL_MIN else _em_ser)(theta, grad, noise, step, noise_scale)
+    b = chunk_bounds(theta.shape[0])
+    run_tasks(lambda c: _em_rows(theta, grad, noise, step, noise_scale, b[c], b[c + 1]),
+              b.size - 1)

@@ -23,13 +23,26 @@ matrices are never formed. Every product is a BLAS call; the element-wise work i
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..activations import activation_info, evaluate
 from .._blas import blas_threads
-from ..kernels.readout import activate_block, backprop_block
+from .._pool import run_pipelined, run_tasks
+from ..kernels.readout import (FROM_S, assemble_chunk, backward_chunk, backward_s, chunk_bounds,
+                               forward_chunk, forward_s, prepass, prepass_s, project)
+
+#: input dimensions up to this use the compiled projection instead of BLAS (low-dimension regime)
+SMALL_D = 8
+
+#: from this many particles on, multi-block gradient passes use the low-memory sweep
+#: (``memory = "auto"``, see :meth:`ReadoutModel.low_memory`)
+LOW_MEMORY_N = 1 << 19
+
+#: bytes of one chunk's ``block x chunk`` tile (sized for a core's L2 cache)
+TILE_BYTES = 1 << 20
 
 #: bytes of one ``block x N`` work buffer (two or three are live during a gradient pass)
 BLOCK_BYTES = 1 << 25
@@ -56,6 +69,34 @@ class Gradient:
     W: np.ndarray | None
     risk: float
     lap: np.ndarray | None = None
+
+
+class _Tiles:
+    """Work tiles of the stored pass: ``k`` buffers of ``block x N`` entries; chunk ``c``'s tiles
+    are contiguous ``(nb, Nc)`` slices."""
+
+    def __init__(self, k, blk, bounds):
+        self.bufs = [np.empty(blk * int(bounds[-1])) for _ in range(k)]
+        self.bounds = bounds
+
+    def get(self, c, nb):
+        j0, j1 = int(self.bounds[c]), int(self.bounds[c + 1])
+        return [b[nb * j0:nb * j1].reshape(nb, j1 - j0) for b in self.bufs]
+
+
+class _Scratch:
+    """Work tiles of the low-memory sweep: ``k`` buffers of ``size`` entries per thread."""
+
+    def __init__(self, k, size, bounds):
+        self.k, self.size, self.bounds = k, size, bounds
+        self.local = threading.local()
+
+    def get(self, c, nb):
+        bufs = getattr(self.local, "bufs", None)
+        if bufs is None:
+            bufs = self.local.bufs = [np.empty(self.size) for _ in range(self.k)]
+        m = int(self.bounds[c + 1] - self.bounds[c])
+        return [b[:nb * m].reshape(nb, m) for b in bufs]
 
 
 def _as_matrix(name, arr, ncols=None):
@@ -94,6 +135,11 @@ class ReadoutModel:
         Standard deviations of the Gaussian initialisation of ``a`` and ``u``.
     block_bytes : int
         Size of one work buffer; sets how many samples are processed per block.
+    memory : {"auto", "fast", "low"}
+        Gradient passes over several sample blocks either keep a ``block x N`` tile buffer and
+        (N, D) accumulators ("fast"), or compute all features first and then each particle chunk
+        on its own, evaluating the activations twice, with memory close to the particle state
+        alone ("low"); "auto" picks "low" from :data:`LOW_MEMORY_N` particles on.
     """
 
     kind = "readout"
@@ -101,7 +147,7 @@ class ReadoutModel:
 
     def __init__(self, d, p, q, activation="tanh", bias=False, train_a=True, Gamma=1.0,
                  lam=0.0, lam_W=0.0, init_scale_a=1.0, init_scale_u=1.0,
-                 block_bytes=BLOCK_BYTES):
+                 block_bytes=BLOCK_BYTES, memory="auto"):
         for name, val in (("d", d), ("p", p), ("q", q)):
             if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
@@ -123,6 +169,9 @@ class ReadoutModel:
         self.lam, self.lam_W = float(lam), float(lam_W)
         self.init_scale_a, self.init_scale_u = float(init_scale_a), float(init_scale_u)
         self.block_bytes = int(block_bytes)
+        if memory not in ("auto", "fast", "low"):
+            raise ValueError(f"memory must be 'auto', 'fast' or 'low', got {memory!r}")
+        self.memory = memory
         self.pa = self.p if self.train_a else 0
         #: particle dimension D
         self.D = self.pa + self.d_in
@@ -177,7 +226,12 @@ class ReadoutModel:
         return w
 
     def block_size(self, n, N):
-        return int(max(1, min(n, self.block_bytes // (8 * N))))
+        """Samples per block: one chunk's ``block x chunk`` tile stays within :data:`TILE_BYTES`
+        (it is reused from cache between the kernels of a phase) and a ``block x N`` buffer
+        within ``block_bytes``."""
+        bounds = chunk_bounds(N)
+        widest = int(np.max(np.diff(bounds)))
+        return int(max(1, min(n, TILE_BYTES // (8 * widest), self.block_bytes // (8 * N))))
 
     # ------------------------------------------------------------------ init
     def init_particles(self, N, rng):
@@ -193,7 +247,23 @@ class ReadoutModel:
         return None
 
     # ------------------------------------------------------------------ the pass
-    def _pass(self, theta, X, Y, W, weights, grad=True, lap=False, features=False):
+    def _pass(self, theta, X, Y, W, weights, grad=True, lap=False, features=False, update=None):
+        """One streamed pass over the data (see the module docstring for the equations).
+
+        Particles are split in fixed chunks (:func:`~mfpde.kernels.readout.chunk_bounds`) run
+        concurrently on the thread pool. Per block of samples, a forward phase computes each
+        chunk's tile (``S``; ``sigma'``, ``sigma''`` for generic activations) and its partial
+        features; after the features are summed in chunk order, a backward phase accumulates each
+        chunk's ``grad_A``, ``grad_U`` (and Laplacian). With ``update = (step, noise,
+        noise_scale)`` the force is not returned: each chunk applies the Euler–Maruyama step to
+        ``theta`` in place once its force is complete (``noise`` is an (N, D) array or a
+        ``numpy.random.Generator`` drawn chunk by chunk in order).
+
+        Low-memory sweep (:meth:`low_memory`): the features of every block are computed first
+        and each chunk then recomputes its tiles block by block, so the ``block x N`` buffer and
+        the (N, D) accumulators are replaced by per-chunk ones — one more forward evaluation for
+        a memory of about the particle state alone.
+        """
         theta = self.check_theta(theta)
         W = self.check_W(W) if Y is not None else None
         Xa = self.prepare_X(X)
@@ -201,33 +271,90 @@ class ReadoutModel:
         Y = self.prepare_Y(Y, n) if Y is not None else None
         N = theta.shape[0]
         w = self._weights(weights, N)
-        A, U = self.split(theta)
-        Ac = np.ascontiguousarray(A)
-        Uc = np.ascontiguousarray(U)
-        Aw = Ac * (w[:, None] if w is not None else 1.0 / N)
+        pa, p, d_in, code = self.pa, self.p, self.d_in, self.code
+        grad = grad and Y is not None
+        bounds = chunk_bounds(N)
+        C = bounds.size - 1
+        rows = [slice(int(bounds[c]), int(bounds[c + 1])) for c in range(C)]
+        widths = [r.stop - r.start for r in rows]
         blk = self.block_size(n, N)
-        Pbuf = np.empty((blk, N))
-        Sbuf = np.empty((blk, N))
-        Sppbuf = np.empty((blk, N)) if lap else np.empty((0, 0))
-        gA = np.zeros((N, self.pa)) if grad else None
-        gU = np.zeros((N, self.d_in)) if grad else None
-        gW = np.zeros((self.p, self.q)) if (grad and W is not None) else None
-        lapv = np.zeros(N) if lap else np.zeros(0)
-        H = np.empty((n, self.p)) if features else None
-        xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(blk)
+        blocks = [(s, min(n, s + blk)) for s in range(0, n, blk)]
+        sweep = grad and len(blocks) > 1 and self.low_memory(N)
+        from_s = code in FROM_S                      # sigma', sigma'' from sigma: one tile
+        low_d = from_s and d_in <= SMALL_D           # projection and grad_U in the kernels
+        no_dd = np.empty((0, 0))
+        # per-chunk contiguous (k, Nc) arrays: the kernels' inner loops run over particles
+        AT = [np.ascontiguousarray(theta[r, :pa].T) if self.train_a else np.ones((1, m))
+              for r, m in zip(rows, widths)]
+        # weighted measure: features from w_j a_j; uniform: from a_j, divided by N per block
+        AwT = AT if w is None else [a * w[r] for a, r in zip(AT, rows)]
+        UT = [np.ascontiguousarray(theta[r, pa:].T) for r in rows] if low_d else None
+        xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
+        n_tiles = 1 + (0 if from_s else 1) + (1 if (lap and not from_s) else 0)
+        if sweep:
+            tiles = _Scratch(n_tiles, blk * max(widths), bounds)  # one set per thread
+        else:
+            tiles = _Tiles(n_tiles, blk, bounds)                 # one block x N buffer each
+
+        def fwd(c, s, e, T, Hout):
+            """Chunk ``c``, samples ``s:e``: tiles ``T = (S, [P], [Spp])`` and features."""
+            r, Xb = rows[c], Xa[s:e]
+            S = T[0]
+            if from_s:
+                if low_d:
+                    project(Xb, UT[c], S)
+                else:
+                    np.dot(Xb, theta[r, pa:].T, out=S)
+                prepass_s(code, S)
+                forward_s(code, S, AwT[c], Hout)
+            else:
+                P = T[1]
+                np.dot(Xb, theta[r, pa:].T, out=P)
+                prepass(code, P, S)
+                forward_chunk(code, P, S, lap, T[2] if lap else no_dd, AwT[c], Hout)
+
+        def bwd(c, s, e, T, Gb, acc, first):
+            """Chunk ``c``, samples ``s:e``: accumulate ``acc = (gAT, gU, gUT, lap)``."""
+            Xb, xb2 = Xa[s:e], (xn2[s:e] if lap else xn2)
+            gAT, gU, gUT, lapc = acc
+            S = T[0]
+            if from_s:
+                backward_s(code, S, Gb, AT[c], self.train_a, gAT, lap, xb2, lapc, Xb, gUT)
+            else:
+                backward_chunk(T[1], S, Gb, AT[c], self.train_a, gAT, lap,
+                               T[2] if lap else no_dd, xb2, lapc)
+            if low_d:
+                return
+            if first:
+                np.dot(S.T, Xb, out=gU)
+            else:
+                gU += S.T @ Xb
+
+        def new_acc(m, out_gU=None):
+            return (np.zeros((pa, m)), np.empty((0 if low_d else m, d_in)) if out_gU is None
+                    else out_gU, np.zeros((d_in if low_d else 0, m)), np.zeros(m if lap else 0))
+
+        H = np.empty((n, p)) if features else None
+        G = np.empty((n, p)) if sweep else None
+        Hparts = np.empty((C, blk, p))
+        gW = np.zeros((p, self.q)) if (grad and W is not None) else None
         sq = 0.0
         g_scale = self.Gamma / n
-        with blas_threads(blk * N * max(self.d_in, self.p)):
-            for s in range(0, n, blk):
-                e = min(n, s + blk)
+        accs = None
+        if grad and not sweep:
+            gU_all = np.empty((N, d_in)) if not low_d else None
+            accs = [new_acc(m, None if low_d else gU_all[r]) for m, r in zip(widths, rows)]
+        # chunks run concurrently on single-threaded BLAS; one chunk keeps the BLAS default for
+        # large products (see mfpde._blas)
+        with blas_threads(0 if C > 1 else blk * N * max(d_in, p)):
+            for bi, (s, e) in enumerate(blocks):
                 nb = e - s
-                Xb = Xa[s:e]
-                P = Pbuf[:nb]
-                S = Sbuf[:nb]
-                np.dot(Xb, Uc.T, out=P)
-                Spp = Sppbuf[:nb] if lap else Sppbuf
-                activate_block(self.code, P, S, lap, Spp)       # S = sigma, P = sigma'
-                Hb = S @ Aw                                       # (nb, p)
+                run_tasks(lambda c: fwd(c, s, e, tiles.get(c, nb), Hparts[c, :nb]), C)
+                Hb = Hparts[0, :nb].copy()
+                for c in range(1, C):
+                    Hb += Hparts[c, :nb]
+                if w is None:
+                    Hb /= N
                 if features:
                     H[s:e] = Hb
                 if Y is None:
@@ -237,36 +364,60 @@ class ReadoutModel:
                     Gb = Zb * (1.0 / n)
                 else:
                     Zb = self.Gamma * (Hb @ W) - Y[s:e]
-                    Gb = g_scale * (Zb @ W.T)                    # (nb, p)
+                    Gb = g_scale * (Zb @ W.T)                        # (nb, p)
                     if gW is not None:
                         gW += g_scale * (Hb.T @ Zb)
                 sq += float(np.einsum("ij,ij->", Zb, Zb))
-                if not grad:
-                    continue
-                if self.train_a:
-                    gA += S.T @ Gb
-                    B = S
-                    np.dot(Gb, Ac.T, out=B)                       # B = G A^T, reuses S
-                    g_row = Gb[:, 0]
+                if sweep:
+                    G[s:e] = Gb
+                elif grad:
+                    run_tasks(lambda c: bwd(c, s, e, tiles.get(c, nb), Gb, accs[c], bi == 0), C)
+            res = {"risk": sq / (2.0 * n) if Y is not None else float("nan"), "H": H}
+            if not grad:
+                return res
+            if update is None:
+                out = np.empty((N, self.D))
+                step, noise, ns = 0.0, no_dd, 0.0
+            else:
+                out = theta
+                step, noise, ns = update
+
+            def finish(c, noise_c=None):
+                r = rows[c]
+                if sweep:                       # this chunk's force, block by block
+                    acc = new_acc(widths[c])
+                    for bi, (s, e) in enumerate(blocks):
+                        T = tiles.get(c, e - s)
+                        fwd(c, s, e, T, Hparts[c, :e - s])
+                        bwd(c, s, e, T, G[s:e], acc, bi == 0)
                 else:
-                    B = S
-                    g_row = np.ascontiguousarray(Gb[:, 0])
-                backprop_block(P, B, g_row, not self.train_a, lap, Spp,
-                               xn2[s:e] if lap else xn2, lapv)
-                gU += B.T @ Xb
-        risk = sq / (2.0 * n) if Y is not None else float("nan")
-        out = {"risk": risk, "H": H}
-        if grad and Y is not None:
-            g = np.empty((N, self.D))
-            if self.train_a:
-                g[:, :self.pa] = gA + self.lam * Ac
-            g[:, self.pa:] = gU + self.lam * Uc
-            out["grad"] = g
-            if gW is not None:
-                out["gW"] = gW + self.lam_W * W
-            if lap:
-                out["lap"] = lapv + self.lam * self.D
-        return out
+                    acc = accs[c]
+                if lap:
+                    lapv[r] = acc[3]
+                if noise_c is None:
+                    noise_c = noise[r] if ns != 0.0 else no_dd
+                assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], self.lam, pa,
+                               update is not None, step, noise_c, ns)
+
+            lapv = np.empty(N) if lap else None
+            if isinstance(noise, np.random.Generator):
+                # chunk noise drawn in order by this thread, applied by the pool as it comes
+                run_pipelined(finish, C, lambda c: noise.standard_normal((widths[c], self.D)))
+            else:
+                run_tasks(finish, C)
+        res["grad"] = out if update is None else None
+        if gW is not None:
+            res["gW"] = gW + self.lam_W * W
+        if lap:
+            res["lap"] = lapv + self.lam * self.D
+        return res
+
+    def low_memory(self, N) -> bool:
+        """Whether a multi-block gradient pass over ``N`` particles uses the low-memory sweep
+        (``memory = "auto"``: from :data:`LOW_MEMORY_N` particles on)."""
+        if self.memory == "auto":
+            return N >= LOW_MEMORY_N
+        return self.memory == "low"
 
     # ------------------------------------------------------------------ public API
     def features(self, theta, X, weights=None):
@@ -325,6 +476,36 @@ class ReadoutModel:
         """
         out = self._pass(theta, X, Y, W, weights, grad=True, lap=laplacian)
         return Gradient(out["grad"], out.get("gW"), out["risk"], out.get("lap"))
+
+    def euler_step(self, theta, X, Y, W, step, noise=None, noise_scale=0.0, rng=None):
+        """One Euler–Maruyama step of the particles fused with the gradient pass, in place
+        (dynamics.md §3): :math:`\\theta_j \\leftarrow \\theta_j - \\varepsilon\\nabla\\Psi(\\theta_j)
+        + s\\,g_j` with ``step`` :math:`= \\varepsilon`, ``noise_scale`` :math:`s` and ``noise``
+        :math:`g` (N, D) (may be None when ``noise_scale == 0``). Equal to ``gradient`` followed by
+        :func:`~mfpde.kernels.readout.em_update`, without forming the (N, D) force.
+
+        With ``rng`` (a ``numpy.random.Generator``) instead of ``noise``, the noise is drawn chunk
+        by chunk of particles in order: the same numbers as ``rng.standard_normal((N, D))``,
+        without an (N, D) buffer.
+
+        ``theta`` must be a C-contiguous float64 (N, D) array. Returns ``(risk, grad_W)``
+        (``grad_W`` None without ``W``), both evaluated before the update.
+        """
+        if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64
+                and theta.flags.c_contiguous and theta.flags.writeable):
+            raise ValueError("euler_step updates theta in place: it must be a writeable "
+                             "C-contiguous float64 array")
+        ns = float(noise_scale)
+        if ns != 0.0 and rng is not None:
+            if noise is not None:
+                raise ValueError("give either noise or rng, not both")
+            noise = rng
+        elif ns != 0.0:
+            noise = np.asarray(noise, dtype=np.float64)
+            if noise.shape != theta.shape:
+                raise ValueError(f"noise must have shape {theta.shape}, got {noise.shape}")
+        out = self._pass(theta, X, Y, W, None, grad=True, update=(float(step), noise, ns))
+        return out["risk"], out.get("gW")
 
     def potential(self, points, theta, X, Y, W=None, weights=None):
         """Potential :math:`\\Psi(\\vartheta_m;\\rho) = a_m^\\top\\sum_i G_i\\,\\sigma(u_m^\\top x_i)
