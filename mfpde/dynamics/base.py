@@ -5,10 +5,17 @@ Every driver (overdamped Langevin, kinetic / heavy ball, finite-width training) 
 (:mod:`mfpde.models`). :class:`ParticleDriver` holds what they share:
 
 - the training data (finite set, epochs of mini-batches) or an online sampler (fresh samples);
-- one ``numpy.random.Generator`` (PCG64 from a ``SeedSequence``) that draws, at every step and in
-  this order, the mini-batch and then the Gaussian noise, outside the compiled kernels, so results
-  are bitwise independent of the thread count;
-- the complete state for checkpoints (``state_dict`` / ``load_state_dict``), extended by drivers
+- one ``numpy.random.Generator`` (PCG64 from a ``SeedSequence``) that draws everything random,
+  outside the compiled kernels, so results are bitwise independent of the thread count. At every
+  step it draws, in this order, the data of the step and then the Gaussian noise (noisy dynamics
+  only). The data draw is: nothing for full batch; a new permutation when an epoch starts (epochs of
+  mini-batches); for an online sampler, a chunk of ``K * batch`` fresh samples when the sample
+  buffer is empty (``K = online_chunk_steps(batch, d, q)``, :data:`ONLINE_CHUNK` steps for small
+  batches), served ``batch`` rows per step. The buffer refills every ``K`` steps counted from the
+  first step, so the random stream depends only on the sequence of steps, not on how they are split
+  into :meth:`step` calls;
+- the complete state for checkpoints (``state_dict`` / ``load_state_dict``: particles, ``k``, the
+  generator, the epoch permutation and the unused part of the sample buffer), extended by drivers
   through :meth:`ParticleDriver._extra_state`.
 """
 from __future__ import annotations
@@ -20,6 +27,35 @@ from typing import Callable
 import numpy as np
 
 
+#: steps of fresh samples an online driver draws with one sampler call (small batches)
+ONLINE_CHUNK = 256
+#: bytes of one chunk of fresh samples; large batches or inputs get fewer steps per chunk
+ONLINE_CHUNK_BYTES = 1 << 24
+
+
+def online_chunk_steps(batch: int, d: int, q: int) -> int:
+    """Steps ``K`` of fresh samples drawn at once by an online driver: :data:`ONLINE_CHUNK`,
+    reduced so that one chunk (``K * batch`` samples of ``d + q`` floats) stays within
+    :data:`ONLINE_CHUNK_BYTES`; at least 1. Depends only on the configuration."""
+    per_step = 8 * int(batch) * max(1, int(d) + int(q))
+    return int(max(1, min(ONLINE_CHUNK, ONLINE_CHUNK_BYTES // per_step)))
+
+
+class ConstantSchedule:
+    """The schedule ``t -> value`` (a constant ``xi``); drivers may read :attr:`value` directly."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: float):
+        self.value = float(value)
+
+    def __call__(self, t: float) -> float:
+        return self.value
+
+    def __repr__(self) -> str:
+        return f"ConstantSchedule({self.value!r})"
+
+
 def make_rng(seed) -> np.random.Generator:
     """The run's generator: PCG64 seeded through a ``SeedSequence`` (int, sequence or SeedSequence)."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -28,13 +64,13 @@ def make_rng(seed) -> np.random.Generator:
 
 def _as_schedule(xi) -> Callable[[float], float]:
     if xi is None:
-        return lambda t: 1.0
+        return ConstantSchedule(1.0)
     if callable(xi):
         return xi
     val = float(xi)
     if not (math.isfinite(val) and val > 0):
         raise ValueError(f"xi must be a positive number or a callable t -> xi(t) > 0, got {xi!r}")
-    return lambda t: val
+    return ConstantSchedule(val)
 
 
 class ParticleDriver:
@@ -55,7 +91,8 @@ class ParticleDriver:
     batch : int or None
         Mini-batch size ``B``; None or 0 means full batch. Required with ``sampler``.
     sampler : OnlineSampler or None
-        Source of fresh samples ``sampler.sample(B, rng) -> (X, Y)`` (online SGD).
+        Source of fresh samples ``sampler.sample(n, rng) -> (X, Y)`` (online SGD); drawn in
+        chunks of ``K * batch`` samples (see the module docstring), ``batch`` rows per step.
     xi : float or callable or None
         Time-rescaling schedule :math:`\\xi(t) > 0` (default 1).
     xi_W : float
@@ -101,7 +138,7 @@ class ParticleDriver:
         self.k = 0
         self._perm = np.zeros(0, dtype=np.int64)
         self._cursor = 0
-        self._noise = np.empty((self.N, model.D)) if math.isfinite(beta) else np.empty((0, 0))
+        self._noise = np.empty((0, 0))        # (N, D) noise buffer, allocated on first use
         #: risk on the data of the last step (batch risk for SGD), before the update
         self.last_risk = float("nan")
 
@@ -129,6 +166,13 @@ class ParticleDriver:
             if n is not None and batch > n:
                 raise ValueError(f"batch = {batch} exceeds the number of samples n = {n}")
             self.batch = None if (n is not None and batch == n) else int(batch)
+        # fresh samples of an online sampler, drawn in chunks; rows [_scursor:] are unused
+        self._sX = self._sY = None
+        self._scursor = 0
+        self._schunk = 0
+        if sampler is not None:
+            self._schunk = online_chunk_steps(self.batch, getattr(sampler, "d", 0),
+                                              getattr(sampler, "q", 0))
 
     # ------------------------------------------------------------------ time
     @property
@@ -152,18 +196,63 @@ class ParticleDriver:
         return self.sample_batch()
 
     def sample_batch(self):
-        """The driver's own draw of the next step's data (the body of :meth:`next_batch`)."""
+        """The driver's own draw of the next step's data (the body of :meth:`next_batch`).
+
+        Online sampler: the next ``batch`` rows of the sample buffer (views), after drawing a chunk
+        of ``K * batch`` fresh samples if the buffer is empty (module docstring)."""
         if self.sampler is not None:
-            return self.sampler.sample(self.batch, self.rng)
+            return self._online_rows(1)
         if self.batch is None:
             return self.X, self.Y
-        n = self.X.shape[0]
-        if self._cursor + self.batch > self._perm.size:
-            self._perm = self.rng.permutation(n)
+        return self._epoch_rows(1)
+
+    def _epoch_rows(self, max_steps: int):
+        """Rows of up to ``max_steps`` consecutive mini-batches of the current epoch, drawing a new
+        permutation first if the epoch is over; never crosses an epoch. Returns copies ``(X, Y)``
+        with ``m * batch`` rows, ``1 <= m <= max_steps``."""
+        B = self.batch
+        if self._cursor + B > self._perm.size:
+            self._perm = self.rng.permutation(self.X.shape[0])
             self._cursor = 0
-        idx = self._perm[self._cursor:self._cursor + self.batch]
-        self._cursor += self.batch
+        c = self._cursor
+        m = max(1, min(int(max_steps), (self._perm.size - c) // B))
+        idx = self._perm[c:c + m * B]
+        self._cursor = c + m * B
         return self.X[idx], self.Y[idx]
+
+    def _online_rows(self, max_steps: int):
+        """Take the rows of up to ``max_steps`` consecutive steps from the sample buffer, refilling
+        it first if it is empty; never crosses a refill. Returns ``(X, Y)`` views with
+        ``m * batch`` rows, ``1 <= m <= max_steps`` (``m = rows // batch``)."""
+        B = self.batch
+        if self._sX is None or self._scursor >= self._sX.shape[0]:
+            X, Y = self.sampler.sample(self._schunk * B, self.rng)
+            self._sX = np.ascontiguousarray(X, dtype=np.float64)
+            self._sY = np.ascontiguousarray(Y, dtype=np.float64)
+            self._scursor = 0
+        c = self._scursor
+        m = max(1, min(int(max_steps), (self._sX.shape[0] - c) // B))
+        e = c + m * B
+        self._scursor = e
+        return self._sX[c:e], self._sY[c:e]
+
+    def _sample_state(self) -> dict:
+        """Unused part of the online sample buffer (None when empty), for checkpoints."""
+        if self._sX is None or self._scursor >= self._sX.shape[0]:
+            return {"sample_X": None, "sample_Y": None}
+        c = self._scursor
+        return {"sample_X": self._sX[c:].copy(), "sample_Y": self._sY[c:].copy()}
+
+    def _load_sample_state(self, state: dict) -> None:
+        """Restore the sample buffer of :meth:`_sample_state` (absent in older checkpoints: the
+        buffer starts empty and the next step draws a new chunk)."""
+        X, Y = state.get("sample_X"), state.get("sample_Y")
+        if X is None or Y is None or self.sampler is None:
+            self._sX = self._sY = None
+        else:
+            self._sX = np.array(X, dtype=np.float64, order="C")
+            self._sY = np.array(Y, dtype=np.float64, order="C")
+        self._scursor = 0
 
     def draw_noise(self) -> np.ndarray:
         """Standard Gaussian ``g^k`` of shape (N, D) drawn from the run's generator (or from
@@ -178,6 +267,8 @@ class ParticleDriver:
 
     def sample_noise(self) -> np.ndarray:
         """The driver's own draw of ``g^k`` (N, D) from its generator (a reused buffer)."""
+        if self._noise.shape != (self.N, self.model.D):
+            self._noise = np.empty((self.N, self.model.D))
         return self.rng.standard_normal(out=self._noise)
 
     # ------------------------------------------------------------------ state
@@ -194,7 +285,8 @@ class ParticleDriver:
 
     def state_dict(self) -> dict:
         """Complete state (copies): ``theta``, ``W``, ``k``, ``rng`` (JSON text), ``perm``,
-        ``cursor`` and the subclass's extra arrays."""
+        ``cursor``, the unused online samples ``sample_X``, ``sample_Y`` (None when the buffer is
+        empty) and the subclass's extra arrays."""
         out = {
             "theta": self.theta.copy(),
             "W": None if self.W is None else self.W.copy(),
@@ -203,6 +295,7 @@ class ParticleDriver:
             "perm": self._perm.copy(),
             "cursor": int(self._cursor),
         }
+        out.update(self._sample_state())
         out.update(self._extra_state())
         return out
 
@@ -219,4 +312,5 @@ class ParticleDriver:
         self.rng.bit_generator.state = json.loads(rng_state) if isinstance(rng_state, (str, bytes)) else rng_state
         self._perm = np.asarray(state.get("perm", np.zeros(0)), dtype=np.int64).copy()
         self._cursor = int(state.get("cursor", 0))
+        self._load_sample_state(state)
         self._load_extra_state(state)

@@ -19,16 +19,44 @@ Since a width-N network trained with per-neuron step ``eps`` performs exactly th
 (README convention 5), the same solver is the finite-width GD / SGD / noisy-SGD trainer.
 
 Randomness: one ``numpy.random.Generator`` (PCG64, from a ``SeedSequence``) draws, in this order
-at every step, the mini-batch (indices or fresh samples) and then the Gaussian noise, outside the
-compiled kernels; the result is bitwise independent of the thread count, and
+at every step, the data of the step (a new epoch permutation when an epoch starts; for an online
+sampler, a chunk of fresh samples for the next steps when the sample buffer is empty, see
+:mod:`mfpde.dynamics.base`) and then the Gaussian noise, outside the compiled kernels; the result is
+bitwise independent of the thread count and of how the steps are split into :meth:`step` calls, and
 :meth:`state_dict` / :meth:`load_state_dict` capture everything needed for a bitwise resume.
+
+Fused path: mini-batch and online SGD with small batches (``batch <= FUSED_MAX_BATCH``) of a
+two-layer read-out model (no ``W``) runs many steps per compiled call
+(:func:`mfpde.kernels.online.online_steps`), in blocks that never cross a refill of the sample
+buffer or an epoch. It draws the same random numbers in the same order (the noise of consecutive
+steps within a block is one generator call, which gives the same numbers as one call per step) and
+differs from the generic path (one streamed :meth:`~mfpde.models.readout.ReadoutModel.gradient` pass
+per step) only by floating-point rounding. It is used unless a ``batch_source`` / ``noise_source``
+hook is set, the per-step work ``N * batch * D`` exceeds :data:`FUSED_MAX_WORK` (the generic path
+is multi-threaded) or :attr:`LangevinSolver.fused` is False.
+
+Generic path: one streamed pass per step, with the Euler–Maruyama update applied to each particle
+chunk inside the pass (:meth:`~mfpde.models.readout.ReadoutModel.euler_step`, bitwise equal to the
+force followed by :func:`~mfpde.kernels.readout.em_update`, without an (N, D) force array).
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from ..kernels.online import online_steps
 from ..kernels.readout import em_update
-from .base import ParticleDriver, make_rng  # noqa: F401  (make_rng re-exported)
+from ..models.readout import ReadoutModel
+from .base import ONLINE_CHUNK, ConstantSchedule, ParticleDriver, make_rng  # noqa: F401
+
+#: largest mini-batch run by the fused kernel (larger batches: one BLAS pass per step)
+FUSED_MAX_BATCH = 16
+#: largest per-step work ``N * batch * D`` of the fused kernel (one thread); larger problems use
+#: the multi-threaded generic path, where the fixed cost per step no longer matters
+FUSED_MAX_WORK = 1 << 21
+#: bytes of Gaussian noise drawn by one generator call on the fused path (finite ``beta``)
+FUSED_NOISE_BYTES = 1 << 24
 
 
 class LangevinSolver(ParticleDriver):
@@ -38,21 +66,93 @@ class LangevinSolver(ParticleDriver):
     beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0``.
     """
 
+    #: use the fused multi-step kernel when the configuration allows it (module docstring); set
+    #: False on an instance to force the generic path
+    fused = True
+
     # ------------------------------------------------------------------ stepping
     def step(self, n: int = 1) -> None:
         """Advance ``n`` Euler–Maruyama steps (dynamics.md §3)."""
+        n = int(n)
+        if n > 0 and self._fused_ok():
+            self._step_fused(n)
+            return
         model = self.model
-        for _ in range(int(n)):
+        fuse_update = (isinstance(model, ReadoutModel)
+                       and type(model).euler_step is ReadoutModel.euler_step)
+        for _ in range(n):
             xi = self.xi(self.t)
             eps = self.dt * xi
             Xb, Yb = self.next_batch()
-            g = model.gradient(self.theta, Xb, Yb, self.W)
-            self.last_risk = g.risk
-            if math.isfinite(self.beta):
-                noise = self.draw_noise()
-                em_update(self.theta, g.theta, noise, eps, math.sqrt(2.0 * eps / self.beta))
+            noisy = math.isfinite(self.beta)
+            scale = math.sqrt(2.0 * eps / self.beta) if noisy else 0.0
+            if fuse_update:
+                # the update is applied per chunk inside the pass; the driver's own noise is drawn
+                # chunk by chunk there (the same numbers as one (N, D) draw, no (N, D) buffer)
+                own = noisy and self.noise_source is None
+                noise = self.draw_noise() if (noisy and not own) else None
+                self.last_risk, gW = model.euler_step(self.theta, Xb, Yb, self.W, eps, noise,
+                                                      scale, rng=self.rng if own else None)
             else:
-                em_update(self.theta, g.theta, self._noise, eps, 0.0)
+                noise = self.draw_noise() if noisy else None
+                g = model.gradient(self.theta, Xb, Yb, self.W)
+                self.last_risk, gW = g.risk, g.W
+                em_update(self.theta, g.theta, self._noise if noise is None else noise, eps,
+                          scale)
             if self.train_W:
-                self.W -= (self.dt * self.xi_W * xi) * g.W
+                self.W -= (self.dt * self.xi_W * xi) * gW
             self.k += 1
+
+    # ------------------------------------------------------------------ fused path
+    def _fused_ok(self) -> bool:
+        """Whether :meth:`step` runs the fused kernel (module docstring)."""
+        model = self.model
+        B = self.batch
+        return bool(
+            self.fused and B is not None and B <= FUSED_MAX_BATCH
+            and self.batch_source is None and self.noise_source is None
+            and isinstance(model, ReadoutModel) and not model.has_W and model.p == model.q
+            and type(model).gradient is ReadoutModel.gradient
+            and type(model)._pass is ReadoutModel._pass
+            and self.N * B * model.D <= FUSED_MAX_WORK)
+
+    def _step_fused(self, n: int) -> None:
+        """``n`` steps through :func:`~mfpde.kernels.online.online_steps`, in blocks of at most
+        :data:`~mfpde.dynamics.base.ONLINE_CHUNK` steps that end at every refill of the sample
+        buffer or end of epoch (the generator draws exactly what the generic path draws)."""
+        model = self.model
+        B, N, D = self.batch, self.N, model.D
+        noisy = math.isfinite(self.beta)
+        cap = ONLINE_CHUNK
+        if noisy:
+            cap = max(1, min(cap, FUSED_NOISE_BYTES // (8 * N * D)))
+        no_noise = np.empty((0, 0, 0))
+        done = 0
+        while done < n:
+            want = min(n - done, cap)
+            if self.sampler is not None:
+                X, Y = self._online_rows(want)
+            else:
+                X, Y = self._epoch_rows(want)
+            m = X.shape[0] // B
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            if X.ndim != 2 or X.shape[1] != model.d:
+                raise ValueError(f"samples must have d = {model.d} columns, got shape {X.shape}")
+            Y = np.ascontiguousarray(Y, dtype=np.float64).reshape(m, B, -1)
+            if Y.shape[2] != model.q:
+                raise ValueError(f"targets must have q = {model.q} columns, got {Y.shape[2]}")
+            X = X.reshape(m, B, model.d)
+            if isinstance(self.xi, ConstantSchedule):
+                eps = np.full(m, self.dt * self.xi.value)
+            else:
+                eps = np.array([self.dt * self.xi(k * self.dt)
+                                for k in range(self.k, self.k + m)], dtype=np.float64)
+            if noisy:
+                noise = self.rng.standard_normal((m, N, D))
+                scale = np.sqrt(2.0 * eps / self.beta)
+            else:
+                noise, scale = no_noise, eps
+            self.last_risk = float(online_steps(model.code, self.theta, model.pa, model.bias,
+                                                X, Y, eps, model.lam, noise, scale))
+            self.k += m
+            done += m

@@ -385,6 +385,7 @@ class PNDriver(ParticleDriver):
         out = {"w1": self.w.w1.copy(), "w2": self.w.w2.copy(), "w3": self.w.w3.copy(),
                "k": int(self.k), "rng": json.dumps(self.rng.bit_generator.state),
                "perm": self._perm.copy(), "cursor": int(self._cursor), "method": self.method}
+        out.update(self._sample_state())
         if self.method == "shb":
             out.update({f"r{i + 1}": r.copy() for i, r in enumerate(self.r)})
         elif self.method == "shb_polyak":
@@ -399,6 +400,7 @@ class PNDriver(ParticleDriver):
         self.rng.bit_generator.state = json.loads(rs) if isinstance(rs, (str, bytes)) else rs
         self._perm = np.asarray(state.get("perm", np.zeros(0)), dtype=np.int64).copy()
         self._cursor = int(state.get("cursor", 0))
+        self._load_sample_state(state)
         if self.method == "shb":
             for i, r in enumerate(self.r):
                 r[...] = np.asarray(state[f"r{i + 1}"], dtype=np.float64)
