@@ -179,6 +179,27 @@ class TorchPeer(_Peer):
             X = self.torch.cat([X, self.torch.ones((X.shape[0], 1), dtype=X.dtype)], dim=1)
         return X
 
+    def products(self, theta, X, Y):
+        """Only the matrix products of :meth:`gradient` (same shapes and chunks, constant
+        element-wise inputs): PyTorch's own BLAS floor for the step."""
+        torch, m = self.torch, self.m
+        with torch.no_grad():
+            X = self._prep_X(X)
+            n, N = X.shape[0], theta.shape[0]
+            U = theta[:, m["pa"]:]
+            A = theta[:, :m["pa"]] if m["train_a"] else torch.ones((N, 1), dtype=theta.dtype)
+            chunk = max(1, min(n, self.chunk_bytes // (8 * N)))
+            gU = torch.zeros_like(U)
+            for s in range(0, n, chunk):
+                Xb = X[s:s + chunk]
+                S = Xb @ U.T
+                G = S[:, :A.shape[1]] * 1e-3
+                _ = S @ A
+                _ = S.T @ G
+                B = G @ A.T
+                gU += B.T @ Xb
+        return gU
+
     def gradient(self, theta, X, Y, W=None):
         """Torch tensors in, ``(grad_theta, grad_W or None, risk)`` torch tensors out."""
         torch, m = self.torch, self.m

@@ -1,8 +1,9 @@
 """The thread pool that runs particle chunks concurrently.
 
 The chunk kernels (:mod:`mfpde.kernels.readout`) release the GIL, and so do NumPy's ufuncs and
-BLAS calls, so Python threads run them in parallel. The pool has ``numba.get_num_threads()``
-workers (``NUMBA_NUM_THREADS`` sets it); with one thread, or one task, tasks run inline.
+BLAS calls, so Python threads run them in parallel. ``T = numba.get_num_threads()``
+(``NUMBA_NUM_THREADS`` sets it) threads share the work: the calling thread and ``T - 1`` pool
+workers; with one thread, or one task, tasks run inline.
 Results never depend on the number of workers: each task owns its outputs.
 """
 from __future__ import annotations
@@ -32,15 +33,32 @@ def _get_pool(size):
 
 
 def run_tasks(fn, n_tasks: int) -> None:
-    """Call ``fn(c)`` for ``c in range(n_tasks)``, concurrently when there are several threads;
-    exceptions propagate."""
+    """Call ``fn(c)`` for ``c in range(n_tasks)``, concurrently when there are several threads:
+    this thread and ``T - 1`` pool workers take the next task index until none is left (one
+    hand-off per worker, not per task). Exceptions propagate."""
     T = num_threads()
     if T <= 1 or n_tasks <= 1 or threading.current_thread().name.startswith("mfpde"):
         for c in range(n_tasks):
             fn(c)
         return
-    for f in [_get_pool(T).submit(fn, c) for c in range(n_tasks)]:
-        f.result()
+    lock = threading.Lock()
+    nxt = [0]
+
+    def work():
+        while True:
+            with lock:
+                c = nxt[0]
+                nxt[0] += 1
+            if c >= n_tasks:
+                return
+            fn(c)
+
+    futures = [_get_pool(T - 1).submit(work) for _ in range(min(T, n_tasks) - 1)]
+    try:
+        work()
+    finally:
+        for f in futures:
+            f.result()
 
 
 def run_pipelined(fn, n_tasks: int, produce, ahead: int = 2) -> None:
@@ -52,7 +70,7 @@ def run_pipelined(fn, n_tasks: int, produce, ahead: int = 2) -> None:
         for c in range(n_tasks):
             fn(c, produce(c))
         return
-    pool = _get_pool(T)
+    pool = _get_pool(T - 1)
     pending = []
     for c in range(n_tasks):
         item = produce(c)

@@ -5,8 +5,9 @@ threads: chunk kernels are serial (the model runs chunks concurrently, each outp
 chunk), parallel update loops write disjoint outputs, and every reduction has a fixed order, so
 ``NUMBA_NUM_THREADS`` never changes a result.
 """
-from .readout import (assemble_chunk, backward_chunk, chunk_bounds, em_update, forward_chunk,
-                      prepass)
+from .online import online_steps
+from .readout import (assemble_chunk, backward_chunk, backward_s, chunk_bounds, em_update,
+                      forward_chunk, forward_s, prepass, prepass_s, project)
 
-__all__ = ["assemble_chunk", "backward_chunk", "chunk_bounds", "em_update", "forward_chunk",
-           "prepass"]
+__all__ = ["assemble_chunk", "backward_chunk", "backward_s", "chunk_bounds", "em_update",
+           "forward_chunk", "forward_s", "online_steps", "prepass", "prepass_s", "project"]

@@ -42,7 +42,7 @@ SMALL_D = 8
 LOW_MEMORY_N = 1 << 19
 
 #: bytes of one chunk's ``block x chunk`` tile (sized for a core's L2 cache)
-TILE_BYTES = 1 << 20
+TILE_BYTES = 1 << 21
 
 #: bytes of one ``block x N`` work buffer (two or three are live during a gradient pass)
 BLOCK_BYTES = 1 << 25
