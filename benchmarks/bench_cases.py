@@ -318,8 +318,9 @@ def profile_step(regime="middle", kind="two_layer", steps=3, top=10):
     """cProfile breakdown of ``steps`` full-batch steps (the evidence for a missed target).
 
     Returns ``[(function, calls, total_s, per_step_s), ...]`` sorted by total time (tottime),
-    e.g. ``numpy dot`` (the BLAS products), ``activate_block`` / ``backprop_block`` (the fused
-    element-wise Numba kernels), ``em_update``, the thread-pool switches of ``blas_threads``.
+    e.g. ``numpy dot`` (the BLAS products), ``prepass_s`` / ``forward_s`` / ``backward_s`` (the fused
+    element-wise Numba kernels), ``em_update``. Chunks run on worker threads, which cProfile does
+    not see: run with ``NUMBA_NUM_THREADS=1`` so that all the work is in the profiled thread.
     Run: ``python -c "from benchmarks.bench_cases import profile_step as p; print(*p(), sep='\\n')"``.
     """
     import cProfile

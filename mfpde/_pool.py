@@ -32,14 +32,17 @@ def _get_pool(size):
         return _pool
 
 
-def run_tasks(fn, n_tasks: int) -> None:
-    """Call ``fn(c)`` for ``c in range(n_tasks)``, concurrently when there are several threads:
-    this thread and ``T - 1`` pool workers take the next task index until none is left (one
-    hand-off per worker, not per task). Exceptions propagate."""
+def run_tasks(fn, n_tasks: int, produce=None) -> None:
+    """Call ``fn(c)`` — or ``fn(c, produce(c))`` — for ``c in range(n_tasks)``, concurrently when
+    there are several threads: this thread and ``T - 1`` pool workers take the next task index
+    until none is left (one hand-off per worker, not per task). ``produce`` runs under a lock
+    together with the claim of the index, so it is called in order ``c = 0, 1, ...`` (e.g. draws
+    from one random generator give the same numbers as one big draw) and at most ``T`` of its
+    results are alive at a time. Exceptions propagate."""
     T = num_threads()
     if T <= 1 or n_tasks <= 1 or threading.current_thread().name.startswith("mfpde"):
         for c in range(n_tasks):
-            fn(c)
+            fn(c) if produce is None else fn(c, produce(c))
         return
     lock = threading.Lock()
     nxt = [0]
@@ -49,9 +52,10 @@ def run_tasks(fn, n_tasks: int) -> None:
             with lock:
                 c = nxt[0]
                 nxt[0] += 1
-            if c >= n_tasks:
-                return
-            fn(c)
+                if c >= n_tasks:
+                    return
+                item = None if produce is None else produce(c)
+            fn(c) if produce is None else fn(c, item)
 
     futures = [_get_pool(T - 1).submit(work) for _ in range(min(T, n_tasks) - 1)]
     try:
@@ -59,23 +63,3 @@ def run_tasks(fn, n_tasks: int) -> None:
     finally:
         for f in futures:
             f.result()
-
-
-def run_pipelined(fn, n_tasks: int, produce, ahead: int = 2) -> None:
-    """Call ``fn(c, produce(c))`` for ``c in range(n_tasks)``: ``produce`` runs in this thread in
-    order (e.g. draws from a random generator), ``fn`` on the pool, with at most ``ahead``
-    products waiting, so their memory stays that of a few tasks."""
-    T = num_threads()
-    if T <= 1 or n_tasks <= 1 or threading.current_thread().name.startswith("mfpde"):
-        for c in range(n_tasks):
-            fn(c, produce(c))
-        return
-    pool = _get_pool(T - 1)
-    pending = []
-    for c in range(n_tasks):
-        item = produce(c)
-        pending.append(pool.submit(fn, c, item))
-        while len(pending) > ahead:
-            pending.pop(0).result()
-    for f in pending:
-        f.result()

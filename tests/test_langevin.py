@@ -100,9 +100,9 @@ _REPRO = textwrap.dedent("""
 
 
 def test_same_seed_same_bits_for_any_thread_count():
-    """Parallel kernels are used at this size (every kernel sees >= PARALLEL_MIN entries)."""
-    from mfpde.kernels.readout import PARALLEL_MIN
-    assert 32 * 15000 >= PARALLEL_MIN and 15000 * 10 >= PARALLEL_MIN
+    """At N = 15000 the pass runs 8 particle chunks on the thread pool."""
+    from mfpde.kernels.readout import chunk_bounds
+    assert chunk_bounds(15000).size - 1 == 8
     digests = []
     for threads in ("1", "2"):
         env = dict(os.environ, NUMBA_NUM_THREADS=threads)

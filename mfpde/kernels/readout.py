@@ -40,7 +40,8 @@ from .._numba import NUMBA_CACHE
 from .._pool import run_tasks
 from ..activations import IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma
 
-#: below this many entries a parallel (prange) kernel runs serially: a launch costs more than it saves
+#: below this many entries a parallel (prange) update kernel (mfpde.kernels.kinetic) runs serially:
+#: a launch costs more than it saves
 PARALLEL_MIN = 1 << 17
 
 #: smallest chunk of particles handled by one task; see :func:`chunk_bounds`

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..activations import activation_info, evaluate
 from .._blas import blas_threads
-from .._pool import run_pipelined, run_tasks
+from .._pool import run_tasks
 from ..kernels.readout import (FROM_S, assemble_chunk, backward_chunk, backward_s, chunk_bounds,
                                forward_chunk, forward_s, prepass, prepass_s, project)
 
@@ -401,8 +401,8 @@ class ReadoutModel:
 
             lapv = np.empty(N) if lap else None
             if isinstance(noise, np.random.Generator):
-                # chunk noise drawn in order by this thread, applied by the pool as it comes
-                run_pipelined(finish, C, lambda c: noise.standard_normal((widths[c], self.D)))
+                # chunk noise drawn in chunk order as the threads claim the chunks
+                run_tasks(finish, C, lambda c: noise.standard_normal((widths[c], self.D)))
             else:
                 run_tasks(finish, C)
         res["grad"] = out if update is None else None
