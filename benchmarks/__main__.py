@@ -54,6 +54,17 @@ def machine_info() -> dict:
     return info
 
 
+def cpu_steal():
+    """Cumulative ``(steal, total)`` CPU jiffies from ``/proc/stat`` (Linux; None elsewhere): the
+    time a virtual machine's CPUs were runnable but served another guest."""
+    try:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (vals[7] if len(vals) > 7 else 0), sum(vals)
+
+
 def _ms(t):
     return "—" if t is None else f"{t * 1e3:.2f}"
 
@@ -71,7 +82,10 @@ def to_markdown(res: dict) -> str:
          + ", ".join(f"{b['lib']} {b['version']} ({b['threads']} threads)" for b in m["blas"]
                      if b["api"] == "blas") + ".",
          f"Median of {res['repeat']} runs after one warm-up; quick={res['quick']}; "
-         f"total wall time {res['wall_s']:.0f} s.", "",
+         f"total wall time {res['wall_s']:.0f} s"
+         + ("" if res.get("steal_fraction") is None else
+            f"; CPU steal during the run {res['steal_fraction'] * 100:.0f} % (time the virtual "
+            "CPUs waited for the host: a noisy machine)") + ".", "",
          "## 1. Full-batch step (noiseless; ms per step)", "",
          "| regime | model | N | n | d | D | mfpde | BLAS roofline | NumPy | PyTorch | "
          "PyTorch products | mfpde/roofline | NumPy/mfpde | PyTorch/mfpde |",
@@ -147,8 +161,12 @@ def main(argv=None):
     from . import bench_cases
     t0 = time.perf_counter()
     res = {"quick": args.quick, "repeat": args.repeat, "machine": machine_info()}
+    s0 = cpu_steal()
     res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat)
     res["wall_s"] = time.perf_counter() - t0
+    s1 = cpu_steal()
+    res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
+                             else (s1[0] - s0[0]) / (s1[1] - s0[1]))
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(res, f, indent=1)

@@ -12,7 +12,10 @@
 5. ``jit``: ``import + first step`` in a fresh subprocess with an empty ``NUMBA_CACHE_DIR`` (cold)
    and again with the same directory (cached); peak RSS of a 10^6-particle run in a subprocess.
 
-Every time is the median of ``repeat >= 5`` calls after one warm-up call.
+Every time is the median of ``repeat >= 5`` calls after one warm-up call. In cases 1 and 2 the
+implementations are timed in alternation (one call of each per round) and every ratio is the
+median of the per-round ratios, so a machine whose speed drifts (a shared virtual machine) affects
+all of them alike.
 """
 from __future__ import annotations
 
@@ -41,6 +44,31 @@ def median_time(fn, repeat=5, warmup=1):
         fn()
         ts.append(time.perf_counter() - t0)
     return float(np.median(ts))
+
+
+def interleaved_times(fns, repeat=5, warmup=1):
+    """Time several implementations in alternation: ``repeat`` rounds, each calling every
+    function once (after ``warmup`` untimed rounds). Returns ``(medians, rounds)``: the median
+    time of each name and the list of per-round ``{name: seconds}``. On a shared machine whose
+    speed drifts, per-round ratios compare implementations under the same conditions."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    rounds = []
+    for _ in range(repeat):
+        r = {}
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            r[name] = time.perf_counter() - t0
+        rounds.append(r)
+    med = {name: float(np.median([r[name] for r in rounds])) for name in fns}
+    return med, rounds
+
+
+def median_ratio(rounds, num, den):
+    """Median over rounds of ``t[num] / t[den]``."""
+    return float(np.median([r[num] / r[den] for r in rounds]))
 
 
 def _log(msg):
@@ -75,24 +103,27 @@ def full_batch(regime, kind, repeat=5, seed=0):
     solver = LangevinSolver(model, data, N=N, dt=eps, beta=np.inf, seed=seed)
     out = {"case": "full_batch", "regime": regime, "model": kind, "N": N, "n": n, "d": d,
            "D": model.D, "p": model.p, "q": model.q, "block": model.block_size(n, N)}
-    out["t_mfpde"] = median_time(lambda: solver.step(1), repeat)
     theta0 = solver.theta.copy()
-    out["t_blas"] = median_time(lambda: blas_products(model, theta0, X, Y), repeat)
     npp = NumpyPeer(model)
     th = theta0.copy()
     W = None if solver.W is None else solver.W.copy()
-    out["t_numpy"] = median_time(lambda: npp.step(th, X, Y, eps, W), repeat)
+    fns = {"mfpde": lambda: solver.step(1),
+           "blas": lambda: blas_products(model, theta0, X, Y),
+           "numpy": lambda: npp.step(th, X, Y, eps, W)}
     if torch_available():
         tp = TorchPeer(model)
         tth, tX, tY, tW = (tp.to_torch(theta0.copy()), tp.to_torch(X), tp.to_torch(Y),
                            tp.to_torch(W))
-        out["t_torch"] = median_time(lambda: tp.step(tth, tX, tY, eps, tW), repeat)
-        out["t_torch_blas"] = median_time(lambda: tp.products(tth, tX, tY), repeat)
-    else:
-        out["t_torch"] = out["t_torch_blas"] = None
-    out["ratio_mfpde_over_blas"] = out["t_mfpde"] / out["t_blas"]
-    out["speedup_vs_numpy"] = out["t_numpy"] / out["t_mfpde"]
-    out["speedup_vs_torch"] = (out["t_torch"] / out["t_mfpde"]) if out["t_torch"] else None
+        fns["torch"] = lambda: tp.step(tth, tX, tY, eps, tW)
+        fns["torch_blas"] = lambda: tp.products(tth, tX, tY)
+    med, rounds = interleaved_times(fns, repeat)
+    for name in ("mfpde", "blas", "numpy", "torch", "torch_blas"):
+        out[f"t_{name}"] = med.get(name)
+    # ratios: median over rounds of the per-round ratio (same machine conditions in a round)
+    out["ratio_mfpde_over_blas"] = median_ratio(rounds, "mfpde", "blas")
+    out["speedup_vs_numpy"] = median_ratio(rounds, "numpy", "mfpde")
+    out["speedup_vs_torch"] = (median_ratio(rounds, "torch", "mfpde") if "torch" in fns
+                               else None)
     return out
 
 
@@ -107,8 +138,6 @@ def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
     solver = LangevinSolver(model, None, N=N, dt=eps, beta=np.inf, batch=1, sampler=sampler,
                             seed=seed)
     out = {"case": "online_sgd", "N": N, "d": d, "D": model.D, "batch": 1, "steps": steps}
-    out["t_mfpde"] = median_time(lambda: solver.step(steps), repeat) / steps
-
     npp = NumpyPeer(model)
     th = solver.theta.copy()
     rng = np.random.default_rng(seed)
@@ -117,8 +146,8 @@ def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
         for _ in range(steps):
             Xb, Yb = sampler.sample(1, rng)
             npp.step(th, Xb, Yb, eps)
-    out["t_numpy"] = median_time(np_run, repeat) / steps
 
+    fns = {"mfpde": lambda: solver.step(steps), "numpy": np_run}
     if torch_available():
         tp = TorchPeer(model)
         tth = tp.to_torch(solver.theta.copy())
@@ -127,16 +156,17 @@ def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
             for _ in range(steps):
                 Xb, Yb = sampler.sample(1, rng)
                 tp.step(tth, tp.to_torch(Xb), tp.to_torch(Yb), eps)
-        out["t_torch"] = median_time(torch_run, repeat) / steps
-    else:
-        out["t_torch"] = None
+        fns["torch"] = torch_run
+    med, rounds = interleaved_times(fns, repeat)
+    for name in ("mfpde", "numpy", "torch"):
+        out[f"t_{name}"] = med[name] / steps if name in med else None
     t_s = median_time(lambda: [sampler.sample(1, rng) for _ in range(steps)], repeat) / steps
     out["t_sampler"] = t_s
     for k in ("mfpde", "numpy", "torch"):
         t = out[f"t_{k}"]
         out[f"steps_per_s_{k}"] = (1.0 / t) if t else None
-    out["speedup_vs_numpy"] = out["t_numpy"] / out["t_mfpde"]
-    out["speedup_vs_torch"] = (out["t_torch"] / out["t_mfpde"]) if out["t_torch"] else None
+    out["speedup_vs_numpy"] = median_ratio(rounds, "numpy", "mfpde")
+    out["speedup_vs_torch"] = median_ratio(rounds, "torch", "mfpde") if "torch" in fns else None
     return out
 
 
