@@ -106,19 +106,29 @@ def _forward_s(code, S, AwT, Hpart):
 
 
 @njit(cache=NUMBA_CACHE, inline="always")
-def _ga_row(G, AT, i, Brow):
-    """``Brow[j] = sum_k G[i, k] AT[k, j]`` (the back-propagated residual of row ``i``),
-    vectorised over ``j``."""
-    Nc = Brow.shape[0]
-    g0 = G[i, 0]
-    A0 = AT[0]
-    for j in range(Nc):
-        Brow[j] = g0 * A0[j]
-    for k in range(1, AT.shape[0]):
-        gk = G[i, k]
-        Ak = AT[k]
-        for j in range(Nc):
-            Brow[j] += gk * Ak[j]
+def _combine_rows(c, M, out):
+    """``out[j] = sum_k c[k] M[k, j]`` (a combination of the rows of ``M``), vectorised over
+    ``j``: the back-propagated residual ``(G A^T)[i]`` (``c = G[i]``, ``M = A^T``) and the
+    projection ``(X U^T)[i]`` (``c = X[i]``, ``M = U^T``)."""
+    c0 = c[0]
+    M0 = M[0]
+    for j in range(out.shape[0]):
+        out[j] = c0 * M0[j]
+    for k in range(1, M.shape[0]):
+        ck = c[k]
+        Mk = M[k]
+        for j in range(out.shape[0]):
+            out[j] += ck * Mk[j]
+
+
+@njit(cache=NUMBA_CACHE, inline="always")
+def _add_outer(M, c, row):
+    """``M[k, j] += c[k] row[j]`` (accumulate ``grad_A`` or ``grad_U`` of one sample)."""
+    for k in range(M.shape[0]):
+        ck = c[k]
+        Mk = M[k]
+        for j in range(row.shape[0]):
+            Mk[j] += row[j] * ck
 
 
 @njit(cache=NUMBA_CACHE, inline="always")
@@ -130,12 +140,8 @@ def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     for i in range(nb):
         Si = S[i]
         if train_a:
-            for k in range(AT.shape[0]):
-                gk = G[i, k]
-                gAk = gAT[k]
-                for j in range(Nc):
-                    gAk[j] += Si[j] * gk
-        _ga_row(G, AT, i, Brow)
+            _add_outer(gAT, G[i], Si)
+        _combine_rows(G[i], AT, Brow)
         xn = xn2[i] if want_lap else 0.0
         for j in range(Nc):
             ds, dds = _d_from_s(code, Si[j])
@@ -144,11 +150,7 @@ def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
                 lap[j] += b * dds * xn
             Brow[j] = b * ds
         if fuse_u:
-            for k in range(gUT.shape[0]):
-                xk = Xb[i, k]
-                gUk = gUT[k]
-                for j in range(Nc):
-                    gUk[j] += Brow[j] * xk
+            _add_outer(gUT, Xb[i], Brow)
         else:
             for j in range(Nc):
                 Si[j] = Brow[j]
@@ -159,18 +161,8 @@ def project(Xb, UT, P):
     """``P = X_b U^T`` for a small input dimension, vectorised over particles (BLAS is slow for
     ``d_in`` of a few and does not run concurrently from several threads). Shapes ``Xb``
     (nb, d_in), ``UT`` (d_in, Nc) the chunk's ``u`` transposed, ``P`` (nb, Nc)."""
-    nb, Nc = P.shape
-    for i in range(nb):
-        Pi = P[i]
-        x0 = Xb[i, 0]
-        U0 = UT[0]
-        for j in range(Nc):
-            Pi[j] = x0 * U0[j]
-        for k in range(1, UT.shape[0]):
-            xk = Xb[i, k]
-            Uk = UT[k]
-            for j in range(Nc):
-                Pi[j] += xk * Uk[j]
+    for i in range(P.shape[0]):
+        _combine_rows(Xb[i], UT, P[i])
 
 
 @njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
@@ -271,12 +263,8 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
     for i in range(nb):
         Si = S[i]
         if train_a:
-            for k in range(AT.shape[0]):
-                gk = G[i, k]
-                gAk = gAT[k]
-                for j in range(Nc):
-                    gAk[j] += Si[j] * gk
-        _ga_row(G, AT, i, Brow)
+            _add_outer(gAT, G[i], Si)
+        _combine_rows(G[i], AT, Brow)
         Spi = Sp[i]
         if want_lap:
             xn = xn2[i]
