@@ -95,6 +95,15 @@ class Context:
     def quick(self) -> bool:
         return self.level == "quick"
 
+    def save(self, fig, name: str, dpi: int = 90) -> Path:
+        """Lay out, write (:meth:`figure` path) and close a matplotlib figure."""
+        import matplotlib.pyplot as plt
+        fig.tight_layout()
+        path = self.figure(name)
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+        return path
+
     def figure(self, name: str) -> Path:
         """Path of a figure file for this case (``DIR/<case>_<name>.png``); remembered for the
         report."""

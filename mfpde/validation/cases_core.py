@@ -210,9 +210,7 @@ def case_linear_gibbs(ctx):
         ax.set_xlabel(f"theta_{i}")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Linear neuron, N={N}: particle marginals at t=8 vs the Gibbs law")
-    fig.tight_layout()
-    fig.savefig(ctx.figure("linear_gibbs"), dpi=100)
-    plt.close(fig)
+    ctx.save(fig, "linear_gibbs", dpi=100)
     return checks
 
 
@@ -225,9 +223,7 @@ def case_teacher_fit(ctx):
     ax.set_xlabel("t")
     ax.set_ylabel("regularised loss")
     ax.set_title("Noiseless flow, realizable teacher, N=1000")
-    fig.tight_layout()
-    fig.savefig(ctx.figure("teacher_fit"), dpi=100)
-    plt.close(fig)
+    ctx.save(fig, "teacher_fit", dpi=100)
     return [
         Check("core.teacher_fit", "final risk", r["risk"], "< 1e-3", r["risk"] < 1e-3),
         Check("core.teacher_fit", "max relative increase of reg. loss per step", r["max_increase"],
@@ -248,9 +244,7 @@ def case_nc(ctx):
     ax.set_xlabel("t")
     ax.legend(fontsize=7)
     ax.set_title("NC model, beta=200, Gamma=3, N=4000")
-    fig.tight_layout()
-    fig.savefig(ctx.figure("nc_stationary"), dpi=100)
-    plt.close(fig)
+    ctx.save(fig, "nc_stationary", dpi=100)
     return [
         Check("core.nc_stationary", "Lemma 4.5 residual (time average) x beta", rel, "<= 0.1", rel <= 0.1),
         Check("core.nc_stationary", "NC1(0) / NC1(T)", r["nc1_ratio"], ">= 100", r["nc1_ratio"] >= 100),

@@ -192,8 +192,7 @@ def case_ou(ctx):
     ax.set_ylabel("L1 error at t = 1")
     ax.set_title("OU: grid vs closed form")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("convergence"), dpi=90)
+    ctx.save(fig, "convergence")
     return checks
 
 
@@ -251,8 +250,7 @@ def case_double_well(ctx):
     ax.set_xlabel("theta")
     ax.set_title("double well: stationary grid vs exp(-beta V)/Z")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("stationary"), dpi=90)
+    ctx.save(fig, "stationary")
     return checks
 
 
@@ -387,8 +385,7 @@ def case_two_layer(ctx):
     ax2.set_xlim(-4, 4)
     ax2.set_ylim(-4, 4)
     ax2.set_title("grid density and particles, t = 1")
-    fig.tight_layout()
-    fig.savefig(ctx.figure("w2_vs_N"), dpi=90)
+    ctx.save(fig, "w2_vs_N")
     return checks
 
 
@@ -536,8 +533,7 @@ def case_radial(ctx):
     ax.loglog(Ns, W1[0, :, 0].mean() * (np.asarray(Ns) / Ns[0]) ** -0.5, "k:", label="N^-1/2")
     ax.set_xlabel("N")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("radial"), dpi=90)
+    ctx.save(fig, "radial")
     return checks
 
 
@@ -615,6 +611,5 @@ def case_phase(ctx):
     ax2.plot(r["F"])
     ax2.set_xlabel("step")
     ax2.set_ylabel("F_kin")
-    fig.tight_layout()
-    fig.savefig(ctx.figure("phase"), dpi=90)
+    ctx.save(fig, "phase")
     return checks

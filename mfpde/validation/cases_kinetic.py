@@ -169,8 +169,7 @@ def case_lyapunov(ctx):
     ax2.set_ylabel("dissipation (dotted: gamma E|r|^2)")
     ax2.set_yscale("log")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("H"), dpi=90)
+    ctx.save(fig, "H")
     return checks
 
 
@@ -222,8 +221,7 @@ def case_order(ctx):
     ax.set_xlabel("step h")
     ax.set_ylabel("RMS phase-space error at T")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("order"), dpi=90)
+    ctx.save(fig, "order")
     return checks
 
 
@@ -416,8 +414,7 @@ def case_gibbs(ctx):
     ax3.set_xlabel("t")
     ax3.set_title("kinetic free energy", fontsize=8)
     ax3.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("gibbs"), dpi=90)
+    ctx.save(fig, "gibbs")
     return checks
 
 
@@ -522,8 +519,7 @@ def case_overdamped(ctx):
     ax.set_xlabel("gamma")
     ax.set_ylabel("sup_s distance to the first-order flow")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("overdamped"), dpi=90)
+    ctx.save(fig, "overdamped")
     return checks
 
 
@@ -603,8 +599,7 @@ def case_quadrature(ctx):
     ax.set_xlabel("N")
     ax.set_ylabel("gap to the quadrature reference at T")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("gap"), dpi=90)
+    ctx.save(fig, "gap")
     return checks
 
 
@@ -683,8 +678,7 @@ def case_pn(ctx):
     ax2.set_xlabel("step")
     ax2.set_ylabel("error at T = 2")
     ax2.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure("pn"), dpi=90)
+    ctx.save(fig, "pn")
     return checks
 
 
