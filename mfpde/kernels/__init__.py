@@ -1,9 +1,21 @@
-"""Hot Numba kernels: the element-wise work fused around the BLAS products of a particle step.
+"""Compiled kernels: the element-wise and loop work fused around the BLAS products.
 
-Nothing but compiled kernels lives here. Every kernel is deterministic whatever the number of
-threads: chunk kernels are serial (the model runs chunks concurrently, each output owned by one
-chunk), parallel update loops write disjoint outputs, and every reduction has a fixed order, so
-``NUMBA_NUM_THREADS`` never changes a result.
+Nothing but compiled kernels (and the thin wrappers that pick a serial or parallel variant or
+split rows in chunks) lives here, all compiled under the one policy of :func:`mfpde._numba.jit`:
+
+============================  ======================================================================
+:mod:`.activations`           ``sigma, sigma', sigma''`` by activation code, element-wise evaluation
+:mod:`.readout`               per-chunk forward / backward of the read-out gradient pass, the
+                              Euler–Maruyama row update
+:mod:`.online`                the fused multi-step online / small-batch SGD kernel
+:mod:`.kinetic`               the fused heavy-ball and splitting sub-steps
+:mod:`.grid`                  finite-volume flux divergences, the fused 1-D loop, tridiagonal solves
+:mod:`.ot`                    the 1-D quantile merge of the Wasserstein distances
+============================  ======================================================================
+
+Every kernel is deterministic whatever the number of threads: chunk kernels are serial (the model
+runs chunks concurrently, each output owned by one chunk), parallel update loops write disjoint
+outputs, and every reduction has a fixed order, so ``NUMBA_NUM_THREADS`` never changes a result.
 """
 from .online import online_steps
 from .readout import (assemble_chunk, backward_chunk, backward_s, chunk_bounds, em_update,

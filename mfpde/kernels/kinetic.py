@@ -28,14 +28,14 @@ A noise array may be ``(0, 0)`` when its scale is 0 (noiseless schemes); it is t
 """
 from __future__ import annotations
 
-from numba import njit, prange
+from numba import prange
 
-from .._numba import NUMBA_CACHE
+from .._numba import jit
 from .readout import PARALLEL_MIN
 
 
 # ---------------------------------------------------------------------------- SHB recursion
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _shb_row(theta, r, f, g, a, eps, s, i):
     noisy = s != 0.0
     for j in range(theta.shape[1]):
@@ -46,13 +46,13 @@ def _shb_row(theta, r, f, g, a, eps, s, i):
         theta[i, j] += eps * v
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
+@jit(parallel=True)
 def _shb_par(theta, r, f, g, a, eps, s):
     for i in prange(theta.shape[0]):
         _shb_row(theta, r, f, g, a, eps, s, i)
 
 
-@njit(cache=NUMBA_CACHE)
+@jit
 def _shb_ser(theta, r, f, g, a, eps, s):
     for i in range(theta.shape[0]):
         _shb_row(theta, r, f, g, a, eps, s, i)
@@ -68,7 +68,7 @@ def shb_update(theta, r, f, g, a, eps, s):
 
 
 # ---------------------------------------------------------------------------- BAOAB
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _baoa_row(theta, r, f, g, hb, ha, c, s, i):
     noisy = s != 0.0
     for j in range(theta.shape[1]):
@@ -81,13 +81,13 @@ def _baoa_row(theta, r, f, g, hb, ha, c, s, i):
         r[i, j] = v
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
+@jit(parallel=True)
 def _baoa_par(theta, r, f, g, hb, ha, c, s):
     for i in prange(theta.shape[0]):
         _baoa_row(theta, r, f, g, hb, ha, c, s, i)
 
 
-@njit(cache=NUMBA_CACHE)
+@jit
 def _baoa_ser(theta, r, f, g, hb, ha, c, s):
     for i in range(theta.shape[0]):
         _baoa_row(theta, r, f, g, hb, ha, c, s, i)
@@ -103,7 +103,7 @@ def baoa_update(theta, r, f, g, hb, ha, c, s):
 
 
 # ---------------------------------------------------------------------------- OBABO
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _oba_row(theta, r, f, g, c, s, hb, ha, i):
     noisy = s != 0.0
     for j in range(theta.shape[1]):
@@ -115,13 +115,13 @@ def _oba_row(theta, r, f, g, c, s, hb, ha, i):
         theta[i, j] += ha * v               # A(h)
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
+@jit(parallel=True)
 def _oba_par(theta, r, f, g, c, s, hb, ha):
     for i in prange(theta.shape[0]):
         _oba_row(theta, r, f, g, c, s, hb, ha, i)
 
 
-@njit(cache=NUMBA_CACHE)
+@jit
 def _oba_ser(theta, r, f, g, c, s, hb, ha):
     for i in range(theta.shape[0]):
         _oba_row(theta, r, f, g, c, s, hb, ha, i)
@@ -137,7 +137,7 @@ def oba_update(theta, r, f, g, c, s, hb, ha):
 
 
 # ---------------------------------------------------------------------------- closing B(O)
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _bo_row(r, f, g, hb, c, s, i):
     noisy = s != 0.0
     for j in range(r.shape[1]):
@@ -147,13 +147,13 @@ def _bo_row(r, f, g, hb, c, s, i):
         r[i, j] = v
 
 
-@njit(cache=NUMBA_CACHE, parallel=True)
+@jit(parallel=True)
 def _bo_par(r, f, g, hb, c, s):
     for i in prange(r.shape[0]):
         _bo_row(r, f, g, hb, c, s, i)
 
 
-@njit(cache=NUMBA_CACHE)
+@jit
 def _bo_ser(r, f, g, hb, c, s):
     for i in range(r.shape[0]):
         _bo_row(r, f, g, hb, c, s, i)

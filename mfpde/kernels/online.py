@@ -25,7 +25,7 @@ that every inner loop runs over particles with unit stride and compiles to SIMD 
 ``z_{bj}`` and each gradient entry is summed in a fixed order, so results do not depend on how the
 steps are split into calls. ``tanh`` uses :func:`tanh_simd` (a branch-free evaluation within 2 ulp
 of the C library's ``tanh``, which the compiler can vectorise); the other activations use the
-scalar ``sigma`` / ``dsigma`` of :mod:`mfpde.activations` by code. The kernel is serial (one
+scalar ``sigma`` / ``dsigma`` of :mod:`mfpde.kernels.activations` by code. The kernel is serial (one
 thread): it serves the small problems where a per-step BLAS pass is dominated by fixed costs.
 """
 from __future__ import annotations
@@ -34,11 +34,11 @@ import math
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, types
+from numba import types
 from numba.extending import intrinsic
 
-from .._numba import NUMBA_CACHE
-from ..activations import SIGMOID, TANH, dsigma, sigma
+from .._numba import jit
+from .activations import SIGMOID, TANH, dsigma, sigma
 
 #: floating-point flags of the compiled loops: fused multiply-add contraction only (no
 #: reassociation), so every sum keeps its order and results are reproducible
@@ -72,7 +72,7 @@ def _pow2(typingctx, n):
     return sig, codegen
 
 
-@njit(cache=NUMBA_CACHE, inline="always", error_model="numpy")
+@jit(inline="always", error_model="numpy")
 def _exp_nonpos(x):
     """``exp(x)`` for ``-40 <= x <= 0`` without library calls: ``x = n ln 2 + r`` (Cody–Waite),
     Taylor polynomial of degree 13 in ``r``, times ``2^n``."""
@@ -95,7 +95,7 @@ def _exp_nonpos(x):
     return p * _pow2(np.int64(n))
 
 
-@njit(cache=NUMBA_CACHE, inline="always", error_model="numpy")
+@jit(inline="always", error_model="numpy")
 def tanh_simd(z):
     """:math:`\\tanh z` within 2 ulp of the C library (tested), branch-free so that loops over it
     vectorise: the rational approximation below ``|z| = 0.625``, ``1 - 2e/(1+e)`` with
@@ -109,7 +109,7 @@ def tanh_simd(z):
     return math.copysign(t, z)
 
 
-@njit(cache=NUMBA_CACHE, error_model="numpy", fastmath=_FASTMATH)
+@jit(error_model="numpy", fastmath=_FASTMATH)
 def tanh_array(z, out):
     """``out[i] = tanh_simd(z[i])`` for 1-D arrays (used by the tests)."""
     for i in range(z.shape[0]):
@@ -117,7 +117,7 @@ def tanh_array(z, out):
 
 
 # ---------------------------------------------------------------------------- helpers
-@njit(cache=NUMBA_CACHE, inline="always", error_model="numpy")
+@jit(inline="always", error_model="numpy")
 def _activate(code, z, S, Sp):
     """``S = sigma(z)``, ``Sp = sigma'(z)`` element-wise over ``z`` (N,)."""
     n = z.shape[0]
@@ -138,7 +138,7 @@ def _activate(code, z, S, Sp):
             Sp[j] = dsigma(code, zz)
 
 
-@njit(cache=NUMBA_CACHE, inline="always", error_model="numpy")
+@jit(inline="always", error_model="numpy")
 def _sum(v):
     """``sum(v)`` with four interleaved partial sums (fixed order)."""
     n = v.shape[0]
@@ -154,7 +154,7 @@ def _sum(v):
     return (s0 + s1) + (s2 + s3)
 
 
-@njit(cache=NUMBA_CACHE, inline="always", error_model="numpy")
+@jit(inline="always", error_model="numpy")
 def _dot(v, w):
     """``v . w`` with four interleaved partial sums (fixed order)."""
     n = v.shape[0]
@@ -171,7 +171,7 @@ def _dot(v, w):
 
 
 # ---------------------------------------------------------------------------- the kernel
-@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy", fastmath=_FASTMATH)
+@jit(error_model="numpy", fastmath=_FASTMATH)
 def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
     """Run ``K`` Euler–Maruyama steps of a two-layer read-out model in place (module docstring).
 

@@ -34,11 +34,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
 
-from .._numba import NUMBA_CACHE
+from .._numba import jit
 from .._pool import run_tasks
-from ..activations import IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma
+from .activations import IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma
 
 #: below this many entries a parallel (prange) update kernel (mfpde.kernels.kinetic) runs serially:
 #: a launch costs more than it saves
@@ -81,7 +80,7 @@ def prepass_s(code, P):
         np.tanh(P, out=P)
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _d_from_s(code, s):
     """``(sigma', sigma'')`` as functions of ``s = sigma(z)`` (codes in :data:`FROM_S`)."""
     if code == TANH:
@@ -93,7 +92,7 @@ def _d_from_s(code, s):
     return 1.0, 0.0
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _forward_s(code, S, AwT, Hpart):
     nb, Nc = S.shape
     for i in range(nb):
@@ -105,7 +104,7 @@ def _forward_s(code, S, AwT, Hpart):
             Hpart[i, k] = _dot(Si, AwT[k])
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _combine_rows(c, M, out):
     """``out[j] = sum_k c[k] M[k, j]`` (a combination of the rows of ``M``), vectorised over
     ``j``: the back-propagated residual ``(G A^T)[i]`` (``c = G[i]``, ``M = A^T``) and the
@@ -121,7 +120,7 @@ def _combine_rows(c, M, out):
             out[j] += ck * Mk[j]
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _add_outer(M, c, row):
     """``M[k, j] += c[k] row[j]`` (accumulate ``grad_A`` or ``grad_U`` of one sample)."""
     for k in range(M.shape[0]):
@@ -131,7 +130,7 @@ def _add_outer(M, c, row):
             Mk[j] += row[j] * ck
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     nb, Nc = S.shape
     fuse_u = gUT.shape[0] > 0
@@ -156,7 +155,7 @@ def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
                 Si[j] = Brow[j]
 
 
-@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+@jit(error_model="numpy")
 def project(Xb, UT, P):
     """``P = X_b U^T`` for a small input dimension, vectorised over particles (BLAS is slow for
     ``d_in`` of a few and does not run concurrently from several threads). Shapes ``Xb``
@@ -165,7 +164,7 @@ def project(Xb, UT, P):
         _combine_rows(Xb[i], UT, P[i])
 
 
-@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+@jit(error_model="numpy")
 def forward_s(code, S, AwT, Hpart):
     """One chunk, forward, for :data:`FROM_S` activations: ``S`` holds :func:`prepass_s` values on
     entry and ``sigma(P)`` on exit; ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``.
@@ -182,7 +181,7 @@ def forward_s(code, S, AwT, Hpart):
         _forward_s(IDENTITY, S, AwT, Hpart)
 
 
-@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+@jit(error_model="numpy")
 def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     """One chunk, backward, for :data:`FROM_S` activations, in place: ``gAT[k, j] += sum_i S[i, j]
     G[i, k]`` (if ``train_a``), then ``S <- B = sigma'(S) (.) (G A^T)`` and ``lap[j] += sum_i
@@ -209,7 +208,7 @@ def prepass(code, P, S):
         np.exp(S, out=S)
 
 
-@njit(cache=NUMBA_CACHE, inline="always")
+@jit(inline="always")
 def _activate_entry(code, z, pre, want_dd):
     """Return ``(sigma, sigma', sigma'')`` at ``z``; ``pre`` is the :func:`prepass` value."""
     if code == SOFTPLUS:
@@ -219,7 +218,7 @@ def _activate_entry(code, z, pre, want_dd):
     return sigma(code, z), dsigma(code, z), dd
 
 
-@njit(cache=NUMBA_CACHE, fastmath={"reassoc", "contract"})
+@jit(fastmath={"reassoc", "contract"})
 def _dot(x, y):
     """``sum_j x_j y_j`` of two rows (reassociated: vectorised; the order is fixed by the build)."""
     acc = 0.0
@@ -228,7 +227,7 @@ def _dot(x, y):
     return acc
 
 
-@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+@jit(error_model="numpy")
 def forward_chunk(code, P, S, want_dd, Spp, AwT, Hpart):
     """One chunk, forward: ``S <- sigma(P)``, ``Spp <- sigma''(P)`` (if ``want_dd``),
     ``P <- sigma'(P)``, ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``.
@@ -249,7 +248,7 @@ def forward_chunk(code, P, S, want_dd, Spp, AwT, Hpart):
             Hpart[i, k] = _dot(S[i], AwT[k])
 
 
-@njit(cache=NUMBA_CACHE, nogil=True, error_model="numpy")
+@jit(error_model="numpy")
 def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
     """One chunk, backward, in place: ``gAT[k, j] += sum_i S[i, j] G[i, k]`` (if ``train_a``),
     then ``S <- B = S' (.) (G A^T)`` and ``lap[j] += sum_i (G A^T)[i, j] S''[i, j] |x_i|^2``.
@@ -275,7 +274,7 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
             Si[j] = Brow[j] * Spi[j]
 
 
-@njit(cache=NUMBA_CACHE, nogil=True)
+@jit
 def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa, update, step, noise, noise_scale):
     """The force of one chunk of rows, ``g_j = [gAT[:, j]^T, gU[j]] + lam * theta_j`` (the weight
     decay of dynamics.md §1.2), written to ``out`` — or, with ``update``, the Euler–Maruyama step
@@ -305,7 +304,7 @@ def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa, update, step, noise, noise
                 out[j, k] = g
 
 
-@njit(cache=NUMBA_CACHE, nogil=True)
+@jit
 def _em_rows(theta, grad, noise, step, noise_scale, j0, j1):
     use_noise = noise_scale != 0.0
     for i in range(j0, j1):

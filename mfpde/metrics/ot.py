@@ -31,7 +31,6 @@ import math
 import warnings
 from typing import NamedTuple
 
-import numba
 import numpy as np
 import ot  # POT (absolute import: the top-level Python Optimal Transport package)
 from scipy.special import logsumexp
@@ -41,7 +40,7 @@ try:  # optional: keep the thin projection products single-threaded (see sliced_
 except ImportError:  # pragma: no cover
     _threadpool_limits = None
 
-from .._numba import NUMBA_CACHE
+from ..kernels.ot import w2sq_merge_rows
 
 __all__ = [
     "W2Result",
@@ -476,35 +475,6 @@ def sinkhorn_divergence(X, Y, reg, a=None, b=None, max_points=5000, **kwargs) ->
 # ----------------------------------------------------------------------------------------------
 # 1-D and sliced
 # ----------------------------------------------------------------------------------------------
-@numba.njit(cache=NUMBA_CACHE)
-def _w2sq_merge_rows(P, CA, Q, CB, out):  # pragma: no cover - compiled
-    """Row-wise ``int_0^1 (F^{-1}(t) - G^{-1}(t))^2 dt`` for sorted rows of ``P`` (c, n) and
-    ``Q`` (c, m) with cumulative weights ``CA`` (1 or c, n), ``CB`` (1 or c, m), each row
-    ending at exactly 1.  ``F^{-1}(u) = P[r, i]`` with ``i`` the first index such that
-    ``CA[r, i] >= u``; the integral is a merge of the two cumulative sequences, O(n + m)."""
-    c, n = P.shape
-    m = Q.shape[1]
-    for r in range(c):
-        ra = r if CA.shape[0] > 1 else 0
-        rb = r if CB.shape[0] > 1 else 0
-        i = 0
-        j = 0
-        tprev = 0.0
-        acc = 0.0
-        while i < n and j < m:
-            ti = CA[ra, i]
-            tj = CB[rb, j]
-            t = ti if ti < tj else tj
-            d = P[r, i] - Q[r, j]
-            acc += (t - tprev) * d * d
-            tprev = t
-            if ti <= t:
-                i += 1
-            if tj <= t:
-                j += 1
-        out[r] = acc
-
-
 def _cumweights(w: np.ndarray, axis: int = -1) -> np.ndarray:
     """Cumulative weights normalised to end at exactly 1 along ``axis``."""
     c = np.cumsum(w, axis=axis)
@@ -542,8 +512,8 @@ def _w2sq_1d_rows(P: np.ndarray, a, Q: np.ndarray, b) -> np.ndarray:
     CA[:, -1] = 1.0
     CB[:, -1] = 1.0
     out = np.empty(c)
-    _w2sq_merge_rows(np.ascontiguousarray(P), np.ascontiguousarray(CA),
-                     np.ascontiguousarray(Q), np.ascontiguousarray(CB), out)
+    w2sq_merge_rows(np.ascontiguousarray(P), np.ascontiguousarray(CA),
+                    np.ascontiguousarray(Q), np.ascontiguousarray(CB), out)
     return out
 
 
