@@ -3,7 +3,10 @@
 Submodules (imported lazily, so ``import mfpde.meanfield`` is cheap):
 
 - :mod:`mfpde.meanfield.grid` -- finite-volume solver for the nonlocal Wasserstein gradient flow
-  with entropy in one and two dimensions (grid.md §1, Carrillo–Chertock–Huang).
+  with entropy in one and two dimensions (grid.md §1, Carrillo–Chertock–Huang); one import for
+  its parts :mod:`~mfpde.meanfield.grids` (grids, cell averages),
+  :mod:`~mfpde.meanfield.potentials`, :mod:`~mfpde.meanfield.fv` (the solver) and
+  :mod:`~mfpde.meanfield.sampling` (comparisons with particles).
 - :mod:`mfpde.meanfield.radial` -- Mei–Montanari–Nguyen radial reduction (grid.md §2).
 - :mod:`mfpde.meanfield.phase_grid` -- phase-space ``(theta, r)`` grid for the kinetic equation
   with noise, ``D = 1`` (grid.md §4).
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 import importlib
 
-_SUBMODULES = ("grid", "radial", "phase_grid", "quadrature")
+_SUBMODULES = ("grid", "grids", "potentials", "fv", "sampling", "radial", "phase_grid",
+               "quadrature")
 
 
 def __getattr__(name):

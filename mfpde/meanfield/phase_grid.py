@@ -56,40 +56,14 @@ entropy term is then dropped.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from scipy import special
 
-from numba import njit
-
-from .._numba import NUMBA_CACHE
-from .grid import (Grid1D, Grid2D, _GridSolverBase, _bernoulli, _div_axis0, _div_axis1,
-                   gaussian_cell_averages)
+from ..kernels.grid import div_axis0, div_axis1, thomas_rows
+from .fv import GridSolverBase, bernoulli
+from .grids import Grid1D, Grid2D, gaussian_cell_averages
 
 __all__ = ["PhaseGridSolver", "maxwellian_product"]
-
-
-@njit(cache=NUMBA_CACHE)
-def _thomas_rows(lo, di, up, rhs, out):
-    """Solve the tridiagonal systems of every row ``i`` (Thomas algorithm, no pivoting).
-
-    Row ``i``: ``lo[i, j] x_{j-1} + di[i, j] x_j + up[i, j] x_{j+1} = rhs[i, j]`` (``lo[i, 0]`` and
-    ``up[i, -1]`` unused). The matrices here are column-diagonally-dominant M-matrices, for which
-    elimination without pivoting is stable.
-    """
-    n0, n1 = rhs.shape
-    c = np.empty(n1)
-    d = np.empty(n1)
-    for i in range(n0):
-        c[0] = up[i, 0] / di[i, 0]
-        d[0] = rhs[i, 0] / di[i, 0]
-        for j in range(1, n1):
-            m = di[i, j] - lo[i, j] * c[j - 1]
-            c[j] = up[i, j] / m if j < n1 - 1 else 0.0
-            d[j] = (rhs[i, j] - lo[i, j] * d[j - 1]) / m
-        out[i, n1 - 1] = d[n1 - 1]
-        for j in range(n1 - 2, -1, -1):
-            out[i, j] = d[j] - c[j] * out[i, j + 1]
 
 
 def maxwellian_product(theta_grid, r_edges_grid, rho_theta, r_var):
@@ -98,7 +72,7 @@ def maxwellian_product(theta_grid, r_edges_grid, rho_theta, r_var):
     return np.multiply.outer(np.asarray(rho_theta, float), pr)
 
 
-class PhaseGridSolver(_GridSolverBase):
+class PhaseGridSolver(GridSolverBase):
     """Strang-split finite-volume solver of the kinetic equation (module docstring, grid.md §4).
 
     Parameters
@@ -224,7 +198,7 @@ class PhaseGridSolver(_GridSolverBase):
     # ------------------------------------------------------------------ sub-steps
     def _rhs_A(self, rho):
         out = np.empty_like(rho)
-        _div_axis0(rho, self._U, self.theta_grid.dx, self.order, self.kappa, out, False)
+        div_axis0(rho, self._U, self.theta_grid.dx, self.order, self.kappa, out, False)
         return out
 
     def _A(self, h):
@@ -242,7 +216,7 @@ class PhaseGridSolver(_GridSolverBase):
     def _rhs_B(self, rho, dpsi):
         V = self._velocities_B(rho, dpsi)
         out = np.empty_like(rho)
-        _div_axis1(rho, V, self.r_grid.dx, self.order, self.kappa, out, False)
+        div_axis1(rho, V, self.r_grid.dx, self.order, self.kappa, out, False)
         return out, float(np.max(np.abs(V)))
 
     def _limit_B(self, a):
@@ -262,7 +236,7 @@ class PhaseGridSolver(_GridSolverBase):
         if self.beta_inv > 0:
             x = (self.beta / self.gamma) * dW
             c = self.gamma * self.beta_inv / dr
-            al, ga = c * _bernoulli(x), c * _bernoulli(-x)
+            al, ga = c * bernoulli(x), c * bernoulli(-x)
         else:
             u = -dW / dr
             al, ga = np.maximum(u, 0.0), np.maximum(-u, 0.0)
@@ -276,7 +250,7 @@ class PhaseGridSolver(_GridSolverBase):
         lo = np.zeros((J0, J1))
         lo[:, 1:] = -cc * al
         out = np.empty_like(self.rho)
-        _thomas_rows(lo, di, up, self.rho, out)
+        thomas_rows(lo, di, up, self.rho, out)
         # unit column sums: mass conserved up to the round-off of the solve, removed here
         colmass, newmass = self.rho.sum(axis=1), out.sum(axis=1)
         out *= np.where(newmass > 0, colmass / np.where(newmass > 0, newmass, 1.0), 1.0)[:, None]

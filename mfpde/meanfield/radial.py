@@ -52,7 +52,9 @@ import math
 import numpy as np
 from scipy import special, stats
 
-from .grid import FVSolver, Grid1D, Potential
+from .fv import FVSolver
+from .grids import Grid1D
+from .potentials import Potential
 
 __all__ = [
     "MMN_PL", "hermite_coeffs", "angle_moments", "MMNRadial", "RadialPotential",
