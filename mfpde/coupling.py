@@ -52,11 +52,12 @@ import numpy as np
 
 from .data import Dataset, OnlineSampler
 from .dynamics.sgd import make_trainer
+from .engine import Controller, Tracker, every
 from .metrics.ot import sliced_w2, sphere_directions, w2
 from .models.three_layer_pn import PNDriver
 
-__all__ = ["CouplingResult", "CouplingRun", "couple_readout", "couple_pn", "pool_sampler",
-           "record_grid", "SAMPLING", "REF_BATCH"]
+__all__ = ["CouplingResult", "CouplingRun", "CoupledDriver", "couple_readout", "couple_pn",
+           "pool_sampler", "record_times", "SAMPLING", "REF_BATCH"]
 
 SAMPLING = ("epochs", "resample", "online")
 REF_BATCH = ("same", "full")
@@ -112,7 +113,7 @@ def pool_sampler(data: Dataset) -> OnlineSampler:
     return OnlineSampler("resample", X.shape[1], Y.shape[1], draw, {"kind": "resample", "n": n})
 
 
-def record_grid(T, ref_dt, dts, n_records) -> tuple[int, int, list[int]]:
+def record_times(T, ref_dt, dts, n_records) -> tuple[int, int, list[int]]:
     """Check that ``T``, the record times ``j*T/n_records`` and every network step are integer
     multiples of ``ref_dt``; returns ``(K, stride, ms)``: fine steps, fine steps between records,
     and ``m = dt/ref_dt`` per network step."""
@@ -184,6 +185,255 @@ class _SlicedToReference:
         return math.sqrt(max(0.0, float(np.einsum("ijk,ijk->", d, d)) / (M * P.shape[0])))
 
 
+# ==================================================================================== the coupled set
+class CoupledDriver:
+    """A reference driver and finite networks driven by its randomness, advanced as one driver
+    (the protocol of :mod:`mfpde.engine.protocol`).
+
+    One step is one step of the reference (step ``ref.dt``); a network with step ``m * ref.dt``
+    moves every ``m``-th step. Before the networks move, the reference's Gaussian ``g^k``
+    (captured in ``cap["g"]`` by the reference's noise hook) is added to the accumulator of each
+    coarser step ``m`` (rows ``:N`` summed over ``m`` fine steps, zeroed once the networks of that
+    step have used it). ``fields()`` shows the reference's fields; the networks are in
+    :attr:`nets` (``{key: (driver, m, shared_batches)}``); :attr:`seconds` and
+    :attr:`ref_seconds` hold the wall time spent in each.
+    """
+
+    def __init__(self, ref, nets: dict, cap: dict, acc: dict | None = None):
+        self.ref, self.nets, self.cap = ref, nets, cap
+        self.acc = acc or {}
+        self.k = 0
+        self.dt = float(ref.dt)
+        self.last_risk = float("nan")
+        self.seconds = {key: 0.0 for key in nets}
+        self.ref_seconds = 0.0
+
+    @property
+    def t(self) -> float:
+        return self.k * self.dt
+
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        for _ in range(int(n)):
+            t0 = time.perf_counter()
+            self.ref.step(1)
+            self.ref_seconds += time.perf_counter() - t0
+            for m, a in self.acc.items():
+                a += self.cap["g"][:a.shape[0]]
+            stepped = set()
+            for key, (net, m, share) in self.nets.items():
+                if (self.k + 1) % m == 0:
+                    t0 = time.perf_counter()
+                    net.step(1)
+                    self.seconds[key] += time.perf_counter() - t0
+                    stepped.add(m)
+            for m in stepped:
+                if m in self.acc:
+                    self.acc[m][...] = 0.0
+            self.k += 1
+            self.last_risk = self.ref.last_risk
+
+    def fields(self) -> dict:
+        return self.ref.fields()
+
+    def state_dict(self) -> dict:
+        """``{"k", "ref": reference state, "nets": {str(key): state}, "acc": {m: array}}``."""
+        return {"k": int(self.k), "ref": self.ref.state_dict(),
+                "nets": {str(key): net.state_dict() for key, (net, _, _) in self.nets.items()},
+                "acc": {int(m): a.copy() for m, a in self.acc.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.k = int(state["k"])
+        self.ref.load_state_dict(state["ref"])
+        for key, (net, _, _) in self.nets.items():
+            net.load_state_dict(state["nets"][str(key)])
+        for m, a in state["acc"].items():
+            self.acc[int(m)][...] = a
+
+
+class _CouplingRecorder(Tracker):
+    """Records of a coupled set at ``n_records + 1`` equally spaced times (every ``stride``
+    reference steps, including 0 and ``T``) and the W2 values at ``t = 0`` and ``T``; the
+    quantities are those of the module docstring. Subclasses define :meth:`record` and
+    :meth:`w2_record`."""
+
+    def __init__(self, coupled: CoupledDriver, names, n_records: int, stride: int, seed: int,
+                 progress: Callable[[str], None] | None, T: float):
+        self.c = coupled
+        n_rec = n_records + 1
+        self.series = {key: {q: np.full(n_rec, np.nan) for q in names} for key in coupled.nets}
+        self.t_rec = np.array([j * stride * coupled.dt for j in range(n_rec)])
+        self.risk_ref = np.full(n_rec, np.nan)
+        self.final: dict = {key: {} for key in coupled.nets}
+        self.stride, self.seed, self.progress, self.T = stride, int(seed), progress, float(T)
+        self.interval = every(steps=stride, at_end=False)
+
+    def initialize(self, driver, info) -> None:
+        self.record(0)
+        self.w2_record("0")
+
+    def handle(self, driver, info) -> None:
+        j = driver.k // self.stride
+        self.record(j)
+        if self.progress is not None:
+            self.progress(f"t = {driver.t:.4g}/{self.T:g}  R_ref = {self.risk_ref[j]:.4g}")
+
+    def finalize(self, driver, info) -> None:
+        if info.status == "complete":
+            self.w2_record("T")
+
+    def results(self, method: str, attrs) -> dict:
+        out = {}
+        for key, (net, m, share) in self.c.nets.items():
+            out[key] = CouplingResult(
+                N=key[0], dt=key[1], series={"t": self.t_rec, **self.series[key],
+                                             "risk_ref": self.risk_ref},
+                final=self.final[key],
+                attrs={**attrs(key), "dt": key[1], "m": m, "shared_batches": bool(share),
+                       "seconds": self.c.seconds[key], "method": method})
+        return out
+
+
+class _ReadoutRecorder(_CouplingRecorder):
+    """Coupling records of read-out models (two-layer, NC)."""
+
+    def __init__(self, coupled, model, heavy, Xt, Xr, Yr, proj, w2_max_points, n_projections,
+                 **kw):
+        names = ["coupling_mean", "coupling_rms", "coupling_max", "output_gap", "loss_N",
+                 "loss_gap"]
+        if heavy:
+            names += ["phase_rms", "phase_max"]
+        if model.has_W:
+            names += ["W_gap"]
+        super().__init__(coupled, names, **kw)
+        self.model, self.heavy, self.proj = model, heavy, proj
+        self.w2_max_points, self.n_projections = w2_max_points, n_projections
+        self.Xtr = np.vstack([np.asarray(Xt, dtype=np.float64), np.asarray(Xr, dtype=np.float64)])
+        self.nt = Xt.shape[0]
+        self.Yr2 = np.asarray(Yr, dtype=np.float64).reshape(Xr.shape[0], -1)
+
+    def _outputs(self, theta, W):
+        """Predictions on the held-out set and the risk on the training set, one pass."""
+        F = self.model.forward(theta, self.Xtr, W)
+        r = F[self.nt:] - self.Yr2
+        return F[:self.nt], 0.5 * float(np.einsum("ij,ij->", r, r)) / r.shape[0]
+
+    def record(self, j: int) -> None:
+        ref = self.c.ref
+        f_ref, self.risk_ref[j] = self._outputs(ref.theta, ref.W)
+        v_ref = ref.velocity if self.heavy else None
+        for key, (net, m, share) in self.c.nets.items():
+            N = key[0]
+            d = net.theta - ref.theta[:N]
+            sq = _rows_sq(d)
+            s = self.series[key]
+            s["coupling_mean"][j], s["coupling_rms"][j], s["coupling_max"][j] = _norm_stats(sq)
+            if self.heavy:
+                dv = net.velocity - v_ref[:N]
+                _, s["phase_rms"][j], s["phase_max"][j] = _norm_stats(sq + _rows_sq(dv))
+            if self.model.has_W:
+                s["W_gap"][j] = float(np.linalg.norm(net.W - ref.W))
+            f, s["loss_N"][j] = self._outputs(net.theta, net.W)
+            s["output_gap"][j] = float(math.sqrt(np.mean(np.sum((f - f_ref) ** 2, axis=1))))
+            s["loss_gap"][j] = abs(s["loss_N"][j] - self.risk_ref[j])
+
+    def w2_record(self, tag: str) -> None:
+        ref = self.c.ref
+        to_ref = _SlicedToReference(ref.theta, self.proj)
+        for key, (net, m, share) in self.c.nets.items():
+            N = key[0]
+            r = w2(net.theta, ref.theta[:N], max_points=self.w2_max_points,
+                   n_projections=self.n_projections, seed=self.seed)
+            self.final[key][f"w2_{tag}"] = r.value
+            self.final[key]["w2_method"] = r.method
+            self.final[key][f"sw2_ref_{tag}"] = to_ref(net.theta)
+
+
+class _PNRecorder(_CouplingRecorder):
+    """Coupling records of Pham–Nguyen networks (sub-block differences, validation.md §V2)."""
+
+    def __init__(self, coupled, model, heavy, Xt, Xr, Yr, proj, w2_max_points, n_projections,
+                 **kw):
+        names = ["coupling_mean", "coupling_rms", "coupling_max", "c1_max", "c2_max", "c3_max",
+                 "output_gap", "loss_N", "loss_gap"]
+        if heavy:
+            names += ["phase_rms", "phase_max"]
+        super().__init__(coupled, names, **kw)
+        self.model, self.heavy, self.proj = model, heavy, proj
+        self.w2_max_points, self.n_projections = w2_max_points, n_projections
+        self.Xt, self.Xr, self.Yr = Xt, Xr, Yr
+
+    def record(self, j: int) -> None:
+        model, ref = self.model, self.c.ref
+        f_ref = model.forward(ref.w, self.Xt)
+        self.risk_ref[j] = model.risk(ref.w, self.Xr, self.Yr)
+        vr = ref.velocity
+        for key, (net, m, share) in self.c.nets.items():
+            a, b = key[0]
+            sub = ref.w.sub_block(a, b)
+            dw = [x - y for x, y in zip(net.w.arrays(), sub.arrays())]
+            d1, d2, d3 = _pn_stats(dw)
+            s = self.series[key]
+            s["c1_max"][j] = math.sqrt(d1.max())
+            s["c2_max"][j] = math.sqrt(d2.max())
+            s["c3_max"][j] = math.sqrt(d3.max())
+            s["coupling_max"][j] = max(s["c1_max"][j], s["c2_max"][j], s["c3_max"][j])
+            s["coupling_rms"][j] = math.sqrt(d1.mean() + d2.mean() + d3.mean())
+            s["coupling_mean"][j] = float(np.mean([np.sqrt(d).mean() for d in (d1, d2, d3)]))
+            if self.heavy:
+                vn = net.velocity
+                dv = [vn[0] - vr[0][:a], vn[1] - vr[1][:a, :b], vn[2] - vr[2][:b]]
+                e1, e2, e3 = _pn_stats(dw, dv)
+                s["phase_rms"][j] = math.sqrt(e1.mean() + e2.mean() + e3.mean())
+                s["phase_max"][j] = math.sqrt(max(e1.max(), e2.max(), e3.max()))
+            f = model.forward(net.w, self.Xt)
+            s["output_gap"][j] = float(math.sqrt(np.mean((f - f_ref) ** 2)))
+            s["loss_N"][j] = model.risk(net.w, self.Xr, self.Yr)
+            s["loss_gap"][j] = abs(s["loss_N"][j] - self.risk_ref[j])
+
+    def w2_record(self, tag: str) -> None:
+        ref = self.c.ref
+        to_ref = _SlicedToReference(ref.w.w1, self.proj)
+        for key, (net, m, share) in self.c.nets.items():
+            a = key[0][0]
+            r = w2(net.w.w1, ref.w.w1[:a], max_points=self.w2_max_points,
+                   n_projections=self.n_projections, seed=self.seed)
+            self.final[key][f"w2_{tag}"] = r.value
+            self.final[key]["w2_method"] = r.method
+            self.final[key][f"sw2_ref_{tag}"] = to_ref(net.w.w1)
+
+
+def _network_data(data, sampler, batched, sampling):
+    """Data and sampler of the finite networks, and whether the data set is needed."""
+    net_data, net_sampler = data, None
+    if batched and sampling == "resample":
+        if data is None:
+            raise ValueError("sampling='resample' needs a finite data set")
+        net_sampler = pool_sampler(data)
+    elif batched and sampling == "online":
+        if sampler is None:
+            raise ValueError("sampling='online' needs an OnlineSampler (sampler=...)")
+        net_sampler = sampler
+    if net_sampler is not None:
+        net_data = None
+    return net_data, net_sampler
+
+
+def _capture_batches(ref, cap: dict) -> None:
+    """The reference draws its own batches and keeps the last one in ``cap["b"]``."""
+    def ref_batch_src():
+        cap["b"] = ref.sample_batch()
+        return cap["b"]
+    ref.batch_source = ref_batch_src
+
+
+def _share_batches(net, cap: dict) -> None:
+    net.batch_source = lambda: cap["b"]
+
+
+def _run_coupled(coupled: CoupledDriver, recorder: _CouplingRecorder, K: int) -> None:
+    Controller(coupled, [recorder], n_steps=K).run()
+
+
 # ==================================================================================== read-out
 def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batch=None,
                    sampling="epochs", sampler=None, beta=math.inf, gamma=None, ref_dt=None,
@@ -250,7 +500,7 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
         if len(set(dts)) != 1:
             raise ValueError("several network steps: give the reference step ref_dt")
         ref_dt = dts[0]
-    K, stride, ms = record_grid(T, ref_dt, dts, n_records)
+    K, stride, ms = record_times(T, ref_dt, dts, n_records)
     batched = batch not in (None, 0)
     if method == "gd" and batched:
         raise ValueError("method 'gd' is full batch; use 'sgd' with a batch")
@@ -258,17 +508,7 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
     noisy = math.isfinite(float(beta))
 
     # ---- data of the networks and of the reference
-    net_data, net_sampler = data, None
-    if batched and sampling == "resample":
-        if data is None:
-            raise ValueError("sampling='resample' needs a finite data set")
-        net_sampler = pool_sampler(data)
-    elif batched and sampling == "online":
-        if sampler is None:
-            raise ValueError("sampling='online' needs an OnlineSampler (sampler=...)")
-        net_sampler = sampler
-    if net_sampler is not None:
-        net_data = None
+    net_data, net_sampler = _network_data(data, sampler, batched, sampling)
     ref_full = (not batched) or ref_batch == "full"
     if ref_full and data is None:
         raise ValueError("a full-batch reference needs a finite (quadrature) data set")
@@ -283,19 +523,13 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
     Xr, Yr = (data.X, data.Y) if data is not None else _test_arrays(test, None, sampler)
     Xt, Yt = _test_arrays(test, data, sampler)
 
-    # ---- capture the reference's batches and noise
+    # ---- the reference's batches and noise are captured and handed to the networks
     cap: dict = {}
-
-    def ref_batch_src():
-        cap["b"] = ref.sample_batch()
-        return cap["b"]
-
-    def ref_noise_src():
-        cap["g"] = ref.sample_noise()
-        return cap["g"]
-
-    ref.batch_source = ref_batch_src
+    _capture_batches(ref, cap)
     if noisy:
+        def ref_noise_src():
+            cap["g"] = ref.sample_noise()
+            return cap["g"]
         ref.noise_source = ref_noise_src
 
     # ---- networks
@@ -311,7 +545,7 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
                                theta0=theta0[:N], W0=W0, **mf)
             share = (m == 1) and not ref_full
             if share:
-                net.batch_source = lambda: cap["b"]
+                _share_batches(net, cap)
             if noisy:
                 if m == 1:
                     net.noise_source = (lambda N=N: cap["g"][:N])
@@ -323,97 +557,17 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
         nmax = max(N for (N, dt), (_, mm, _) in nets.items() if mm == m)
         acc[m] = np.zeros((nmax, model.D))
 
-    # ---- records
-    n_rec = n_records + 1
-    names = ["coupling_mean", "coupling_rms", "coupling_max", "output_gap", "loss_N", "loss_gap"]
-    if heavy:
-        names += ["phase_rms", "phase_max"]
-    if model.has_W:
-        names += ["W_gap"]
-    series = {key: {q: np.full(n_rec, np.nan) for q in names} for key in nets}
-    t_rec = np.array([j * stride * ref_dt for j in range(n_rec)])
-    risk_ref = np.full(n_rec, np.nan)
-    secs = {key: 0.0 for key in nets}
-    proj = sphere_directions(model.D, n_projections, seed=int(seed))
-    final: dict = {key: {} for key in nets}
-
-    def vel(drv):
-        return drv.velocity if heavy else None
-
-    Xtr = np.vstack([np.asarray(Xt, dtype=np.float64), np.asarray(Xr, dtype=np.float64)])
-    nt = Xt.shape[0]
-    Yr2 = np.asarray(Yr, dtype=np.float64).reshape(Xr.shape[0], -1)
-
-    def outputs(theta, W):
-        """Predictions on the held-out set and the risk on the training set, one pass."""
-        F = model.forward(theta, Xtr, W)
-        r = F[nt:] - Yr2
-        return F[:nt], 0.5 * float(np.einsum("ij,ij->", r, r)) / r.shape[0]
-
-    def record(j):
-        f_ref, risk_ref[j] = outputs(ref.theta, ref.W)
-        v_ref = vel(ref)
-        for key, (net, m, share) in nets.items():
-            N = key[0]
-            d = net.theta - ref.theta[:N]
-            sq = _rows_sq(d)
-            s = series[key]
-            s["coupling_mean"][j], s["coupling_rms"][j], s["coupling_max"][j] = _norm_stats(sq)
-            if heavy:
-                dv = vel(net) - v_ref[:N]
-                _, s["phase_rms"][j], s["phase_max"][j] = _norm_stats(sq + _rows_sq(dv))
-            if model.has_W:
-                s["W_gap"][j] = float(np.linalg.norm(net.W - ref.W))
-            f, s["loss_N"][j] = outputs(net.theta, net.W)
-            s["output_gap"][j] = float(math.sqrt(np.mean(np.sum((f - f_ref) ** 2, axis=1))))
-            s["loss_gap"][j] = abs(s["loss_N"][j] - risk_ref[j])
-
-    def w2_record(tag):
-        to_ref = _SlicedToReference(ref.theta, proj)
-        for key, (net, m, share) in nets.items():
-            N = key[0]
-            r = w2(net.theta, ref.theta[:N], max_points=w2_max_points,
-                   n_projections=n_projections, seed=int(seed))
-            final[key][f"w2_{tag}"] = r.value
-            final[key]["w2_method"] = r.method
-            final[key][f"sw2_ref_{tag}"] = to_ref(net.theta)
-
-    record(0)
-    w2_record("0")
-    ref_secs = 0.0
-    for k in range(K):
-        t0 = time.perf_counter()
-        ref.step(1)
-        ref_secs += time.perf_counter() - t0
-        if noisy:
-            for m, a in acc.items():
-                a += cap["g"][:a.shape[0]]
-        stepped = set()
-        for key, (net, m, share) in nets.items():
-            if (k + 1) % m == 0:
-                t0 = time.perf_counter()
-                net.step(1)
-                secs[key] += time.perf_counter() - t0
-                stepped.add(m)
-        for m in stepped:
-            if m in acc:
-                acc[m][...] = 0.0
-        if (k + 1) % stride == 0:
-            record((k + 1) // stride)
-            if progress is not None:
-                progress(f"t = {(k + 1) * ref_dt:.4g}/{T:g}  R_ref = {risk_ref[(k + 1) // stride]:.4g}")
-    w2_record("T")
-
-    results = {}
-    for key, (net, m, share) in nets.items():
-        sr = {"t": t_rec, **series[key], "risk_ref": risk_ref}
-        results[key] = CouplingResult(
-            N=key[0], dt=key[1], series=sr, final=final[key],
-            attrs={"N": key[0], "dt": key[1], "m": m, "shared_batches": bool(share),
-                   "seconds": secs[key], "method": method})
-    reference = {"t": t_rec, "risk_ref": risk_ref, "N_ref": int(N_ref), "ref_dt": float(ref_dt),
-                 "ref_method": ref_method, "ref_batch": "full" if ref_full else "same",
-                 "seconds": ref_secs, "seed": int(seed)}
+    coupled = CoupledDriver(ref, nets, cap, acc)
+    rec = _ReadoutRecorder(coupled, model, heavy, Xt, Xr, Yr,
+                           sphere_directions(model.D, n_projections, seed=int(seed)),
+                           w2_max_points, n_projections, n_records=n_records, stride=stride,
+                           seed=seed, progress=progress, T=T)
+    _run_coupled(coupled, rec, K)
+    results = rec.results(method, lambda key: {"N": key[0]})
+    reference = {"t": rec.t_rec, "risk_ref": rec.risk_ref, "N_ref": int(N_ref),
+                 "ref_dt": float(ref_dt), "ref_method": ref_method,
+                 "ref_batch": "full" if ref_full else "same", "seconds": coupled.ref_seconds,
+                 "seed": int(seed)}
     return CouplingRun(results, reference)
 
 
@@ -457,18 +611,10 @@ def couple_pn(model, data=None, *, n_ref, widths, dts, T, method="sgd", batch=No
         if len(set(dts)) != 1:
             raise ValueError("several network steps: give the reference step ref_dt")
         ref_dt = dts[0]
-    K, stride, ms = record_grid(T, ref_dt, dts, n_records)
+    K, stride, ms = record_times(T, ref_dt, dts, n_records)
     batched = batch not in (None, 0)
     heavy = method in ("shb", "shb_polyak")
-    net_data, net_sampler = data, None
-    if batched and sampling == "resample":
-        net_sampler = pool_sampler(data)
-    elif batched and sampling == "online":
-        if sampler is None:
-            raise ValueError("sampling='online' needs sampler=...")
-        net_sampler = sampler
-    if net_sampler is not None:
-        net_data = None
+    net_data, net_sampler = _network_data(data, sampler, batched, sampling)
     ref_full = (not batched) or ref_batch == "full"
     ref_method = "shb" if heavy else "sgd"
     ref = PNDriver(model, data if ref_full else net_data, n1=n1r, n2=n2r, dt=ref_dt,
@@ -478,12 +624,7 @@ def couple_pn(model, data=None, *, n_ref, widths, dts, T, method="sgd", batch=No
     Xr, Yr = (data.X, data.Y) if data is not None else _test_arrays(test, None, sampler)
     Xt, Yt = _test_arrays(test, data, sampler)
     cap: dict = {}
-
-    def ref_batch_src():
-        cap["b"] = ref.sample_batch()
-        return cap["b"]
-
-    ref.batch_source = ref_batch_src
+    _capture_batches(ref, cap)
     w0 = ref.w.copy()
     nets = {}
     for jd, (dt, m) in enumerate(zip(dts, ms)):
@@ -494,84 +635,18 @@ def couple_pn(model, data=None, *, n_ref, widths, dts, T, method="sgd", batch=No
                            weights0=w0.sub_block(a, b))
             share = (m == 1) and not ref_full
             if share:
-                net.batch_source = lambda: cap["b"]
+                _share_batches(net, cap)
             nets[((a, b), dt)] = (net, m, share)
 
-    n_rec = n_records + 1
-    names = ["coupling_mean", "coupling_rms", "coupling_max", "c1_max", "c2_max", "c3_max",
-             "output_gap", "loss_N", "loss_gap"]
-    if heavy:
-        names += ["phase_rms", "phase_max"]
-    series = {key: {q: np.full(n_rec, np.nan) for q in names} for key in nets}
-    t_rec = np.array([j * stride * ref_dt for j in range(n_rec)])
-    risk_ref = np.full(n_rec, np.nan)
-    secs = {key: 0.0 for key in nets}
-    final: dict = {key: {} for key in nets}
-    proj = sphere_directions(model.d, n_projections, seed=int(seed))
-
-    def record(j):
-        f_ref = model.forward(ref.w, Xt)
-        risk_ref[j] = model.risk(ref.w, Xr, Yr)
-        vr = ref.velocity
-        for key, (net, m, share) in nets.items():
-            a, b = key[0]
-            sub = ref.w.sub_block(a, b)
-            dw = [x - y for x, y in zip(net.w.arrays(), sub.arrays())]
-            d1, d2, d3 = _pn_stats(dw)
-            s = series[key]
-            s["c1_max"][j] = math.sqrt(d1.max())
-            s["c2_max"][j] = math.sqrt(d2.max())
-            s["c3_max"][j] = math.sqrt(d3.max())
-            s["coupling_max"][j] = max(s["c1_max"][j], s["c2_max"][j], s["c3_max"][j])
-            s["coupling_rms"][j] = math.sqrt(d1.mean() + d2.mean() + d3.mean())
-            s["coupling_mean"][j] = float(np.mean([np.sqrt(d).mean() for d in (d1, d2, d3)]))
-            if heavy:
-                vn = net.velocity
-                dv = [vn[0] - vr[0][:a], vn[1] - vr[1][:a, :b], vn[2] - vr[2][:b]]
-                e1, e2, e3 = _pn_stats(dw, dv)
-                s["phase_rms"][j] = math.sqrt(e1.mean() + e2.mean() + e3.mean())
-                s["phase_max"][j] = math.sqrt(max(e1.max(), e2.max(), e3.max()))
-            f = model.forward(net.w, Xt)
-            s["output_gap"][j] = float(math.sqrt(np.mean((f - f_ref) ** 2)))
-            s["loss_N"][j] = model.risk(net.w, Xr, Yr)
-            s["loss_gap"][j] = abs(s["loss_N"][j] - risk_ref[j])
-
-    def w2_record(tag):
-        to_ref = _SlicedToReference(ref.w.w1, proj)
-        for key, (net, m, share) in nets.items():
-            a = key[0][0]
-            r = w2(net.w.w1, ref.w.w1[:a], max_points=w2_max_points, n_projections=n_projections,
-                   seed=int(seed))
-            final[key][f"w2_{tag}"] = r.value
-            final[key]["w2_method"] = r.method
-            final[key][f"sw2_ref_{tag}"] = to_ref(net.w.w1)
-
-    record(0)
-    w2_record("0")
-    ref_secs = 0.0
-    for k in range(K):
-        t0 = time.perf_counter()
-        ref.step(1)
-        ref_secs += time.perf_counter() - t0
-        for key, (net, m, share) in nets.items():
-            if (k + 1) % m == 0:
-                t0 = time.perf_counter()
-                net.step(1)
-                secs[key] += time.perf_counter() - t0
-        if (k + 1) % stride == 0:
-            record((k + 1) // stride)
-            if progress is not None:
-                progress(f"t = {(k + 1) * ref_dt:.4g}/{T:g}  R_ref = {risk_ref[(k + 1) // stride]:.4g}")
-    w2_record("T")
-    results = {}
-    for key, (net, m, share) in nets.items():
-        results[key] = CouplingResult(
-            N=key[0], dt=key[1], series={"t": t_rec, **series[key], "risk_ref": risk_ref},
-            final=final[key], attrs={"n1": key[0][0], "n2": key[0][1], "dt": key[1], "m": m,
-                                     "shared_batches": bool(share), "seconds": secs[key],
-                                     "method": method})
-    reference = {"t": t_rec, "risk_ref": risk_ref, "n1_ref": n1r, "n2_ref": n2r,
+    coupled = CoupledDriver(ref, nets, cap)
+    rec = _PNRecorder(coupled, model, heavy, Xt, Xr, Yr,
+                      sphere_directions(model.d, n_projections, seed=int(seed)),
+                      w2_max_points, n_projections, n_records=n_records, stride=stride,
+                      seed=seed, progress=progress, T=T)
+    _run_coupled(coupled, rec, K)
+    results = rec.results(method, lambda key: {"n1": key[0][0], "n2": key[0][1]})
+    reference = {"t": rec.t_rec, "risk_ref": rec.risk_ref, "n1_ref": n1r, "n2_ref": n2r,
                  "ref_dt": float(ref_dt), "ref_method": ref_method,
-                 "ref_batch": "full" if ref_full else "same", "seconds": ref_secs,
+                 "ref_batch": "full" if ref_full else "same", "seconds": coupled.ref_seconds,
                  "seed": int(seed)}
     return CouplingRun(results, reference)

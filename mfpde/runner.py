@@ -1,34 +1,35 @@
-"""Run a configuration: config -> data + model -> solver steps -> observers -> HDF5 store.
+"""Run a configuration: config -> data + model -> driver -> controller with trackers -> HDF5.
 
 :func:`run` builds every object from a validated :class:`~mfpde.config.Config` *before* the
-output file is created (bad input never leaves a file behind), then steps the solver in chunks
-up to the next event:
+output file is created (bad input never leaves a file behind), observes step 0, creates the file
+(under a temporary name, renamed once it holds step 0 and a checkpoint) and hands the driver to
+the :class:`~mfpde.engine.Controller` with these trackers, in this order at every event:
 
-* every ``observe.every`` steps (and at the first and last step): observers -> ``/series``;
-* every ``observe.snapshot_every`` steps: particles -> ``/snapshots``;
-* every ``output.checkpoint_every`` steps (and at step 0 and the end): the complete solver
-  state -> ``/checkpoint`` (replaced atomically).
+* finiteness: every field of the driver (particles, ``W``, velocities, densities) and the risk of
+  the last step are finite, else :class:`NumericalError` (status ``failed``, the last good
+  checkpoint is kept);
+* series: every ``observe.every`` steps (and at the last step): observables -> ``/series``;
+* snapshots: every ``observe.snapshot_every`` steps: the driver's fields -> ``/snapshots``
+  (particles, sub-sampled to ``observe.snapshot_particles``) or ``/grid`` (densities);
+* checkpoints: every ``output.checkpoint_every`` steps (and at step 0 and the end): the complete
+  driver state -> ``/checkpoint`` (replaced atomically);
+* progress: a bar on a terminal, log lines otherwise.
 
-After each chunk the particles, ``W`` and the observed values are checked for NaN/inf; a
-non-finite value stops the run with :class:`NumericalError` (status ``failed``, the last good
-checkpoint is kept). SIGINT / SIGTERM finish the current step, write a checkpoint, set status
-``interrupted`` and raise :class:`RunInterrupted` (exit code 130 / 143 in the CLI).
+SIGINT / SIGTERM finish the current step, write a checkpoint, set status ``interrupted`` and raise
+:class:`RunInterrupted` (exit code 130 / 143 in the CLI).
 
-``resume=True`` reopens the file, restores the checkpoint with ``solver.load_state_dict``, drops
+``resume=True`` reopens the file, restores the checkpoint with ``driver.load_state_dict``, drops
 series rows and snapshots recorded after it and continues; the result is bitwise identical to an
-uninterrupted run because every random draw comes from the solver's generator, whose state is
-part of the checkpoint, and the observers draw no random numbers.
+uninterrupted run because every random draw comes from the driver's generator, whose state is
+part of the checkpoint, and the observables draw no random numbers.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import os
 import signal
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, TextIO
@@ -36,20 +37,14 @@ from typing import Any, Callable, Iterable, TextIO
 import numpy as np
 
 from .config import Config, ConfigError, load_config, parse_config
-from .store import RunStore, StoreError, read_checkpoint
+from .engine import (CheckpointTracker, Controller, FinitenessTracker, NumericalError,
+                     ProgressTracker, SeriesTracker, SnapshotTracker, StopFlag, every)
+from .store import RunStore, StoreError
 
-__all__ = ["run", "build", "Built", "NumericalError", "RunInterrupted", "EXIT_CODES"]
+__all__ = ["run", "record", "build", "Built", "NumericalError", "RunInterrupted", "EXIT_CODES"]
 
 #: Exit codes of ``mfpde run``.
 EXIT_CODES = {"ok": 0, "numerical": 1, "bad_input": 2, "SIGINT": 130, "SIGTERM": 143}
-
-
-class NumericalError(RuntimeError):
-    """A non-finite value appeared; ``step`` and ``quantity`` say where."""
-
-    def __init__(self, message: str, step: int, quantity: str):
-        super().__init__(message)
-        self.step, self.quantity = step, quantity
 
 
 class RunInterrupted(Exception):
@@ -82,6 +77,10 @@ class Built:
     solver: Any
     observers: Any
     n_steps: int
+
+    @property
+    def driver(self):
+        return self.solver
 
 
 def _bad(where: str, exc: Exception) -> ConfigError:
@@ -154,108 +153,18 @@ def _snapshot_index(cfg: Config) -> np.ndarray:
     return np.sort(rng.choice(N, size=k, replace=False)).astype(np.int64)
 
 
-# --------------------------------------------------------------------------------------------
-# progress reporting
-# --------------------------------------------------------------------------------------------
+def build_config_only(cfg: Config) -> Config:
+    """Resolve the fields that depend on the data (``model.q``) without building a solver."""
+    if cfg.model.q is None:
+        from .data import make_dataset
+        dc = cfg.data
+        try:
+            data = make_dataset(dc.kind, seed=dc.seed, **dc.params)
+        except (ValueError, TypeError, OSError) as exc:
+            raise _bad(f"[data] kind = {dc.kind!r}", exc) from None
+        cfg.model.q = int(data.Y.shape[1])
+    return cfg
 
-class _Progress:
-    """tqdm bar on a terminal, periodic log lines otherwise, nothing when quiet."""
-
-    def __init__(self, total: int, initial: int, quiet: bool, log_every: float,
-                 stream: TextIO | None = None):
-        self.total, self.quiet, self.log_every = total, quiet, log_every
-        self.stream = stream if stream is not None else sys.stderr
-        self.bar = None
-        self.t0 = time.monotonic()
-        self.k0 = initial
-        self.last_log = self.t0
-        self.last_ui = 0.0
-        self.k = initial
-        if quiet:
-            return
-        isatty = getattr(self.stream, "isatty", lambda: False)()
-        if isatty:
-            from tqdm import tqdm
-            self.bar = tqdm(total=total, initial=initial, file=self.stream, unit="step",
-                            dynamic_ncols=True, mininterval=0.2)
-
-    def update(self, k: int, loss: float | None, force: bool = False) -> None:
-        if self.quiet:
-            self.k = k
-            return
-        now = time.monotonic()
-        if self.bar is not None:
-            if force or now - self.last_ui > 0.2:
-                self.bar.update(k - self.k)
-                self.k = k
-                if loss is not None:
-                    self.bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
-                self.last_ui = now
-            return
-        self.k = k
-        if force or now - self.last_log >= self.log_every:
-            self.last_log = now
-            self.log(k, loss)
-
-    def log(self, k: int, loss: float | None) -> None:
-        elapsed = time.monotonic() - self.t0
-        done = k - self.k0
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - k) / rate if rate > 0 else float("nan")
-        pct = 100.0 * k / self.total if self.total else 100.0
-        loss_s = f" loss={loss:.4g}" if loss is not None else ""
-        print(f"step {k}/{self.total} ({pct:.0f}%){loss_s} elapsed {elapsed:.1f}s "
-              f"eta {eta:.1f}s", file=self.stream, flush=True)
-
-    def message(self, text: str) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=self.stream)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def close(self, k: int, loss: float | None) -> None:
-        if self.quiet:
-            return
-        if self.bar is not None:
-            self.bar.update(k - self.k)
-            if loss is not None:
-                self.bar.set_postfix_str(f"loss={loss:.4g}", refresh=False)
-            self.bar.close()
-        else:
-            self.log(k, loss)
-
-
-# --------------------------------------------------------------------------------------------
-# signals
-# --------------------------------------------------------------------------------------------
-
-class _StopFlag:
-    """SIGINT / SIGTERM set a flag; the loop finishes the current step and stops cleanly."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handler)
-        return self
-
-    def _handler(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            # a second Ctrl-C while stopping: give up waiting
-            raise KeyboardInterrupt
-        self.signum = signum
-
-    def __exit__(self, *exc) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    def __bool__(self) -> bool:
-        return self.signum is not None
 
 
 # --------------------------------------------------------------------------------------------
@@ -327,50 +236,129 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     if not exists and not os.access(parent, os.W_OK):
         raise ConfigError(f"output.path = {str(path)!r}: directory {str(parent)!r} is not writable")
 
-    # non-finite values are detected and reported by the runner itself (NumericalError)
-    with _StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+    # non-finite values are detected and reported by the finiteness tracker (NumericalError)
+    with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _run(cfg, path, resume and exists, quiet, out, stop)
 
 
+def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
+    """Open ``path`` for resuming and build the stored run (steps, output and logging options
+    follow the command line)."""
+    try:
+        store = RunStore.open(path)
+    except (OSError, StoreError) as exc:
+        msg = str(exc)
+        if "lock" in msg.lower():
+            msg = "the file is in use by another process"
+        raise ConfigError(f"cannot resume {path}: {msg}") from None
+    try:
+        stored = parse_config(store.config_text, name=f"{path} (stored config)")
+        built = build(stored)
+        given = build_config_only(cfg)
+        diff = _config_diff(stored.to_dict(), given.to_dict())
+        if diff:
+            raise ConfigError(f"cannot resume {path}: the config differs from the stored "
+                              f"one ({diff[0]})")
+        # steps / t_end may be extended on resume; output options follow the command line
+        stored.dynamics.steps, stored.dynamics.t_end = cfg.dynamics.steps, cfg.dynamics.t_end
+        stored.output = cfg.output
+        stored.observe.log_every = cfg.observe.log_every
+        built.n_steps = stored.dynamics.n_steps
+        built.config = stored
+    except BaseException:
+        store.close()
+        raise
+    return store, built
+
+
+def _snapshot_writer(store: RunStore, cfg: Config, driver):
+    """Create the snapshot datasets for what ``driver`` shows (if not there yet) and return
+    ``write(k, t, fields)``: particles (``theta``, ``r``, ``W``) sub-sampled to the
+    snapshot index; a grid density in ``/grid``; any other fields (Pham–Nguyen weights, ...)
+    under ``/snapshots/<name>``."""
+    fields = driver.fields()
+    if "theta" in fields:
+        if "snapshots" not in store.f:
+            W = fields.get("W")
+            index = _snapshot_index(cfg) if cfg is not None else \
+                np.arange(fields["theta"].shape[0], dtype=np.int64)
+            store.init_snapshots(index, fields["theta"].shape[1],
+                                 None if W is None else W.shape, velocities="r" in fields)
+        idx = store.snapshot_index
+        full = idx.size == fields["theta"].shape[0]
+
+        def write(k, t, f):
+            theta, r = f["theta"], f.get("r")
+            if not full:
+                theta = theta[idx]
+                r = None if r is None else r[idx]
+            store.append_snapshot(k, t, theta, f.get("W"), r=r)
+        return write
+    if "density" in fields:
+        if "grid" not in store.f:
+            g = driver.grid
+            arrays = {}
+            for i, (ax, ed) in enumerate(zip(g.axes, g.axis_edges)):
+                arrays[f"axis{i}"], arrays[f"edges{i}"] = ax, ed
+            arrays["density"] = fields["density"]
+            store.init_grid(arrays)
+        return lambda k, t, f: store.append_grid(k, t, f["density"])
+    if "snapshots" not in store.f:
+        store.init_fields({name: np.shape(a) for name, a in fields.items()})
+    return store.append_fields
+
+
+def _trackers(store: RunStore, built: Built, quiet: bool, out: TextIO, write_snapshot):
+    """The trackers of a stored run, in the order they act at an event."""
+    cfg, driver = built.config, built.driver
+    trackers = [FinitenessTracker(),
+                SeriesTracker(built.observers, store, every(cfg.observe.every), initial=False)]
+    if cfg.observe.snapshot_every:
+        trackers.append(SnapshotTracker(store, every(cfg.observe.snapshot_every),
+                                        write=write_snapshot))
+    checkpoints = CheckpointTracker(store, every(cfg.output.checkpoint_every), initial=False)
+    trackers.append(checkpoints)
+    header = None
+    if driver.k < built.n_steps:
+        header = (f"mfpde: running {built.n_steps} steps from step {driver.k} "
+                  f"(N = {cfg.dynamics.N}, dt = {cfg.dynamics.dt:g}) -> {store.path}")
+    trackers.append(ProgressTracker(built.n_steps, quiet=quiet, log_every=cfg.observe.log_every,
+                                    stream=out, header=header))
+    return trackers, checkpoints
+
+
+def _first_observation(driver, observers) -> dict[str, float]:
+    """Observe step 0 and check it (before any file exists)."""
+    values = observers(driver)
+    FinitenessTracker().initialize(driver, None)
+    SeriesTracker.check_values(values, driver.k)
+    return values
+
+
+def _start(store: RunStore, built: Built, write_snapshot, first: dict[str, float]) -> None:
+    """Step 0 of a new run: series row, snapshot and checkpoint (the observation was made
+    before the file existed)."""
+    cfg, driver = built.config, built.driver
+    store.append_series(driver.k, driver.t, first)
+    if cfg.observe.snapshot_every:
+        write_snapshot(driver.k, driver.t, driver.fields())
+    store.write_checkpoint(driver.state_dict(), step=driver.k, t=driver.t)
+
+
 def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
-         stop: "_StopFlag") -> Path:
+         stop: StopFlag) -> Path:
     store = None
     if resuming:
-        try:
-            store = RunStore.open(path)
-        except (OSError, StoreError) as exc:
-            msg = str(exc)
-            if "lock" in msg.lower():
-                msg = "the file is in use by another process"
-            raise ConfigError(f"cannot resume {path}: {msg}") from None
-        try:
-            stored = parse_config(store.config_text, name=f"{path} (stored config)")
-            built = build(stored)
-            given = build_config_only(cfg)
-            diff = _config_diff(stored.to_dict(), given.to_dict())
-            if diff:
-                raise ConfigError(f"cannot resume {path}: the config differs from the stored "
-                                  f"one ({diff[0]})")
-            # steps / t_end may be extended on resume; output options follow the command line
-            stored.dynamics.steps, stored.dynamics.t_end = cfg.dynamics.steps, cfg.dynamics.t_end
-            stored.output = cfg.output
-            stored.observe.log_every = cfg.observe.log_every
-            built.n_steps = stored.dynamics.n_steps
-            built.config = stored
-        except BaseException:
-            store.close()
-            raise
+        store, built = _open_resume(cfg, path)
     else:
         built = build(cfg)
-
-    solver, observers = built.solver, built.observers
+    driver, observers = built.driver, built.observers
     cfg = built.config
     partial: Path | None = None  # the file being created, until it is complete
     try:
         if not resuming:
             # the first observation is computed before the file exists (bad input: no file)
-            first = _observe(observers, solver)
-            _check_finite(solver, first, 0)
+            first = _first_observation(driver, observers)
             # build the file under a temporary name and rename it once it holds step 0 and a
             # checkpoint: OUT.h5 never exists in a half-created state (it may be replaced
             # atomically when output.overwrite is set)
@@ -383,12 +371,9 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
                 partial = None
                 raise ConfigError(f"cannot create output file {path}: "
                                   f"{_os_reason(exc)}") from None
-            if cfg.observe.snapshot_every:
-                store.init_snapshots(_snapshot_index(cfg), solver.theta.shape[1],
-                                     None if solver.W is None else solver.W.shape,
-                                     velocities=hasattr(solver, "r"))
-            _record(store, cfg, solver, first, built)
-            store.write_checkpoint(solver.state_dict(), step=0, t=0.0)
+            write_snapshot = _snapshot_writer(store, cfg, driver) if cfg.observe.snapshot_every \
+                else None
+            _start(store, built, write_snapshot, first)
             if path.exists() and not cfg.output.overwrite:
                 raise ConfigError(f"output file {path} appeared while the run was starting")
             os.replace(partial, path)
@@ -397,22 +382,17 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
         else:
             store.set_attrs(config=cfg.to_toml())
             ck = store.read_checkpoint()
+            write_snapshot = _snapshot_writer(store, cfg, driver) if cfg.observe.snapshot_every \
+                else None
             if ck is None:
                 # killed before the first checkpoint: start again from step 0
                 store.truncate(-1)
-                first = _observe(observers, solver)
-                _check_finite(solver, first, 0)
-                _record(store, cfg, solver, first, built)
-                store.write_checkpoint(solver.state_dict(), step=0, t=0.0)
+                _start(store, built, write_snapshot, _first_observation(driver, observers))
             else:
-                solver.load_state_dict(ck["state"])
-                store.truncate(solver.k)
-            if cfg.observe.snapshot_every and "snapshots" not in store.f:
-                store.init_snapshots(_snapshot_index(cfg), solver.theta.shape[1],
-                                     None if solver.W is None else solver.W.shape,
-                                     velocities=hasattr(solver, "r"))
+                driver.load_state_dict(ck["state"])
+                store.truncate(driver.k)
             store.set_status("running")
-        _loop(store, built, quiet, out, stop)
+        _control(store, built, quiet, out, stop, write_snapshot)
     except BaseException:
         if store is not None:
             store.close()
@@ -423,17 +403,33 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
     return path
 
 
-def build_config_only(cfg: Config) -> Config:
-    """Resolve the fields that depend on the data (``model.q``) without building a solver."""
-    if cfg.model.q is None:
-        from .data import make_dataset
-        dc = cfg.data
-        try:
-            data = make_dataset(dc.kind, seed=dc.seed, **dc.params)
-        except (ValueError, TypeError, OSError) as exc:
-            raise _bad(f"[data] kind = {dc.kind!r}", exc) from None
-        cfg.model.q = int(data.Y.shape[1])
-    return cfg
+def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: StopFlag,
+             write_snapshot, trackers=None, checkpoints=None, t_end=None) -> None:
+    """Run the controller on the driver with the trackers of a stored run (default: those of
+    :func:`_trackers`); set the status."""
+    driver = built.driver
+    if trackers is None:
+        trackers, checkpoints = _trackers(store, built, quiet, out, write_snapshot)
+    ctl = Controller(driver, trackers, n_steps=None if t_end is not None else built.n_steps,
+                     t_end=t_end, stop=stop)
+    try:
+        info = ctl.run()
+    except NumericalError as exc:
+        last = checkpoints.last_step
+        store.set_status("failed", f"{exc} (last good checkpoint: step {last})")
+        exc.args = (f"{exc.args[0]}; last good checkpoint at step {last} kept in "
+                    f"{store.path}",)
+        raise
+    except KeyboardInterrupt:
+        store.set_status("interrupted", ctl.info.reason)
+        raise
+    except BaseException as exc:
+        store.set_status("failed", f"{type(exc).__name__}: {exc}")
+        raise
+    if info.status == "interrupted":
+        store.set_status("interrupted", info.reason)
+        raise RunInterrupted(info.signum, driver.k, str(store.path))
+    store.set_status("complete", info.reason)
 
 
 def _os_reason(exc: Exception) -> str:
@@ -449,138 +445,54 @@ def _os_reason(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _observe(observers, solver) -> dict[str, float]:
-    return observers(solver)
+# --------------------------------------------------------------------------------------------
+# any driver built in Python, into a run file
+# --------------------------------------------------------------------------------------------
 
-
-def _check_finite(solver, values: dict[str, float] | None, step: int,
-                  since: int | None = None) -> None:
-    where = f"at step {step}" if since is None or since >= step else \
-        f"between steps {since} and {step}"
-    for name, arr in (("theta", solver.theta), ("W", solver.W)):
-        if arr is not None and not np.isfinite(arr).all():
-            bad = int(np.count_nonzero(~np.isfinite(arr)))
-            raise NumericalError(f"non-finite {name} ({bad} entries) {where}", step, name)
-    if values:
-        for name, v in values.items():
-            if not math.isfinite(v):
-                raise NumericalError(f"{name} = {v} at step {step}", step, name)
-
-
-def _record(store: RunStore, cfg: Config, solver, values: dict[str, float], built: Built) -> None:
-    """Events at the current step except the checkpoint: series row and snapshot."""
-    k = solver.k
-    if values is not None:
-        store.append_series(k, solver.t, values)
-    se = cfg.observe.snapshot_every
-    if se and (k % se == 0 or k == built.n_steps):
-        idx = store.snapshot_index
-        full = idx.size == solver.theta.shape[0]
-        theta = solver.theta if full else solver.theta[idx]
-        r = getattr(solver, "r", None)
-        if r is not None and not full:
-            r = r[idx]
-        store.append_snapshot(k, solver.t, theta, solver.W, r=r)
-
-
-def _next_event(k: int, n_steps: int, cadences: list[int]) -> int:
-    nxt = n_steps
-    for c in cadences:
-        if c > 0:
-            nxt = min(nxt, (k // c + 1) * c)
-    return nxt
-
-
-def _loop(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: "_StopFlag") -> None:
-    cfg, solver, observers = built.config, built.solver, built.observers
-    n_steps = built.n_steps
-    every = cfg.observe.every
-    snap = cfg.observe.snapshot_every
-    ckpt = cfg.output.checkpoint_every
-    last_ckpt = solver.k
-    series = store.series()
-    loss = float(series["loss"][-1]) if "loss" in series and len(series["loss"]) else None
-    progress = _Progress(n_steps, solver.k, quiet, cfg.observe.log_every, out)
-    if solver.k < n_steps:
-        where = f"from step {solver.k}" if solver.k else "from step 0"
-        progress.message(f"mfpde: running {n_steps} steps {where} (N = {cfg.dynamics.N}, "
-                         f"dt = {cfg.dynamics.dt:g}) -> {store.path}")
-    try:
-        while solver.k < n_steps and not stop:
-            target = _next_event(solver.k, n_steps, [every, snap, ckpt])
-            start = solver.k
-            while solver.k < target and not stop:
-                solver.step(1)
-                progress.update(solver.k, loss if loss is not None else solver.last_risk)
-            k = solver.k
-            if k < target:  # stopped by a signal between events
-                _check_finite(solver, None, k, since=start)
-                break
-            values = None
-            if k % every == 0 or k == n_steps:
-                values = observers(solver)
-                loss = values.get("loss", loss)
-            _check_finite(solver, values, k, since=start)
-            if not math.isfinite(solver.last_risk):
-                raise NumericalError(f"risk = {solver.last_risk} at step {k - 1}",
-                                     k - 1, "risk")
-            _record(store, cfg, solver, values, built)
-            if (ckpt and k % ckpt == 0) or k == n_steps:
-                store.write_checkpoint(solver.state_dict(), step=k, t=solver.t)
-                last_ckpt = k
-        if stop and solver.k < n_steps:
-            k = solver.k
-            if k != last_ckpt:
-                store.write_checkpoint(solver.state_dict(), step=k, t=solver.t)
-            name = signal.Signals(stop.signum).name
-            store.set_status("interrupted", f"{name} at step {k}")
-            progress.close(k, loss)
-            raise RunInterrupted(stop.signum, k, str(store.path))
-    except NumericalError as exc:
-        store.set_status("failed", f"{exc} (last good checkpoint: step {last_ckpt})")
-        progress.close(solver.k, loss)
-        exc.args = (f"{exc.args[0]}; last good checkpoint at step {last_ckpt} kept in "
-                    f"{store.path}",)
-        raise
-    except KeyboardInterrupt:
-        store.set_status("interrupted", f"SIGINT at step {solver.k} (no checkpoint written)")
-        raise
-    except RunInterrupted:
-        raise
-    except BaseException as exc:
-        store.set_status("failed", f"{type(exc).__name__}: {exc}")
-        raise
-    store.set_status("complete")
-    progress.close(solver.k, loss)
-
-
-def record_grid(solver, path: str | os.PathLike, t_end: float, n_snapshots: int = 10, *,
-                description: str = "", overwrite: bool = False) -> Path:
-    """Run a grid solver (:mod:`mfpde.meanfield.grid` / ``phase_grid``) to ``t_end`` and write one
-    run file: ``/grid`` density snapshots at ``n_snapshots + 1`` equally spaced times, and the
-    series ``free_energy`` (the discrete free energy) and ``mass_drift`` (``|mass/mass_0 - 1|``,
-    round-off only for a conservative scheme). ``mfpde info`` and
-    ``mfpde plot`` read it like any run file.
-
-    ``solver`` needs ``t``, ``run(t)``, ``free_energy()``, ``mass()`` and ``snapshot_arrays()``.
+def record(driver, path: str | os.PathLike, *, observers=None, n_steps: int | None = None,
+           t_end: float | None = None, every_steps: int = 0, every_time: float = 0.0,
+           snapshot_every_steps: int = 0, snapshot_every_time: float = 0.0,
+           checkpoint_every: int = 0, description: str = "", overwrite: bool = False,
+           trackers=(), quiet: bool = True, stream: TextIO | None = None) -> Path:
+    """Run a driver built in Python (any driver of :mod:`mfpde.engine.protocol`) with the
+    controller and write one run file: the series of ``observers`` (an
+    :class:`~mfpde.observables.Observers`; default for grid drivers: ``free_energy`` and
+    ``mass_drift``) every ``every_steps`` steps / ``every_time`` time units and at the end,
+    snapshots of the driver's fields (particles in ``/snapshots``, densities in ``/grid``, other
+    fields in ``/snapshots/<name>``) at step 0, on their interval and at the end, checkpoints
+    at step 0, every ``checkpoint_every`` steps and at the end. ``trackers`` are added after
+    these (e.g. a steady-state stop). Give ``n_steps`` or ``t_end``. ``mfpde info`` and
+    ``mfpde plot`` read the file like any run file.
     """
-    if not (math.isfinite(t_end) and t_end > solver.t):
-        raise ValueError(f"t_end must be a finite time after the solver's t = {solver.t}, got {t_end!r}")
-    if not (isinstance(n_snapshots, int) and n_snapshots >= 1):
-        raise ValueError(f"n_snapshots must be an integer >= 1, got {n_snapshots!r}")
-    text = (f'[grid]\nsolver = "{type(solver).__name__}"\nt_end = {float(t_end)!r}\n'
-            f'n_snapshots = {n_snapshots}\n' + "".join(f"# {line}\n" for line in description.splitlines()))
+    from .config import dumps
+    from .observables import Observers
+    if (n_steps is None) == (t_end is None):
+        raise ValueError("give exactly one of n_steps and t_end")
+    if t_end is not None and not (np.isfinite(t_end) and t_end > driver.t):
+        raise ValueError(f"t_end must be a finite time after the driver's t = {driver.t}, "
+                         f"got {t_end!r}")
+    if observers is None:
+        observers = Observers(["free_energy", "mass_drift"] if "density" in driver.fields()
+                              else [], None, None)
+    text = dumps({"driver": {"kind": type(driver).__name__,
+                             **({"n_steps": int(n_steps)} if n_steps is not None
+                                else {"t_end": float(t_end)})}})
+    text += "".join(f"# {line}\n" for line in description.splitlines())
     path = Path(path)
-    times = np.linspace(solver.t, t_end, n_snapshots + 1)
-    mass0 = solver.mass()
-    with RunStore.create(path, config_text=text, seed=0, quantities=("free_energy", "mass_drift"),
-                         overwrite=overwrite) as store:
-        store.init_grid(solver.snapshot_arrays())
-        for k, t in enumerate(times):
-            if k:
-                solver.run(float(t))
-            store.append_series(k, solver.t, {"free_energy": solver.free_energy(),
-                                              "mass_drift": abs(solver.mass() / mass0 - 1.0)})
-            store.append_grid(k, solver.t, solver.snapshot_arrays()["density"])
-        store.set_status("complete")
+    with StopFlag() as stop, RunStore.create(path, config_text=text, seed=0,
+                                             quantities=observers.quantities,
+                                             overwrite=overwrite) as store:
+        write = _snapshot_writer(store, None, driver)
+        checkpoints = CheckpointTracker(store, every(checkpoint_every))
+        tr = [FinitenessTracker(),
+              SeriesTracker(observers, store, every(every_steps, every_time)),
+              SnapshotTracker(store, every(snapshot_every_steps, snapshot_every_time),
+                              write=write, initial=True),
+              checkpoints, *trackers]
+        total = n_steps if n_steps is not None else t_end
+        tr.append(ProgressTracker(total, quiet=quiet, stream=stream,
+                                  unit="step" if n_steps is not None else "time"))
+        built = Built(None, None, None, None, None, driver, observers, n_steps)
+        _control(store, built, quiet, stream, stop, None, trackers=tr, checkpoints=checkpoints,
+                 t_end=t_end)
     return path

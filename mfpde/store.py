@@ -241,6 +241,37 @@ class RunStore:
                              chunks=(1, *W_shape), dtype=np.float64)
         self.flush()
 
+    def init_fields(self, shapes: Mapping[str, tuple]) -> None:
+        """Create ``/snapshots`` for drivers that show other fields than particles (e.g. the
+        Pham–Nguyen weights ``w1`` (n1, d), ``w2`` (n1, n2), ``w3`` (n2,)): one dataset
+        ``/snapshots/<name>`` of shape (n_snap, *shape) per field, grown by
+        :meth:`append_fields`."""
+        if "snapshots" in self.f:
+            return
+        g = self.f.create_group("snapshots", track_order=True)
+        self._new_series(g, "step", np.int64)
+        self._new_series(g, "t", np.float64)
+        for name, shape in shapes.items():
+            shape = tuple(int(x) for x in shape)
+            g.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
+                             chunks=(1, *shape) if shape else (_SERIES_CHUNK,),
+                             dtype=np.float64)
+        self.flush()
+
+    def append_fields(self, step: int, t: float, fields: Mapping[str, np.ndarray]) -> None:
+        """Append one snapshot of the fields created by :meth:`init_fields`."""
+        g = self.f["snapshots"]
+        n = self.n_snapshots
+        for name in g:
+            if name in ("step", "t", "index"):
+                continue
+            g[name].resize((n + 1, *g[name].shape[1:]))
+            g[name][n] = fields[name]
+        for name, value in (("t", float(t)), ("step", int(step))):
+            g[name].resize((n + 1,))
+            g[name][n] = value
+        self.flush()
+
     @property
     def snapshot_index(self) -> np.ndarray | None:
         return self.f["snapshots/index"][:] if "snapshots" in self.f else None
@@ -249,8 +280,7 @@ class RunStore:
     def n_snapshots(self) -> int:
         if "snapshots" not in self.f:
             return 0
-        g = self.f["snapshots"]
-        return min(g[k].shape[0] for k in ("step", "t", "theta", "W", "r") if k in g)
+        return _n_rows(self.f["snapshots"])
 
     def append_snapshot(self, step: int, t: float, theta: np.ndarray,
                         W: np.ndarray | None = None, r: np.ndarray | None = None) -> None:
@@ -293,18 +323,19 @@ class RunStore:
 
     # ------------------------------------------------------------------ truncation (resume)
     def truncate(self, step: int) -> None:
-        """Drop series rows and snapshots recorded after ``step`` (for resuming from it)."""
-        for gname in ("series", "snapshots"):
+        """Drop series rows, snapshots and grid densities recorded after ``step`` (for resuming
+        from it)."""
+        for gname in ("series", "snapshots", "grid"):
             if gname not in self.f:
                 continue
             g = self.f[gname]
-            n = self.n_series if gname == "series" else self.n_snapshots
+            n = self.n_series if gname == "series" else _n_rows(g)
             steps = g["step"][:n]
             keep = int(np.searchsorted(steps, step, side="right"))
             for k in g:
-                if k == "index":
-                    continue
                 d = g[k]
+                if d.maxshape[0] is not None:       # fixed datasets: index, grid axes
+                    continue
                 if d.shape[0] != keep:
                     d.resize((keep, *d.shape[1:]))
         self.flush()
@@ -321,10 +352,16 @@ class RunStore:
         if "checkpoint_new" in f:
             del f["checkpoint_new"]
         g = f.create_group("checkpoint_new")
-        none_keys, json_keys = [], []
+        none_keys, json_keys, list_keys = [], [], []
         for key, value in state.items():
             if value is None:
                 none_keys.append(key)
+            elif isinstance(value, (list, tuple)) and value and all(
+                    isinstance(v, np.ndarray) for v in value):
+                sub = g.create_group(key)
+                for i, v in enumerate(value):
+                    sub.create_dataset(str(i), data=v)
+                list_keys.append(key)
             elif isinstance(value, np.ndarray):
                 g.create_dataset(key, data=value)
             elif isinstance(value, (bool, np.bool_)):
@@ -344,6 +381,8 @@ class RunStore:
                 g.create_dataset(key, data=np.asarray(value))
         g.attrs["none_keys"] = json.dumps(none_keys)
         g.attrs["json_keys"] = json.dumps(json_keys)
+        if list_keys:
+            g.attrs["list_keys"] = json.dumps(list_keys)
         g.attrs["state_keys"] = json.dumps(list(state))
         for k, v in attrs.items():
             g.attrs[f"meta:{k}"] = v
@@ -368,6 +407,12 @@ def _check_schema(f: h5py.File, path: str) -> None:
                          f"({SCHEMA_VERSION}); upgrade mfpde")
 
 
+def _n_rows(g: h5py.Group) -> int:
+    """Complete rows of a growing group (``/snapshots``, ``/grid``): the shortest of its
+    growing datasets."""
+    return min((g[k].shape[0] for k in g if g[k].maxshape[0] is None), default=0)
+
+
 def _complete(g: h5py.Group | None) -> bool:
     return g is not None and int(g.attrs.get("complete", 0)) == 1
 
@@ -388,10 +433,14 @@ def read_checkpoint(f: h5py.File) -> dict[str, Any] | None:
     keys = json.loads(g.attrs["state_keys"])
     none_keys = set(json.loads(g.attrs.get("none_keys", "[]")))
     json_keys = set(json.loads(g.attrs.get("json_keys", "[]")))
+    list_keys = set(json.loads(g.attrs.get("list_keys", "[]")))
     state: dict[str, Any] = {}
     for key in keys:
         if key in none_keys:
             state[key] = None
+        elif key in list_keys:
+            sub = g[key]
+            state[key] = [sub[str(i)][()] for i in range(len(sub))]
         elif key in g:
             state[key] = g[key][()]
         else:
@@ -483,13 +532,15 @@ class Run:
             self.snapshot_times = np.zeros(0)
             self.snapshot_steps = np.zeros(0, dtype=np.int64)
             self.snapshot_index = None
+            self.snapshot_fields: list[str] = []
             if "snapshots" in f:
                 g = f["snapshots"]
-                n = min(g[k].shape[0] for k in ("step", "t", "theta", "W", "r") if k in g)
+                n = _n_rows(g)
                 self.n_snapshots = n
                 self.snapshot_times = g["t"][:n]
                 self.snapshot_steps = g["step"][:n]
-                self.snapshot_index = g["index"][:]
+                self.snapshot_index = g["index"][:] if "index" in g else None
+                self.snapshot_fields = [k for k in g if k not in ("step", "t", "index")]
             self.has_checkpoint = read_checkpoint(f) is not None if (
                 "checkpoint" in f or "checkpoint_new" in f) else False
         self.config_text = str(self.attrs.get("config", ""))
@@ -532,6 +583,17 @@ class Run:
             r = g["r"][i] if "r" in g else None
             return Snapshot(int(g["step"][i]), float(g["t"][i]), g["theta"][i], W,
                             g["index"][:], r)
+
+    def fields(self, i: int) -> dict[str, np.ndarray]:
+        """Every field stored in snapshot ``i``: ``{name: array}`` (particles ``theta``, ``W``,
+        ``r``, or the fields of other drivers such as the Pham–Nguyen weights)."""
+        n = self.n_snapshots
+        if not -n <= i < n:
+            raise IndexError(f"snapshot {i} out of range ({n} snapshots)")
+        i %= n
+        with _open_read(self.path) as f:
+            g = f["snapshots"]
+            return {k: g[k][i] for k in self.snapshot_fields}
 
     def checkpoint(self) -> dict[str, Any] | None:
         """The last complete checkpoint: ``{"state": solver state dict, "meta": {...}}``."""

@@ -404,22 +404,31 @@ def test_info_and_plot_bad_files(tmp_path, capsys):
 # --------------------------------------------------------------------------------------------
 
 def test_progress_bar_on_a_terminal():
-    from mfpde.runner import _Progress
+    from types import SimpleNamespace
+
+    from mfpde.engine import ProgressTracker, RunInfo
 
     class TTY(io.StringIO):
         def isatty(self):
             return True
 
     s = TTY()
-    p = _Progress(100, 0, quiet=False, log_every=1.0, stream=s)
-    p.update(50, 0.25, force=True)
-    p.close(100, 0.125)
+    drv = SimpleNamespace(k=0, t=0.0, last_risk=float("nan"))
+    p = ProgressTracker(100, quiet=False, log_every=1.0, stream=s)
+    p.initialize(drv, RunInfo())
+    drv.k = 50
+    p.poll(drv, RunInfo(values={"loss": 0.25}), force=True)
+    drv.k = 100
+    p.finalize(drv, RunInfo(values={"loss": 0.125}))
     text = s.getvalue()
     assert "100/100" in text and "loss=0.125" in text
     q = TTY()
-    p = _Progress(100, 0, quiet=True, log_every=1.0, stream=q)
-    p.update(50, 0.25, force=True)
-    p.close(100, 0.1)
+    drv.k = 0
+    p = ProgressTracker(100, quiet=True, log_every=1.0, stream=q)
+    p.initialize(drv, RunInfo())
+    drv.k = 50
+    p.poll(drv, RunInfo(values={"loss": 0.25}), force=True)
+    p.finalize(drv, RunInfo(values={"loss": 0.1}))
     assert q.getvalue() == ""
 
 

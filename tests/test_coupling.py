@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mfpde.coupling import (_SlicedToReference, couple_pn, couple_readout, pool_sampler,
-                            record_grid)
+                            record_times)
 from mfpde.data import make_dataset
 from mfpde.metrics.ot import sliced_w2, sphere_directions
 from mfpde.models import make_model
@@ -73,14 +73,14 @@ def test_sgd_against_full_batch_reference_not_shared(data, test_set):
     assert all(v > 0 for v in e) and not run.results[(32, 0.02)].attrs["shared_batches"]
 
 
-def test_record_grid_checks():
-    assert record_grid(1.0, 0.1, [0.1, 0.2], 5) == (10, 2, [1, 2])
+def test_record_times_checks():
+    assert record_times(1.0, 0.1, [0.1, 0.2], 5) == (10, 2, [1, 2])
     with pytest.raises(ValueError, match="multiple"):
-        record_grid(1.0, 0.1, [0.15], 5)
+        record_times(1.0, 0.1, [0.15], 5)
     with pytest.raises(ValueError, match="divisible"):
-        record_grid(1.0, 0.1, [0.1], 3)
+        record_times(1.0, 0.1, [0.1], 3)
     with pytest.raises(ValueError, match="record interval"):
-        record_grid(1.0, 0.1, [0.5], 5)
+        record_times(1.0, 0.1, [0.5], 5)
 
 
 def test_pool_sampler_draws_rows(data):
