@@ -370,32 +370,31 @@ def mmn_sgd_norms(d=40, N=800, delta=0.8, kappa=0.8, lam=0.0, eps=1e-3, batch=16
     """Online SGD (fixed output weight, mean-field units) on the MMN data; norms ``|u_i|`` at ``times``.
 
     ``u_i <- u_i - eps grad Psi_hat(u_i; rho_N)`` with ``grad Psi_hat`` the model force
-    (``model.gradient``, ``make_model(kind="two_layer", output="fixed")``) on a mini-batch of
-    ``batch`` fresh samples from ``make_dataset("mmn_gaussians", online=True)``; time ``t = k eps``
-    (dynamics.md §4.1; this is :class:`~mfpde.dynamics.langevin.LangevinSolver` with ``beta = inf``
-    and an online sampler, written as a plain loop so that no multi-threaded kernel is involved).
-    Initialisation ``u ~ N(0, kappa^2/d I_d)``; one generator ``PCG64(SeedSequence([seed, N]))``
-    draws the initial weights and then the batches.
+    (``make_model(kind="two_layer", output="fixed")``) on a mini-batch of ``batch`` fresh
+    samples from ``make_dataset("mmn_gaussians", online=True)``; time ``t = k eps``
+    (dynamics.md §4.1). This is :class:`~mfpde.dynamics.langevin.LangevinSolver` with
+    ``beta = inf`` and an online sampler, run by the :class:`~mfpde.engine.Controller` to each
+    time. Initialisation ``u ~ N(0, kappa^2/d I_d)`` drawn by ``PCG64(SeedSequence([seed, N]))``;
+    the driver's generator ``SeedSequence([seed, N, 1])`` draws the samples.
 
     Returns ``{t: norms (N,)}`` including ``t = 0`` (and ``{t: theta}`` as second value if
     ``return_theta``).
     """
     from ..data import make_dataset
+    from ..dynamics import LangevinSolver
+    from ..engine import Controller
     from ..models import make_model
     model = make_model("two_layer", d=d, q=1, activation=activation, output="fixed", lam=lam)
     sampler = make_dataset("mmn_gaussians", seed=seed, d=d, delta=delta, online=True)
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), int(N)])))
-    theta = rng.standard_normal((N, d)) * (kappa / math.sqrt(d))
-    norms = {0.0: np.linalg.norm(theta, axis=1)}
-    thetas = {0.0: theta.copy()}
-    k = 0
+    theta0 = rng.standard_normal((N, d)) * (kappa / math.sqrt(d))
+    drv = LangevinSolver(model, None, N=N, dt=eps, batch=batch, sampler=sampler,
+                         seed=np.random.SeedSequence([int(seed), int(N), 1]), theta0=theta0)
+    norms = {0.0: np.linalg.norm(drv.theta, axis=1)}
+    thetas = {0.0: drv.theta.copy()}
     for t in sorted(float(x) for x in times):
-        k_target = int(round(t / eps))
-        while k < k_target:
-            Xb, Yb = sampler.sample(batch, rng)
-            theta -= eps * model.gradient(theta, Xb, Yb).theta
-            k += 1
-        norms[t] = np.linalg.norm(theta, axis=1)
+        Controller(drv, n_steps=max(drv.k, int(round(t / eps)))).run()
+        norms[t] = np.linalg.norm(drv.theta, axis=1)
         if return_theta:
-            thetas[t] = theta.copy()
+            thetas[t] = drv.theta.copy()
     return (norms, thetas) if return_theta else norms
