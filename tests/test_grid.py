@@ -287,3 +287,16 @@ def test_two_layer_grid_vs_particles_full():
     r = experiment_two_layer(Ns=(250, 500, 1000, 2000, 4000), seeds=6, J=100, N_max_2d=4000)
     assert abs(r["slope_marg"][0] + 0.5) <= 0.15, r["slope_marg"]
     assert abs(r["slope_2d"][0] + 0.5) <= 0.15, r["slope_2d"]
+
+
+def test_fv_solver_is_a_driver():
+    """Engine protocol: adaptive steps (``dt is None``), ``step(n, t_end)`` never passes
+    ``t_end``, ``fields()`` is a view of the density, no risk."""
+    from mfpde.engine.protocol import check_driver
+    g = Grid1D(-5.0, 5.0, 80)
+    s = FVSolver(g, ou_potential(g, 1.0), gaussian_cell_averages(g, 0.5, 0.4), beta=3.0)
+    check_driver(s)
+    assert s.dt is None and math.isnan(s.last_risk)
+    s.step(1000, t_end=0.05)
+    assert s.t == 0.05 and 0 < s.k < 1000
+    assert s.fields()["density"] is s.rho

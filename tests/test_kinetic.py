@@ -348,3 +348,25 @@ def test_validation_case_quick(case, tmp_path):
     failed = [(c.quantity, c.measured, c.expected) for c in checks if not c.passed]
     assert checks and not failed, failed
     assert ctx.figures and all(p.exists() for p in ctx.figures)
+
+
+def test_kinetic_drivers_protocol(two_layer, nc):
+    """Engine protocol: kinetic fields ``theta, r`` [+ ``W``, ``r_W``]; the PN reference shows
+    weights and velocities; ``t_end`` ignored (fixed ``dt``)."""
+    from mfpde.engine.protocol import check_driver
+    from mfpde.validation.cases_kinetic import toy_pn
+    model, data = nc
+    s = KineticSolver(model, data, N=10, dt=0.05, gamma=1.0, seed=0)
+    check_driver(s)
+    s.step(2, t_end=0.0)
+    f = s.fields()
+    assert set(f) == {"theta", "r", "W", "r_W"} and f["r"] is s.r and f["r_W"] is s.r_W
+    s = KineticSolver(model, data, N=10, dt=0.05, gamma=1.0, seed=0, W_momentum=False)
+    assert set(s.fields()) == {"theta", "r", "W"}
+    from mfpde.dynamics import PNKineticSolver
+    pm, pdata, w0 = toy_pn(n1=6, n2=5)
+    p = PNKineticSolver(pm, pdata, dt=0.1, gamma=0.5, weights0=w0)
+    check_driver(p)
+    p.step(2, t_end=0.0)
+    assert p.k == 2 and set(p.fields()) == {"w1", "w2", "w3", "r1", "r2", "r3"}
+    assert p.fields()["r2"] is p.r[1]

@@ -164,3 +164,19 @@ def test_bad_arguments():
         LangevinSolver(model, None, N=10, dt=0.1)
     with pytest.raises(ValueError, match="d = 4 columns"):
         LangevinSolver(make_model("two_layer", d=4), data, N=10, dt=0.1)
+
+
+def test_langevin_is_a_driver():
+    """Engine protocol: ``k``, ``t = k*dt``, ``dt``, ``step(n, t_end)`` (``t_end`` ignored),
+    ``fields()`` views ``theta`` [+ ``W``]."""
+    from mfpde.engine.protocol import check_driver
+    data = gaussian_mixture(q=2, m=6, d=3, seed=0)
+    for kind in ("two_layer", "nc"):
+        model = make_model(kind, d=3, q=2, p=2)
+        s = LangevinSolver(model, data, N=12, dt=0.05, seed=0)
+        check_driver(s)
+        s.step(3, t_end=0.0)
+        assert s.k == 3 and s.t == pytest.approx(0.15) and s.dt == 0.05
+        f = s.fields()
+        assert f["theta"] is s.theta
+        assert ("W" in f) == model.has_W and (not model.has_W or f["W"] is s.W)

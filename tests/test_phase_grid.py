@@ -99,3 +99,13 @@ def test_explicit_velocity_second_order_gibbs():
     from mfpde.validation.cases_grid import experiment_phase_gibbs
     r = experiment_phase_gibbs(Js=(40, 80), velocity_method="explicit")
     assert r["order"] > 1.6, r
+
+
+def test_phase_grid_is_a_driver():
+    from mfpde.engine.protocol import check_driver
+    s = _solver(J=24)
+    check_driver(s)
+    assert s.dt is None
+    s.step(50, t_end=0.02)
+    assert s.t == 0.02
+    assert s.fields()["density"] is s.rho and s.rho.shape == (24, 24)

@@ -139,3 +139,21 @@ def test_validation(data):
         m.check_weights(PNWeights(np.zeros((3, 3)), np.zeros((4, 2)), np.zeros(2)))
     with pytest.raises(ValueError):
         PNThreeLayer(3, phi1="nope")
+
+
+def test_pn_driver_is_a_driver(data):
+    """Engine protocol: fields ``w1, w2, w3`` (+ velocities for heavy ball), ``t_end`` ignored."""
+    from mfpde.engine.protocol import check_driver
+    m = PNThreeLayer(3)
+    for method, names in (("sgd", {"w1", "w2", "w3"}),
+                          ("shb", {"w1", "w2", "w3", "r1", "r2", "r3"}),
+                          ("shb_polyak", {"w1", "w2", "w3", "r1", "r2", "r3"})):
+        d = PNDriver(m, data, n1=6, n2=5, dt=0.05, method=method,
+                     gamma=None if method == "sgd" else 2.0, seed=1)
+        check_driver(d)
+        d.step(4, t_end=0.0)
+        assert d.k == 4 and d.t == pytest.approx(0.2)
+        f = d.fields()
+        assert set(f) == names and f["w2"] is d.w.w2 and f["w3"].shape == (5,)
+        if method == "shb":
+            assert f["r1"] is d.r[0]

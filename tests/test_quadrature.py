@@ -125,3 +125,34 @@ def test_guards():
         QuadratureReference(model, data, n_q=3, gamma=-1.0)
     with pytest.raises(ValueError, match="t_eval"):
         QuadratureReference(model, data, n_q=3).solve([1.0, 0.5])
+
+
+def test_quadrature_reference_is_a_driver():
+    """With a fixed ``dt`` the reference is a driver (engine protocol): ``step(n)`` is the RK4 step
+    of ``solve(method="rk4")``, bitwise, however the steps are split; state round-trips."""
+    from mfpde.engine.protocol import check_driver
+    model, data = toy_two_layer()
+    for gamma in (None, 1.5):
+        ref = QuadratureReference(model, data, n_q=5, gamma=gamma, dt=0.05)
+        check_driver(ref)
+        assert ref.k == 0 and ref.t == 0.0 and ref.dt == 0.05 and math.isnan(ref.last_risk)
+        sol = QuadratureReference(model, data, n_q=5, gamma=gamma).solve([0.5], method="rk4",
+                                                                          dt=0.05)
+        ref.step(3)
+        st = ref.state_dict()
+        ref.step(7)
+        assert ref.k == 10 and ref.t == pytest.approx(0.5)
+        f = ref.fields()
+        assert np.array_equal(f["nodes"], sol.theta[-1])
+        assert f["node_weights"] is ref.weights
+        if gamma is None:
+            assert "r" not in f
+        else:
+            assert np.array_equal(f["r"], sol.r[-1])
+        assert np.isfinite(ref.last_risk)
+        other = QuadratureReference(model, data, n_q=5, gamma=gamma, dt=0.05)
+        other.load_state_dict(st)
+        other.step(7)
+        assert np.array_equal(other.fields()["nodes"], f["nodes"])
+    with pytest.raises(ValueError, match="fixed dt"):
+        QuadratureReference(model, data, n_q=3).step()

@@ -244,3 +244,23 @@ def test_frozen_W(data, method, kw):
     th0 = tr.theta.copy()
     tr.step(20)
     assert np.array_equal(tr.W, W0) and not np.array_equal(tr.theta, th0)
+
+
+def test_trainers_are_drivers(data):
+    """Engine protocol: ``fields()`` views (Polyak form: the derived velocity), ``t_end``
+    accepted and ignored, state round-trips."""
+    from mfpde.engine.protocol import check_driver
+    nc = make_model("nc", d=4, q=1, p=2)
+    v = SHBTrainer(nc, data, N=10, dt=0.05, gamma=2.0, seed=1)
+    p = SHBTrainer(nc, data, N=10, dt=0.05, gamma=2.0, seed=1, form="polyak")
+    raw = RawTrainer(_models()[0], data, N=10, lr=0.5, momentum=0.5)
+    for tr in (v, p, raw):
+        check_driver(tr)
+        tr.step(3, t_end=0.0)
+        assert tr.k == 3 and tr.t == pytest.approx(3 * tr.dt)
+        assert tr.fields()["theta"] is tr.theta
+    fv, fp = v.fields(), p.fields()
+    assert set(fv) == {"theta", "r", "W", "r_W"} and set(fp) == {"theta", "r", "W"}
+    assert fv["r"] is v.r and fv["W"] is v.W and fv["r_W"] is v.r_W
+    assert np.array_equal(fp["r"], p.velocity)
+    assert set(raw.fields()) == {"theta"}

@@ -16,7 +16,11 @@ Every driver (overdamped Langevin, kinetic / heavy ball, finite-width training) 
   into :meth:`step` calls;
 - the complete state for checkpoints (``state_dict`` / ``load_state_dict``: particles, ``k``, the
   generator, the epoch permutation and the unused part of the sample buffer), extended by drivers
-  through :meth:`ParticleDriver._extra_state`.
+  through :meth:`ParticleDriver._extra_state`;
+- the driver protocol of :mod:`mfpde.engine.protocol`: ``k``, ``t = k*dt``, the fixed step ``dt``,
+  ``step(n, t_end)`` (``t_end`` ignored: the controller converts times to steps), ``state_dict``,
+  ``load_state_dict``, ``fields()`` (views of ``theta`` and ``W``; drivers with velocities add
+  theirs) and ``last_risk``.
 """
 from __future__ import annotations
 
@@ -272,8 +276,17 @@ class ParticleDriver:
         return self.rng.standard_normal(out=self._noise)
 
     # ------------------------------------------------------------------ state
-    def step(self, n: int = 1) -> None:  # pragma: no cover - abstract
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:  # pragma: no cover - abstract
+        """Advance ``n`` steps (``t_end`` is accepted and ignored: the step ``dt`` is fixed)."""
         raise NotImplementedError
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """What the driver shows (views, no copies; names of :data:`mfpde.engine.protocol.FIELDS`):
+        ``theta`` (N, D) and, for the NC model, ``W`` (p, q)."""
+        out = {"theta": self.theta}
+        if self.W is not None:
+            out["W"] = self.W
+        return out
 
     def _extra_state(self) -> dict:
         """Arrays a subclass adds to the checkpoint (e.g. velocities); restored by

@@ -154,8 +154,8 @@ class KineticSolver(ParticleDriver):
         self.n_force += 1
 
     # ------------------------------------------------------------------ stepping
-    def step(self, n: int = 1) -> None:
-        """Advance ``n`` steps of the chosen integrator."""
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` steps of the chosen integrator (``t_end`` ignored: fixed ``dt``)."""
         fn = {"shb": self._step_shb, "splitting": self._step_obabo,
               "baoab": self._step_baoab, "obabo": self._step_obabo}[self.integrator]
         for _ in range(int(n)):
@@ -243,6 +243,9 @@ class KineticSolver(ParticleDriver):
             self.r_W *= math.exp(-0.5 * self.gamma * hW)
 
     # ------------------------------------------------------------------ observables
+    # Drivers do not observe themselves (mfpde.engine.protocol): the quantities below are moving
+    # to the observable registry (mfpde.observables); they stay, delegating there later, until
+    # every caller reads them from the registry.
     def _eval_data(self, X, Y):
         if X is None:
             if self.X is None:
@@ -251,7 +254,10 @@ class KineticSolver(ParticleDriver):
         return X, Y
 
     def kinetic_energy(self) -> float:
-        """:math:`\\frac12 E_\\rho\\|r\\|^2 + \\frac12\\|r_W\\|_F^2` (dynamics.md §5.4)."""
+        """:math:`\\frac12 E_\\rho\\|r\\|^2 + \\frac12\\|r_W\\|_F^2` (dynamics.md §5.4).
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         ke = 0.5 * float(np.einsum("ij,ij->", self.r, self.r)) / self.N
         if self.r_W is not None:
             ke += 0.5 * float(np.sum(self.r_W * self.r_W))
@@ -260,14 +266,20 @@ class KineticSolver(ParticleDriver):
     def hamiltonian(self, X=None, Y=None) -> float:
         """Lyapunov function :math:`H = R + \\frac\\lambda2E\\|\\theta\\|^2 + \\frac{\\lambda_W}2\\|W\\|^2
         + \\frac12E\\|r\\|^2 + \\frac12\\|r_W\\|^2` (dynamics.md §5.4) on the training data (or on
-        ``X, Y``). Non-increasing for ``beta = inf`` and full-batch forces."""
+        ``X, Y``). Non-increasing for ``beta = inf`` and full-batch forces.
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         X, Y = self._eval_data(X, Y)
         return self.model.regularized_risk(self.theta, X, Y, self.W) + self.kinetic_energy()
 
     def dissipation_rate(self, X=None, Y=None) -> float:
         """:math:`-dH/dt` of the exact noiseless dynamics at the current state:
         :math:`\\gamma\\xi E\\|r\\|^2 + \\gamma\\xi_W\\|r_W\\|^2` (plus :math:`\\xi_W\\|\\nabla_WF\\|^2`
-        when ``W`` follows the first-order flow), with ``xi`` at the current time."""
+        when ``W`` follows the first-order flow), with ``xi`` at the current time.
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         xi = self.xi(self.t)
         out = self.gamma * xi * float(np.einsum("ij,ij->", self.r, self.r)) / self.N
         if self.r_W is not None:
@@ -282,13 +294,19 @@ class KineticSolver(ParticleDriver):
         """ESTIMATE (Kozachenko–Leonenko kNN, metrics.md §5) of the phase-space entropy
         :math:`-E\\log\\rho(\\theta, r)` from the ``N`` points ``(theta_i, r_i)`` in dimension
         ``2D``; biased for large ``D`` and meaningless for ``beta = inf`` with ``r_0 = 0``
-        (the law is singular)."""
+        (the law is singular).
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         return knn_entropy(np.hstack([self.theta, self.r]), k=k)
 
     def kinetic_free_energy(self, X=None, Y=None, k: int = 3) -> float:
         """:math:`F_{kin} = H - \\beta^{-1}\\hat S` with :math:`\\hat S` the kNN ESTIMATE of the
         phase-space entropy (:meth:`kinetic_entropy`); equals :meth:`hamiltonian` for
-        ``beta = inf``. An estimate, not an exact value (dynamics.md §5.4)."""
+        ``beta = inf``. An estimate, not an exact value (dynamics.md §5.4).
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         H = self.hamiltonian(X, Y)
         if not math.isfinite(self.beta):
             return H
@@ -297,7 +315,10 @@ class KineticSolver(ParticleDriver):
     def observables(self, X=None, Y=None, k: int = 3) -> dict[str, float]:
         """The kinetic quantities in one dict (names for the observers / ``/series``):
         ``hamiltonian``, ``kinetic_energy``, ``dissipation`` (:meth:`dissipation_rate`) and, for
-        ``beta < inf``, ``kinetic_entropy_knn`` and ``kinetic_free_energy_knn`` (ESTIMATES)."""
+        ``beta < inf``, ``kinetic_entropy_knn`` and ``kinetic_free_energy_knn`` (ESTIMATES).
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         out = {"hamiltonian": self.hamiltonian(X, Y), "kinetic_energy": self.kinetic_energy(),
                "dissipation": self.dissipation_rate(X, Y)}
         if math.isfinite(self.beta):
@@ -309,6 +330,16 @@ class KineticSolver(ParticleDriver):
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Copies of the per-particle arrays for a snapshot: ``{"theta": (N, D), "r": (N, D)}``."""
         return {"theta": self.theta.copy(), "r": self.r.copy()}
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """Views: ``theta`` (N, D), ``r`` (N, D) and, for the NC model, ``W`` (p, q) and ``r_W``
+        (p, q) when ``W`` has a velocity."""
+        out = {"theta": self.theta, "r": self.r}
+        if self.W is not None:
+            out["W"] = self.W
+        if self.r_W is not None:
+            out["r_W"] = self.r_W
+        return out
 
     # ------------------------------------------------------------------ state
     def _extra_state(self) -> dict:
@@ -444,8 +475,8 @@ class PNKineticSolver:
         self.last_risk = g.risk
         self.n_force += 1
 
-    def step(self, n: int = 1) -> None:
-        """Advance ``n`` steps of the chosen integrator."""
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` steps of the chosen integrator (``t_end`` ignored: fixed ``dt``)."""
         for _ in range(int(n)):
             h = self.dt
             if self.integrator == "shb":
@@ -479,19 +510,28 @@ class PNKineticSolver:
         return (float(np.sum(a1 * a1)) / a1.shape[0], float(np.mean(a2 * a2)), float(np.mean(a3 * a3)))
 
     def kinetic_energy(self) -> float:
-        """``1/2 sum_l E|r_l|^2 / xi_l`` (``xi_l`` at the current time)."""
+        """``1/2 sum_l E|r_l|^2 / xi_l`` (``xi_l`` at the current time).
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         xis = [f(self.t) for f in self.xi_l]
         return 0.5 * sum(m / x for m, x in zip(self._means(self.r), xis))
 
     def hamiltonian(self) -> float:
-        """``H`` of the class docstring on the solver's data."""
+        """``H`` of the class docstring on the solver's data.
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         H = self.model.risk(self.w, self.X, self.Y) + self.kinetic_energy()
         if self.model.lam:
             H += 0.5 * self.model.lam * sum(self._means(self.w.arrays()))
         return H
 
     def dissipation_rate(self) -> float:
-        """``-dH/dt = gamma sum_l E|r_l|^2 / xi_l`` of the exact flow."""
+        """``-dH/dt = gamma sum_l E|r_l|^2 / xi_l`` of the exact flow.
+
+        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
+        """
         xis = [f(self.t) for f in self.xi_l]
         return self.gamma * sum(m / x for m, x in zip(self._means(self.r), xis))
 
@@ -499,6 +539,13 @@ class PNKineticSolver:
         """Copies of weights and velocities: ``w1, w2, w3, r1, r2, r3``."""
         out = {f"w{i + 1}": a.copy() for i, a in enumerate(self.w.arrays())}
         out.update({f"r{i + 1}": a.copy() for i, a in enumerate(self.r)})
+        return out
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """Views of the weights ``w1`` (n1, d), ``w2`` (n1, n2), ``w3`` (n2,) and velocities ``r1,
+        r2, r3`` (same shapes)."""
+        out = {f"w{i + 1}": a for i, a in enumerate(self.w.arrays())}
+        out.update({f"r{i + 1}": a for i, a in enumerate(self.r)})
         return out
 
     def state_dict(self) -> dict:

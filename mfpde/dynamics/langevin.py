@@ -71,8 +71,8 @@ class LangevinSolver(ParticleDriver):
     fused = True
 
     # ------------------------------------------------------------------ stepping
-    def step(self, n: int = 1) -> None:
-        """Advance ``n`` Euler–Maruyama steps (dynamics.md §3)."""
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` Euler–Maruyama steps (dynamics.md §3); ``t_end`` is ignored (fixed ``dt``)."""
         n = int(n)
         if n > 0 and self._fused_ok():
             self._step_fused(n)

@@ -358,8 +358,8 @@ class SHBTrainer(ParticleDriver):
             return self.r
         return (self.theta - self.theta_prev) / self._h_prev
 
-    def step(self, n: int = 1) -> None:
-        """Advance ``n`` heavy-ball steps (velocity or Polyak recursion)."""
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` heavy-ball steps (velocity or Polyak recursion); ``t_end`` is ignored."""
         model = self.model
         noisy = math.isfinite(self.beta)
         for _ in range(int(n)):
@@ -401,6 +401,16 @@ class SHBTrainer(ParticleDriver):
                     self.W[...] = newW
             self._h_prev = h
             self.k += 1
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """``theta`` (N, D), ``r`` (N, D) (velocity form: a view; Polyak form: the derived
+        :attr:`velocity`, a new array) and, for the NC model, ``W`` (p, q) and, in velocity form
+        with ``W`` trained, ``r_W`` (p, q)."""
+        out = super().fields()
+        out["r"] = self.velocity
+        if self.form == "velocity" and self.r_W is not None:
+            out["r_W"] = self.r_W
+        return out
 
     def _extra_state(self) -> dict:
         out = {"form": self.form, "h_prev": float(self._h_prev)}
@@ -492,7 +502,8 @@ class RawTrainer(ParticleDriver):
         self.buf = np.zeros_like(self.theta)
         self.buf_W = np.zeros_like(self.W) if self.train_W else None
 
-    def step(self, n: int = 1) -> None:
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` framework-style steps (``t_end`` ignored: fixed step)."""
         for _ in range(int(n)):
             Xb, Yb = self.next_batch()
             g, gW, loss = raw_gradient(self.model, self.theta, Xb, Yb, self.W)

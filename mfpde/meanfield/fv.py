@@ -78,13 +78,23 @@ def bernoulli(x):
 
 
 class GridSolverBase:
-    """What the grid solvers share: the step-by-step advance to a time, and a warning (once,
+    """What the grid solvers share: the step-by-step advance to a time, a warning (once,
     until the mass leaves again) when more than ``boundary_tol`` of the mass lies in the outer
-    ``boundary_cells`` cells, where the no-flux boundary shapes the solution. Needs ``t``,
-    ``step(1, t_end=...)``, ``boundary_cells``, ``boundary_tol``, ``_warned`` and
-    ``boundary_mass_fraction()``."""
+    ``boundary_cells`` cells, where the no-flux boundary shapes the solution, and the driver
+    protocol of :mod:`mfpde.engine.protocol` (``dt = None``: adaptive steps, ``step(n, t_end)``
+    never passes ``t_end``; ``fields()`` shows the ``density``; ``last_risk`` is nan). Needs
+    ``t``, ``k``, ``rho``, ``step(1, t_end=...)``, ``boundary_cells``, ``boundary_tol``,
+    ``_warned`` and ``boundary_mass_fraction()``."""
 
     _grid_label = "grid"
+    #: adaptive steps (CFL / stability limits): no fixed step
+    dt = None
+    #: grid drivers define no risk of a step
+    last_risk = float("nan")
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """``{"density": rho}`` (a view; cell averages, shape ``grid.shape``, unit mass)."""
+        return {"density": self.rho}
 
     def _check_boundary(self):
         if self.boundary_cells <= 0:

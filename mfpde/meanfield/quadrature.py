@@ -24,7 +24,10 @@ with ``1/N`` replaced by ``diag(w)``). Characteristics:
   a given ``r0``); ``W`` with its own velocity (``W_momentum=True``) or first-order.
 
 The system is a smooth ODE integrated with an adaptive Runge–Kutta method (``DOP853``, tight
-tolerances) or fixed-step RK4. There is no sampling error: the reference's errors are the
+tolerances) or fixed-step RK4 (:meth:`QuadratureReference.solve`). The reference is also a driver
+(:mod:`mfpde.engine.protocol`): with a fixed step ``dt`` its state (nodes, velocities, ``W``) is
+advanced by :meth:`QuadratureReference.step`, the same RK4 step, so the controller can run it;
+``fields()`` shows ``nodes`` (K, D), ``node_weights`` (K,) and ``r``, ``W``, ``r_W`` when present. There is no sampling error: the reference's errors are the
 quadrature error (spectral in ``n_q`` while the flow map is smooth; check by refining ``n_q``,
 :func:`refinement_gap`) and the ODE tolerance. Practical for ``D <= 3-4``; ``max_nodes`` guards the
 size. Noiseless only: with noise the law is not a push-forward.
@@ -179,11 +182,18 @@ class QuadratureReference:
         Refuse rules with more nodes (the method is for low dimension).
     X, Y : ndarray, optional
         Data given directly instead of ``data``.
+    dt : float, optional
+        Fixed step of the driver interface (:meth:`step`: classical RK4, time ``t = k*dt``);
+        not needed by :meth:`solve`.
+
+    Driver attributes: ``k`` (steps taken), ``t``, ``dt``, ``last_risk`` (risk of the nodes at the
+    start of the last step), :meth:`step`, :meth:`state_dict`, :meth:`load_state_dict`,
+    :meth:`fields`.
     """
 
     def __init__(self, model, data=None, *, n_q, mean=None, cov=None, gamma=None, xi=None,
                  xi_W=1.0, train_W=True, W0=None, W_momentum=True, r0=None, seed=0,
-                 max_nodes=200_000, X=None, Y=None):
+                 max_nodes=200_000, X=None, Y=None, dt=None):
         self.model = model
         if data is not None:
             X, Y = data.X, data.Y
@@ -229,6 +239,14 @@ class QuadratureReference:
             self.r0 = np.array(r0, dtype=np.float64).reshape(self.nodes0.shape)
         self.nfev = 0
         self._shapes()
+        if dt is not None and not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt)
+                                   and dt > 0):
+            raise ValueError(f"dt must be a finite number > 0 (or None), got {dt!r}")
+        self.dt = None if dt is None else float(dt)
+        self.k = 0
+        self.last_risk = float("nan")
+        self._rhs_risk = float("nan")
+        self._y = self.initial_state()
 
     # ------------------------------------------------------------------ packing
     def _shapes(self):
@@ -272,6 +290,7 @@ class QuadratureReference:
         g = self.model.gradient(theta, self.X, self.Y, None if W is None else np.ascontiguousarray(W),
                                 weights=self.weights)
         self.nfev += 1
+        self._rhs_risk = g.risk
         xi = self.xi(t)
         d = {}
         if self.kinetic:
@@ -291,6 +310,57 @@ class QuadratureReference:
                 d["W"] = -xw * g.W
         return self._pack(**d)
 
+    def _rk4_step(self, t: float, y: np.ndarray, h: float) -> np.ndarray:
+        """One classical RK4 step of the characteristic ODE from ``(t, y)``; returns the new state
+        (``last_risk`` becomes the risk at ``(t, y)``)."""
+        k1 = self.rhs(t, y)
+        self.last_risk = self._rhs_risk
+        k2 = self.rhs(t + h / 2, y + h / 2 * k1)
+        k3 = self.rhs(t + h / 2, y + h / 2 * k2)
+        k4 = self.rhs(t + h, y + h * k3)
+        return y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+
+    # ------------------------------------------------------------------ driver
+    @property
+    def t(self) -> float:
+        """Time of the driver state, ``k * dt`` (0 without ``dt``)."""
+        return 0.0 if self.dt is None else self.k * self.dt
+
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance the driver state ``n`` RK4 steps of the fixed ``dt`` (``t_end`` ignored)."""
+        if self.dt is None:
+            raise ValueError("the quadrature reference steps with a fixed dt: construct it with "
+                             "dt=... (or use solve(t_eval))")
+        for _ in range(int(n)):
+            self._y = self._rk4_step(self.k * self.dt, self._y, self.dt)
+            self.k += 1
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """Views of the driver state: ``nodes`` (K, D), ``node_weights`` (K,) and, when present,
+        ``r`` (K, D) (kinetic flow), ``W`` (p, q), ``r_W`` (p, q)."""
+        s = self._unpack(self._y)
+        out = {"nodes": s["theta"], "node_weights": self.weights}
+        for name in ("r", "W", "r_W"):
+            if name in s:
+                out[name] = s[name]
+        return out
+
+    def state_dict(self) -> dict:
+        """Complete driver state (copies): ``y`` (the flattened nodes, velocities, ``W``), ``k``,
+        ``nfev``, ``last_risk``."""
+        return {"y": self._y.copy(), "k": int(self.k), "nfev": int(self.nfev),
+                "last_risk": float(self.last_risk)}
+
+    def load_state_dict(self, state: dict) -> None:
+        y = np.array(state["y"], dtype=np.float64)
+        if y.shape != self._y.shape:
+            raise ValueError(f"state y has shape {y.shape}, the reference has {self._y.shape}")
+        self._y = y
+        self.k = int(state["k"])
+        self.nfev = int(state.get("nfev", self.nfev))
+        self.last_risk = float(state.get("last_risk", float("nan")))
+
+    # ------------------------------------------------------------------ reference solution
     def solve(self, t_eval, method: str = "DOP853", rtol: float = 1e-10, atol: float = 1e-12,
               dt: float | None = None) -> QuadratureSolution:
         """Integrate from ``t = 0`` and store the nodes at the times ``t_eval`` (increasing, ``>= 0``).
@@ -313,11 +383,7 @@ class QuadratureReference:
                 if nsteps:
                     h = (te - t) / nsteps
                     for _ in range(nsteps):
-                        k1 = self.rhs(t, y)
-                        k2 = self.rhs(t + h / 2, y + h / 2 * k1)
-                        k3 = self.rhs(t + h / 2, y + h / 2 * k2)
-                        k4 = self.rhs(t + h, y + h * k3)
-                        y = y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+                        y = self._rk4_step(t, y, h)
                         t += h
                     t = te
                 ys.append(y.copy())

@@ -353,8 +353,8 @@ class PNDriver(ParticleDriver):
             return [(a - b) / self.dt for a, b in zip(self.w.arrays(), self.w_prev.arrays())]
         return None
 
-    def step(self, n: int = 1) -> None:
-        """Advance ``n`` steps."""
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` steps (``t_end`` ignored: fixed ``dt``)."""
         for _ in range(int(n)):
             t = self.t
             h = self.dt
@@ -379,6 +379,15 @@ class PNDriver(ParticleDriver):
                     pl[...] = wl
                     wl[...] = new
             self.k += 1
+
+    def fields(self) -> dict[str, np.ndarray]:
+        """``w1`` (n1, d), ``w2`` (n1, n2), ``w3`` (n2,) (views) and, for heavy ball, the velocities
+        ``r1, r2, r3`` (views; Polyak form: derived, new arrays)."""
+        out = {f"w{i + 1}": a for i, a in enumerate(self.w.arrays())}
+        v = self.velocity
+        if v is not None:
+            out.update({f"r{i + 1}": a for i, a in enumerate(v)})
+        return out
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict:
