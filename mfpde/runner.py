@@ -37,6 +37,8 @@ from typing import Any, Callable, Iterable, TextIO
 import numpy as np
 
 from .config import Config, ConfigError, load_config, parse_config
+from .build import (Built, _snapshot_index, build, build_config_only,  # noqa: F401
+                    resolve_config, snapshot_index)
 from .engine import (CheckpointTracker, Controller, FinitenessTracker, NumericalError,
                      ProgressTracker, SeriesTracker, SnapshotTracker, StopFlag, every)
 from .store import RunStore, StoreError
@@ -59,112 +61,6 @@ class RunInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return 128 + int(self.signum)
-
-
-# --------------------------------------------------------------------------------------------
-# building the objects
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class Built:
-    """Everything a run needs, built from a config (nothing written yet)."""
-
-    config: Config
-    data: Any            # Dataset used for evaluation (and training unless online)
-    sampler: Any         # OnlineSampler or None
-    test: Any            # held-out Dataset or None
-    model: Any
-    solver: Any
-    observers: Any
-    n_steps: int
-
-    @property
-    def driver(self):
-        return self.solver
-
-
-def _bad(where: str, exc: Exception) -> ConfigError:
-    msg = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
-    return ConfigError(f"{where}: {msg}")
-
-
-def build(cfg: Config) -> Built:
-    """Build data, model, solver and observers; input errors become :class:`ConfigError`."""
-    from .data import make_dataset
-    from .dynamics import KineticSolver, LangevinSolver
-    from .models import make_model
-    from .observers import Observers
-
-    dc, mc, dyn, obs = cfg.data, cfg.model, cfg.dynamics, cfg.observe
-    try:
-        data = make_dataset(dc.kind, seed=dc.seed, **dc.params)
-        sampler = make_dataset(dc.kind, seed=dc.seed, online=True, **dc.params) \
-            if (dyn.online or dc.test_n) else None
-    except (ValueError, TypeError, OSError) as exc:
-        raise _bad(f"[data] kind = {dc.kind!r}", exc) from None
-    test = None
-    if dc.test_n:
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([dc.seed, 2])))
-        test = sampler.test_set(dc.test_n, rng=rng)
-    if not dyn.online:
-        sampler = None
-
-    q = int(data.Y.shape[1])
-    d = int(data.X.shape[1])
-    if mc.q is None:
-        mc.q = q
-    elif mc.q != q:
-        raise ConfigError(f"model.q = {mc.q}: the data ({dc.kind}) have q = {q} outputs; "
-                          f"remove model.q or set it to {q}")
-    mc.check(cfg)
-    try:
-        model = make_model(**mc.make_kwargs(d=d, q=q))
-    except (ValueError, TypeError) as exc:
-        raise _bad("[model]", exc) from None
-    if dyn.batch and not dyn.online and dyn.batch > data.X.shape[0]:
-        raise ConfigError(f"dynamics.batch = {dyn.batch}: expected an integer between 0 and the "
-                          f"number of samples n = {data.X.shape[0]}")
-    try:
-        common = dict(N=dyn.N, dt=dyn.dt, beta=dyn.beta, batch=dyn.batch or None,
-                      sampler=sampler, xi=dyn.xi, xi_W=dyn.xi_W, train_W=mc.train_W, seed=dyn.seed)
-        if dyn.solver == "kinetic":
-            solver = KineticSolver(model, None if dyn.online else data, gamma=dyn.gamma,
-                                   integrator=dyn.integrator, **common)
-        else:
-            solver = LangevinSolver(model, None if dyn.online else data, **common)
-    except (ValueError, TypeError) as exc:
-        raise _bad("[dynamics]", exc) from None
-    kinetic_q = sorted(set(obs.quantities) & set(Observers.KINETIC))
-    if kinetic_q and dyn.solver != "kinetic":
-        raise ConfigError(f"observe.quantities = {kinetic_q}: need dynamics.solver = \"kinetic\"")
-    try:
-        observers = Observers(obs.quantities, model, data, test=test, beta=dyn.beta)
-    except (ValueError, TypeError) as exc:
-        raise _bad("observe.quantities", exc) from None
-    return Built(cfg, data, sampler, test, model, solver, observers, dyn.n_steps)
-
-
-def _snapshot_index(cfg: Config) -> np.ndarray:
-    """Particles kept in snapshots: all, or a fixed random subset (own seeded generator)."""
-    N, k = cfg.dynamics.N, cfg.observe.snapshot_particles
-    if k == 0 or k >= N:
-        return np.arange(N, dtype=np.int64)
-    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([cfg.dynamics.seed, 1])))
-    return np.sort(rng.choice(N, size=k, replace=False)).astype(np.int64)
-
-
-def build_config_only(cfg: Config) -> Config:
-    """Resolve the fields that depend on the data (``model.q``) without building a solver."""
-    if cfg.model.q is None:
-        from .data import make_dataset
-        dc = cfg.data
-        try:
-            data = make_dataset(dc.kind, seed=dc.seed, **dc.params)
-        except (ValueError, TypeError, OSError) as exc:
-            raise _bad(f"[data] kind = {dc.kind!r}", exc) from None
-        cfg.model.q = int(data.Y.shape[1])
-    return cfg
-
 
 
 # --------------------------------------------------------------------------------------------
