@@ -207,9 +207,18 @@ def test_fused_loop_equals_python_steps():
     a = FVSolver(g, double_well_potential(g), r0, beta=3.0)
     b = FVSolver(g, double_well_potential(g), r0, beta=3.0)
     a.run(0.3)                       # fused compiled loop
+    b.fused = False
     b.run(0.3, callback=lambda s: None)  # Python steps
     assert a.k == b.k
     assert np.max(np.abs(a.rho - b.rho)) < 1e-13
+    # step(n, t_end) takes the same compiled steps as run, bitwise, however they are split
+    c = FVSolver(g, double_well_potential(g), r0, beta=3.0)
+    while c.t < 0.3:
+        c.step(7, t_end=0.3)
+    assert c.k == a.k and c.t == a.t and np.array_equal(c.rho, a.rho)
+    d = FVSolver(g, double_well_potential(g), r0, beta=3.0)
+    d.run(0.3, callback=lambda s: None)
+    assert d.k == a.k and np.array_equal(d.rho, a.rho)
 
 
 def test_quantile_w2_helper():

@@ -423,8 +423,45 @@ class FVSolver(GridSolverBase):
             self.n_rejected += 1
         raise RuntimeError("could not find a positivity-preserving step (40 halvings)")
 
+    #: take the compiled fused loop when the configuration allows it (:meth:`fused_ok`); set
+    #: False on an instance for the Python steps
+    fused = True
+
+    def fused_ok(self):
+        """Whether :meth:`step` and :meth:`run` use the compiled loop
+        :func:`mfpde.kernels.grid.run_local_1d` (same scheme; half-slopes computed once per cell
+        instead of once per interface, identical up to round-off): a local (``rho``-independent)
+        potential, ``method="euler"``, one dimension, and :attr:`fused` set."""
+        return bool(self.fused and self.potential.local and self.method == "euler"
+                    and self.ndim == 1)
+
+    def _run_fused(self, t_end, max_steps):
+        """At most ``max_steps`` steps of the compiled loop, never beyond ``t_end``. Its state is
+        ``(rho, t)`` alone, so splitting the steps over several calls changes no bit."""
+        if self.t >= t_end or max_steps <= 0:
+            return self
+        dt_diff = self.c_diff * self.beta * self.grid.dx ** 2 if self.beta_inv > 0 else np.inf
+        if not np.isfinite(min(dt_diff, self.dt_max)):
+            psi = self.psi()
+            if np.all(np.diff(psi) == 0):
+                raise RuntimeError("no finite time step: set dt_max")
+        t, steps, dt = run_local_1d(self.rho, self.psi(), self.beta_inv, self.grid.dx,
+                                    self.order, self.kappa, self.cfl, dt_diff, self.dt_max,
+                                    self.t, float(t_end), int(max_steps), self.floor)
+        self.t, self.k, self.dt_last = float(t), self.k + int(steps), float(dt)
+        if np.any(self.rho < 0):
+            raise RuntimeError("negative density in the fused loop (should not happen)")
+        self._check_boundary()
+        return self
+
     def step(self, n=1, t_end=np.inf):
-        """Take ``n`` adaptive steps (never beyond ``t_end``). Returns ``self``."""
+        """Take ``n`` adaptive steps (never beyond ``t_end``). Returns ``self``.
+
+        Uses the compiled fused loop when :meth:`fused_ok` (the same steps as :meth:`run`, bit
+        for bit, however they are split), else Python steps.
+        """
+        if self.fused_ok():
+            return self._run_fused(t_end, int(n))
         for _ in range(int(n)):
             if self.t >= t_end:
                 break
@@ -449,25 +486,13 @@ class FVSolver(GridSolverBase):
         max_steps : int or None
             Safety bound on the number of steps.
 
-        With a local potential, ``method="euler"``, ``ndim == 1`` and no callback the compiled
-        fused loop :func:`mfpde.kernels.grid.run_local_1d` is used (identical arithmetic).
+        Without a callback and when :meth:`fused_ok`, one call of the compiled fused loop
+        :func:`mfpde.kernels.grid.run_local_1d` takes all the steps; with a callback the same
+        steps are taken one :meth:`step` at a time.
         """
         max_steps = int(max_steps) if max_steps is not None else 10 ** 12
-        if (callback is None and self.potential.local and self.method == "euler"
-                and self.ndim == 1):
-            dt_diff = self.c_diff * self.beta * self.grid.dx ** 2 if self.beta_inv > 0 else np.inf
-            if not np.isfinite(min(dt_diff, self.dt_max)):
-                psi = self.psi()
-                if np.all(np.diff(psi) == 0):
-                    raise RuntimeError("no finite time step: set dt_max")
-            t, steps, dt = run_local_1d(self.rho, self.psi(), self.beta_inv, self.grid.dx,
-                                         self.order, self.kappa, self.cfl, dt_diff, self.dt_max,
-                                         self.t, float(t_end), max_steps, self.floor)
-            self.t, self.k, self.dt_last = float(t), self.k + int(steps), float(dt)
-            if np.any(self.rho < 0):
-                raise RuntimeError("negative density in the fused loop (should not happen)")
-            self._check_boundary()
-            return self
+        if callback is None and self.fused_ok():
+            return self._run_fused(t_end, max_steps)
         return self._advance(t_end, callback, callback_every, max_steps)
 
     # ------------------------------------------------------------------ state
