@@ -41,7 +41,8 @@ from .build import (Built, _snapshot_index, build, build_config_only,  # noqa: F
                     resolve_config, snapshot_index)
 from .engine import (CheckpointTracker, Controller, FinitenessTracker, NumericalError,
                      ProgressTracker, SeriesTracker, SnapshotTracker, StopFlag, every)
-from .store import RunStore, StoreError
+from .store import (RunStore, StoreError, StoreFullError, _h5_reason, in_use,
+                    is_locked_error)
 
 __all__ = ["run", "record", "build", "Built", "NumericalError", "RunInterrupted", "EXIT_CODES"]
 
@@ -116,25 +117,46 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     """
     cfg = _resolve(config, overrides)
     if out_path is not None:
-        cfg.output.path = os.fspath(out_path)
+        cfg = cfg.replace(output={"path": os.fspath(out_path)})
     path = Path(cfg.output.path)
     out = stream if stream is not None else sys.stderr
-
-    exists = path.exists()
-    if exists and path.is_dir():
-        raise ConfigError(f"output.path = {str(path)!r}: is a directory")
-    if exists and not resume and not cfg.output.overwrite:
-        raise ConfigError(f"output file {path} exists; continue it with --resume or replace it "
-                          f"with --set output.overwrite=true")
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise ConfigError(f"output.path = {str(path)!r}: directory {str(parent)!r} does not exist")
-    if not exists and not os.access(parent, os.W_OK):
-        raise ConfigError(f"output.path = {str(path)!r}: directory {str(parent)!r} is not writable")
+    exists = _check_output(path, resume, cfg.output.overwrite)
 
     # non-finite values are detected and reported by the finiteness tracker (NumericalError)
     with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         return _run(cfg, path, resume and exists, quiet, out, stop)
+
+
+def _check_output(path: Path, resume: bool, overwrite: bool) -> bool:
+    """Check the output path before any work (one-line :class:`ConfigError`); returns whether
+    the file exists. An existing file is replaced only with ``overwrite`` and only when no other
+    process has it open."""
+    try:
+        exists = path.exists()
+        if exists and path.is_dir():
+            raise ConfigError(f"output.path = {str(path)!r}: is a directory")
+        if exists and not resume and not overwrite:
+            raise ConfigError(f"output file {path} exists; continue it with --resume or replace "
+                              f"it with --set output.overwrite=true")
+        if exists and not resume and in_use(path):
+            raise ConfigError(f"output file {path} is in use by another process (a run is "
+                              f"writing it); it is not replaced")
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise ConfigError(f"output.path = {str(path)!r}: directory {str(parent)!r} does "
+                              f"not exist")
+        if not exists and not os.access(parent, os.W_OK):
+            raise ConfigError(f"output.path = {str(path)!r}: directory {str(parent)!r} is not "
+                              f"writable")
+        os.stat(parent)
+        if len(path.name.encode()) + len(".part") > os.pathconf(parent, "PC_NAME_MAX"):
+            raise ConfigError(f"output.path: the file name {path.name[:40]!r}... is too long "
+                              f"({len(path.name)} characters; this file system allows "
+                              f"{os.pathconf(parent, 'PC_NAME_MAX') - len('.part')})")
+    except OSError as exc:
+        raise ConfigError(f"output.path = {str(path)[:80]!r}: {os.strerror(exc.errno)}"
+                          if exc.errno else f"output.path: {exc}") from None
+    return exists
 
 
 def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
@@ -143,9 +165,8 @@ def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
     try:
         store = RunStore.open(path)
     except (OSError, StoreError) as exc:
-        msg = str(exc)
-        if "lock" in msg.lower():
-            msg = "the file is in use by another process"
+        msg = ("the file is in use by another process" if is_locked_error(exc)
+               else _h5_reason(exc) if isinstance(exc, OSError) else str(exc))
         raise ConfigError(f"cannot resume {path}: {msg}") from None
     try:
         stored = parse_config(store.config_text, name=f"{path} (stored config)")
@@ -156,9 +177,9 @@ def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
             raise ConfigError(f"cannot resume {path}: the config differs from the stored "
                               f"one ({diff[0]})")
         # steps / t_end may be extended on resume; output options follow the command line
-        stored.dynamics.steps, stored.dynamics.t_end = cfg.dynamics.steps, cfg.dynamics.t_end
-        stored.output = cfg.output
-        stored.observe.log_every = cfg.observe.log_every
+        stored = stored.replace(dynamics={"steps": cfg.dynamics.steps,
+                                          "t_end": cfg.dynamics.t_end},
+                                output=cfg.output, observe={"log_every": cfg.observe.log_every})
         built.n_steps = stored.dynamics.n_steps
         built.config = stored
     except BaseException:
@@ -270,14 +291,20 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
             write_snapshot = _snapshot_writer(store, cfg, driver) if cfg.observe.snapshot_every \
                 else None
             _start(store, built, write_snapshot, first)
-            if path.exists() and not cfg.output.overwrite:
-                raise ConfigError(f"output file {path} appeared while the run was starting")
+            if path.exists() and (not cfg.output.overwrite or in_use(path)):
+                raise ConfigError(f"output file {path} appeared or was opened by another "
+                                  f"process while the run was starting; it is not replaced")
             os.replace(partial, path)
             store.path = str(path)
             partial = None
         else:
+            ck = store.read_checkpoint()          # verified: a corrupt one is an error
+            if ck is not None and int(ck["meta"].get("step", 0)) > built.n_steps:
+                raise ConfigError(
+                    f"dynamics.steps = {built.n_steps}: {path} has already run "
+                    f"{ck['meta']['step']} steps; give at least that many to resume it")
+            store._space(_checkpoint_bytes(ck), "resuming")
             store.set_attrs(config=cfg.to_toml())
-            ck = store.read_checkpoint()
             write_snapshot = _snapshot_writer(store, cfg, driver) if cfg.observe.snapshot_every \
                 else None
             if ck is None:
@@ -310,6 +337,13 @@ def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: Stop
                      t_end=t_end, stop=stop)
     try:
         info = ctl.run()
+    except StoreFullError as exc:
+        last = checkpoints.last_step
+        store.set_status("interrupted", f"{exc.strerror} at step {driver.k} (last checkpoint: "
+                                        f"step {last})")
+        raise StoreFullError(exc.errno, f"{exc.strerror}; the run stopped at step {driver.k} and "
+                                        f"its last checkpoint (step {last}) is intact: free "
+                                        f"space and continue with --resume") from None
     except NumericalError as exc:
         last = checkpoints.last_step
         store.set_status("failed", f"{exc} (last good checkpoint: step {last})")
@@ -326,6 +360,12 @@ def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: Stop
         store.set_status("interrupted", info.reason)
         raise RunInterrupted(info.signum, driver.k, str(store.path))
     store.set_status("complete", info.reason)
+
+
+def _checkpoint_bytes(ck) -> int:
+    if ck is None:
+        return 0
+    return sum(np.asarray(v).nbytes for v in ck["state"].values() if isinstance(v, np.ndarray))
 
 
 def _os_reason(exc: Exception) -> str:

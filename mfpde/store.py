@@ -29,15 +29,19 @@ snapshots read lazily.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
+import hashlib
 import json
 import os
+import shutil
 import tomllib
 from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
-__all__ = ["SCHEMA_VERSION", "STATUSES", "RunStore", "Run", "Snapshot", "load", "StoreError"]
+__all__ = ["SCHEMA_VERSION", "STATUSES", "RunStore", "Run", "Snapshot", "load", "StoreError",
+           "StoreFullError", "free_bytes", "ensure_space", "in_use", "is_locked_error"]
 
 #: Version of the file layout; bumped on any incompatible change (see docs/hdf5-schema.md).
 SCHEMA_VERSION = 1
@@ -49,7 +53,50 @@ _SNAPSHOT_CHUNK_BYTES = 1 << 20
 
 
 class StoreError(ValueError):
-    """The file is not an mfpde run file, or has an unsupported schema version."""
+    """The file is not an mfpde run file, has an unsupported schema version, or is corrupt."""
+
+
+class StoreFullError(OSError):
+    """Not enough free space to write the next piece of a run file. Raised *before* anything
+    is written, so the file and its last checkpoint stay intact (``--resume`` continues it)."""
+
+
+#: bytes kept free on the file system: a run stops before a write would leave less than this
+RESERVE_BYTES = 1 << 20
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes on the file system holding ``path`` (its directory if it does not exist)."""
+    path = os.fspath(path)
+    d = path if os.path.isdir(path) else (os.path.dirname(os.path.abspath(path)) or ".")
+    return int(shutil.disk_usage(d).free)
+
+
+def ensure_space(path: str | os.PathLike, nbytes: int, what: str) -> None:
+    """Raise :class:`StoreFullError` unless ``nbytes`` plus :data:`RESERVE_BYTES` are free next
+    to ``path``."""
+    free = free_bytes(path)
+    need = int(nbytes) + RESERVE_BYTES
+    if free < need:
+        raise StoreFullError(errno.ENOSPC,
+                             f"no space left for {what}: {free / 2**20:.1f} MiB free, "
+                             f"{need / 2**20:.1f} MiB needed")
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """Whether an error of ``h5py.File`` means another process holds the file's lock (HDF5
+    raises ``BlockingIOError``, errno EAGAIN/EWOULDBLOCK)."""
+    return isinstance(exc, BlockingIOError) or getattr(exc, "errno", None) in (
+        errno.EAGAIN, errno.EWOULDBLOCK)
+
+
+def in_use(path: str | os.PathLike) -> bool:
+    """Whether another process has ``path`` open for writing (it holds the HDF5 file lock)."""
+    try:
+        with h5py.File(os.fspath(path), "r+"):
+            return False
+    except OSError as exc:
+        return is_locked_error(exc)
 
 
 def _version() -> str:
@@ -72,10 +119,35 @@ def _open_read(path: str | os.PathLike) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as exc:
-        if "lock" not in str(exc).lower():
+        if not is_locked_error(exc):
             raise
         # a run is writing this file right now: the data up to its last flush is consistent
         return h5py.File(path, "r", locking=False)
+
+
+class _reading:
+    """Context manager: an HDF5 read error (a failed Fletcher-32 checksum, an unreadable block)
+    becomes a :class:`StoreError` naming the file and what was read."""
+
+    def __init__(self, path, what: str):
+        self.path, self.what = path, what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        if exc is not None and isinstance(exc, OSError) and not isinstance(exc, StoreFullError):
+            raise StoreError(f"{self.path}: {self.what} is corrupt or unreadable "
+                             f"({_h5_reason(exc)})") from None
+        return False
+
+
+def _h5_reason(exc: BaseException) -> str:
+    """The innermost reason of an HDF5 error message (e.g. ``truncated file: ...``)."""
+    text = str(exc)
+    if "(" in text and text.endswith(")"):
+        return text[text.index("(") + 1:-1]
+    return text
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,6 +175,7 @@ class RunStore:
         Raises ``FileExistsError`` if the file exists and ``overwrite`` is false.
         """
         path = os.fspath(path)
+        ensure_space(path, 1 << 18, f"a new run file {path}")
         f = h5py.File(path, "w" if overwrite else "w-")
         try:
             f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
@@ -143,9 +216,14 @@ class RunStore:
     @staticmethod
     def _new_series(g: h5py.Group, name: str, dtype) -> h5py.Dataset:
         return g.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(_SERIES_CHUNK,),
-                                dtype=dtype)
+                                dtype=dtype, fletcher32=True)
 
     # ------------------------------------------------------------------ generic
+    def _space(self, nbytes: int, what: str) -> None:
+        """Stop before a write of about ``nbytes`` that the file system cannot take
+        (:class:`StoreFullError`; nothing is written, the last checkpoint stays intact)."""
+        ensure_space(self.f.filename, nbytes, f"{what} of {self.path}")
+
     def flush(self) -> None:
         self.f.flush()
 
@@ -194,6 +272,7 @@ class RunStore:
         quantity missing from ``values`` is recorded as NaN.
         """
         g = self.f["series"]
+        self._space(8 * _SERIES_CHUNK * (len(g) + len(values)) + (1 << 14), "a series row")
         n = self.n_series
         for name in values:
             if name not in g:
@@ -228,17 +307,17 @@ class RunStore:
             return
         index = np.asarray(index, dtype=np.int64)
         g = self.f.create_group("snapshots", track_order=True)
-        g.create_dataset("index", data=index)
+        _fixed(g, "index", index)
         self._new_series(g, "step", np.int64)
         self._new_series(g, "t", np.float64)
         n_sub = int(index.size)
         rows = max(1, min(n_sub, _SNAPSHOT_CHUNK_BYTES // max(1, 8 * D)))
         for name in ("theta", "r") if velocities else ("theta",):
             g.create_dataset(name, shape=(0, n_sub, D), maxshape=(None, n_sub, D),
-                             chunks=(1, rows, D), dtype=np.float64)
+                             chunks=(1, rows, D), dtype=np.float64, fletcher32=True)
         if W_shape is not None:
             g.create_dataset("W", shape=(0, *W_shape), maxshape=(None, *W_shape),
-                             chunks=(1, *W_shape), dtype=np.float64)
+                             chunks=(1, *W_shape), dtype=np.float64, fletcher32=True)
         self.flush()
 
     def init_fields(self, shapes: Mapping[str, tuple]) -> None:
@@ -255,12 +334,13 @@ class RunStore:
             shape = tuple(int(x) for x in shape)
             g.create_dataset(name, shape=(0, *shape), maxshape=(None, *shape),
                              chunks=(1, *shape) if shape else (_SERIES_CHUNK,),
-                             dtype=np.float64)
+                             dtype=np.float64, fletcher32=True)
         self.flush()
 
     def append_fields(self, step: int, t: float, fields: Mapping[str, np.ndarray]) -> None:
         """Append one snapshot of the fields created by :meth:`init_fields`."""
         g = self.f["snapshots"]
+        self._space(sum(np.asarray(a).nbytes for a in fields.values()) + (1 << 14), "a snapshot")
         n = self.n_snapshots
         for name in g:
             if name in ("step", "t", "index"):
@@ -287,6 +367,8 @@ class RunStore:
         """Append particles ``theta`` (N_sub, D) (already subsampled), ``W`` (p, q) and the
         velocities ``r`` (N_sub, D) when the group has them."""
         g = self.f["snapshots"]
+        self._space(sum(np.asarray(a).nbytes for a in (theta, W, r) if a is not None)
+                    + (1 << 14), "a snapshot")
         n = self.n_snapshots
         for name, arr in (("theta", theta), ("W", W), ("r", r)):
             if name in g:
@@ -304,17 +386,18 @@ class RunStore:
         g = self.f.create_group("grid", track_order=True)
         for k, v in arrays.items():
             if k != "density":
-                g.create_dataset(k, data=np.asarray(v, dtype=np.float64))
+                _fixed(g, k, np.asarray(v, dtype=np.float64))
         self._new_series(g, "step", np.int64)
         self._new_series(g, "t", np.float64)
         shape = np.shape(arrays["density"])
         g.create_dataset("density", shape=(0, *shape), maxshape=(None, *shape),
-                         chunks=(1, *shape), dtype=np.float64)
+                         chunks=(1, *shape), dtype=np.float64, fletcher32=True)
         self.flush()
 
     def append_grid(self, step: int, t: float, density: np.ndarray) -> None:
         """Append one density snapshot (cell averages on the grid of :meth:`init_grid`)."""
         g = self.f["grid"]
+        self._space(np.asarray(density).nbytes + (1 << 14), "a density snapshot")
         n = g["density"].shape[0]
         for name, value in (("density", density), ("t", float(t)), ("step", int(step))):
             g[name].resize((n + 1, *g[name].shape[1:]))
@@ -349,6 +432,7 @@ class RunStore:
         ``step=k, t=t``) are added as attributes. ``complete = 1`` is written last.
         """
         f = self.f
+        self._space(_state_bytes(state) + (1 << 16), "a checkpoint")
         if "checkpoint_new" in f:
             del f["checkpoint_new"]
         g = f.create_group("checkpoint_new")
@@ -360,10 +444,10 @@ class RunStore:
                     isinstance(v, np.ndarray) for v in value):
                 sub = g.create_group(key)
                 for i, v in enumerate(value):
-                    sub.create_dataset(str(i), data=v)
+                    _fixed(sub, str(i), v)
                 list_keys.append(key)
             elif isinstance(value, np.ndarray):
-                g.create_dataset(key, data=value)
+                _fixed(g, key, value)
             elif isinstance(value, (bool, np.bool_)):
                 g.attrs[key] = bool(value)
             elif isinstance(value, (int, np.integer)):
@@ -378,7 +462,7 @@ class RunStore:
                 g.attrs[key] = json.dumps(value)
                 json_keys.append(key)
             else:
-                g.create_dataset(key, data=np.asarray(value))
+                _fixed(g, key, np.asarray(value))
         g.attrs["none_keys"] = json.dumps(none_keys)
         g.attrs["json_keys"] = json.dumps(json_keys)
         if list_keys:
@@ -386,6 +470,7 @@ class RunStore:
         g.attrs["state_keys"] = json.dumps(list(state))
         for k, v in attrs.items():
             g.attrs[f"meta:{k}"] = v
+        g.attrs["sha256"] = _digest(state)
         g.attrs["written"] = _now()
         g.attrs["complete"] = np.int64(1)
         f.flush()
@@ -407,6 +492,72 @@ def _check_schema(f: h5py.File, path: str) -> None:
                          f"({SCHEMA_VERSION}); upgrade mfpde")
 
 
+def _fixed(g: h5py.Group, name: str, data: np.ndarray) -> h5py.Dataset:
+    """A dataset written once, with the Fletcher-32 checksum when it can be chunked."""
+    data = np.asarray(data)
+    if data.ndim >= 1 and data.size > 0 and data.dtype.kind in "biuf":
+        return g.create_dataset(name, data=data, chunks=data.shape, fletcher32=True)
+    return g.create_dataset(name, data=data)
+
+
+def _normal(value: Any) -> Any:
+    """A state value as :func:`read_checkpoint` returns it."""
+    if value is None or isinstance(value, (str, np.ndarray)):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, Mapping):
+        return json.loads(json.dumps(value))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, np.ndarray) for v in value):
+        return list(value)
+    return np.asarray(value)
+
+
+def _state_bytes(state: Mapping[str, Any]) -> int:
+    """Bytes of the arrays of a state (what a checkpoint writes, apart from metadata)."""
+    n = 0
+    for v in state.values():
+        if isinstance(v, np.ndarray):
+            n += v.nbytes
+        elif isinstance(v, (list, tuple)):
+            n += sum(x.nbytes for x in v if isinstance(x, np.ndarray))
+        elif isinstance(v, str):
+            n += len(v)
+    return n
+
+
+def _digest(state: Mapping[str, Any]) -> str:
+    """SHA-256 of a checkpoint state (keys, types, dtypes, shapes and bytes, in order)."""
+    h = hashlib.sha256()
+    for key, value in state.items():
+        h.update(b"\x00k" + str(key).encode())
+        v = _normal(value)
+        parts = v if isinstance(v, list) else [v]
+        for x in parts:
+            if x is None:
+                h.update(b"N")
+            elif isinstance(x, np.ndarray):
+                x = np.ascontiguousarray(x)
+                h.update(b"A" + x.dtype.str.encode() + repr(x.shape).encode() + x.tobytes())
+            elif isinstance(x, bool):
+                h.update(b"B1" if x else b"B0")
+            elif isinstance(x, int):
+                h.update(b"I" + repr(x).encode())
+            elif isinstance(x, float):
+                h.update(b"F" + x.hex().encode())
+            elif isinstance(x, str):
+                h.update(b"S" + x.encode())
+            else:
+                h.update(b"J" + json.dumps(x, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def _n_rows(g: h5py.Group) -> int:
     """Complete rows of a growing group (``/snapshots``, ``/grid``): the shortest of its
     growing datasets."""
@@ -415,6 +566,36 @@ def _n_rows(g: h5py.Group) -> int:
 
 def _complete(g: h5py.Group | None) -> bool:
     return g is not None and int(g.attrs.get("complete", 0)) == 1
+
+
+def _read_state(g: h5py.Group) -> dict[str, Any]:
+    keys = json.loads(g.attrs["state_keys"])
+    none_keys = set(json.loads(g.attrs.get("none_keys", "[]")))
+    json_keys = set(json.loads(g.attrs.get("json_keys", "[]")))
+    list_keys = set(json.loads(g.attrs.get("list_keys", "[]")))
+    state: dict[str, Any] = {}
+    for key in keys:
+        if key in none_keys:
+            state[key] = None
+        elif key in list_keys:
+            sub = g[key]
+            state[key] = [np.asarray(sub[str(i)][()]) for i in range(len(sub))]
+        elif key in g:
+            state[key] = np.asarray(g[key][()])
+        else:
+            v = g.attrs[key]
+            if key in json_keys:
+                v = json.loads(v)
+            elif isinstance(v, np.integer):
+                v = int(v)
+            elif isinstance(v, np.floating):
+                v = float(v)
+            elif isinstance(v, np.bool_):
+                v = bool(v)
+            elif isinstance(v, bytes):
+                v = v.decode()
+            state[key] = v
+    return state
 
 
 def read_checkpoint(f: h5py.File) -> dict[str, Any] | None:
@@ -430,32 +611,15 @@ def read_checkpoint(f: h5py.File) -> dict[str, Any] | None:
             break
     if g is None:
         return None
-    keys = json.loads(g.attrs["state_keys"])
-    none_keys = set(json.loads(g.attrs.get("none_keys", "[]")))
-    json_keys = set(json.loads(g.attrs.get("json_keys", "[]")))
-    list_keys = set(json.loads(g.attrs.get("list_keys", "[]")))
-    state: dict[str, Any] = {}
-    for key in keys:
-        if key in none_keys:
-            state[key] = None
-        elif key in list_keys:
-            sub = g[key]
-            state[key] = [sub[str(i)][()] for i in range(len(sub))]
-        elif key in g:
-            state[key] = g[key][()]
-        else:
-            v = g.attrs[key]
-            if key in json_keys:
-                v = json.loads(v)
-            elif isinstance(v, np.integer):
-                v = int(v)
-            elif isinstance(v, np.floating):
-                v = float(v)
-            elif isinstance(v, np.bool_):
-                v = bool(v)
-            elif isinstance(v, bytes):
-                v = v.decode()
-            state[key] = v
+    try:
+        state = _read_state(g)
+    except OSError as exc:     # a Fletcher-32 checksum failed, or a block cannot be read
+        raise StoreError(f"{f.filename}: the checkpoint is corrupt ({_h5_reason(exc)})") from None
+    want = g.attrs.get("sha256")
+    if want is not None and _digest(state) != str(want):
+        step = g.attrs.get("meta:step", "?")
+        raise StoreError(f"{f.filename}: the checkpoint (step {step}) is corrupt: its checksum "
+                         f"does not match")
     meta = {}
     for k, v in g.attrs.items():
         if k.startswith("meta:"):
@@ -518,7 +682,13 @@ class Run:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        with _open_read(self.path) as f:
+        try:
+            f = _open_read(self.path)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot open as HDF5 ({_h5_reason(exc)})") from None
+        with f:
             _check_schema(f, self.path)
             self.attrs = {k: (v.item() if isinstance(v, np.generic) else v)
                           for k, v in f.attrs.items()}
@@ -526,7 +696,8 @@ class Run:
             if "series" in f:
                 g = f["series"]
                 n = min((g[k].shape[0] for k in g), default=0)
-                series = {k: g[k][:n] for k in g}
+                with _reading(self.path, "the series"):
+                    series = {k: g[k][:n] for k in g}
             self.series: dict[str, np.ndarray] = series
             self.n_snapshots = 0
             self.snapshot_times = np.zeros(0)
@@ -577,7 +748,7 @@ class Run:
         if not -n <= i < n:
             raise IndexError(f"snapshot {i} out of range ({n} snapshots)")
         i %= n
-        with _open_read(self.path) as f:
+        with _open_read(self.path) as f, _reading(self.path, f"snapshot {i}"):
             g = f["snapshots"]
             W = g["W"][i] if "W" in g else None
             r = g["r"][i] if "r" in g else None
@@ -591,7 +762,7 @@ class Run:
         if not -n <= i < n:
             raise IndexError(f"snapshot {i} out of range ({n} snapshots)")
         i %= n
-        with _open_read(self.path) as f:
+        with _open_read(self.path) as f, _reading(self.path, f"snapshot {i}"):
             g = f["snapshots"]
             return {k: g[k][i] for k in self.snapshot_fields}
 
@@ -624,3 +795,152 @@ def load(path: str | os.PathLike) -> Run:
     ``.checkpoint()`` and ``.attrs``.
     """
     return Run(path)
+
+
+# ============================================================================================
+# comparison files (``mfpde compare``): one HDF5 file per comparison job
+# ============================================================================================
+#
+#     /                             attrs: format, schema_version, mfpde_version, created, config
+#                                          (JSON of the resolved [compare] table), test_set,
+#                                          status (running | complete), seconds
+#     /compare/<run>/               attrs: the run's attributes (width, step, method, W2 values,
+#                                          reference size and step, seed, ...)
+#         series/<quantity>         float64 (n_records + 1,)
+#     /references/<name>/           attrs: the reference's scalars; its arrays as datasets
+#     /fits/<name>/                 attrs: slope, C, ci_low, ci_high, ci_level, n_boot, ref_slope,
+#                                          x_name, quantity, at, agg, fixed
+#                                   datasets: x, err, agg, boot
+#
+# The layout is documented in docs/finite-width.md §4 (format "mfpde-compare", schema 1).
+
+#: ``format`` root attribute of a comparison file
+COMPARE_FORMAT = "mfpde-compare"
+#: version of the comparison file layout
+COMPARE_SCHEMA_VERSION = 1
+
+#: attributes a comparison run takes from the record of its reference
+_COMPARE_REF_ATTRS = ("N_ref", "n1_ref", "n2_ref", "ref_dt", "ref_method", "ref_batch")
+#: attributes of a rate fit, in the order they are written
+_FIT_ATTRS = ("slope", "C", "ci_low", "ci_high", "ci_level", "n_boot", "ref_slope", "x_name",
+              "quantity", "at", "fixed")
+
+
+class CompareWriter:
+    """Write a comparison file (layout above) run by run; the file is flushed after every
+    :meth:`flush`, so a killed job keeps its finished seeds (``status`` stays ``running``).
+
+    Parameters
+    ----------
+    path : path of the file (replaced)
+    config : str
+        JSON text of the resolved ``[compare]`` table.
+    test_set : str
+        What the held-out set is (fresh samples, or the training set).
+    """
+
+    def __init__(self, path: str | os.PathLike, *, config: str, test_set: str):
+        self.path = os.fspath(path)
+        self.f = h5py.File(self.path, "w")
+        a = self.f.attrs
+        a["format"] = COMPARE_FORMAT
+        a["schema_version"] = COMPARE_SCHEMA_VERSION
+        a["mfpde_version"] = _version()
+        a["created"] = _now()
+        a["config"] = config
+        a["test_set"] = test_set
+        a["status"] = "running"
+        self._runs = self.f.create_group("compare")
+        self._refs = self.f.create_group("references")
+        self._fits = None
+
+    def add_reference(self, name: str, record: Mapping[str, Any]) -> None:
+        """A reference: arrays (``t``, ``risk_ref``) as datasets, everything else as attributes."""
+        g = self._refs.create_group(name)
+        for k, v in record.items():
+            if isinstance(v, np.ndarray):
+                g.create_dataset(k, data=v)
+            else:
+                g.attrs[k] = v
+
+    def add_run(self, name: str, result: Any, reference: Mapping[str, Any], seed: int) -> None:
+        """One coupled network: ``result.series`` (arrays), ``result.attrs`` and
+        ``result.final`` (attributes), its minimal width ``n_min``, the reference's size and step
+        and the seed."""
+        g = self._runs.create_group(name)
+        gs = g.create_group("series")
+        for k, v in result.series.items():
+            gs.create_dataset(k, data=np.asarray(v, dtype=np.float64))
+        for k, v in result.attrs.items():
+            g.attrs[k] = v
+        N = result.N
+        g.attrs["n_min"] = min(N) if isinstance(N, tuple) else int(N)
+        for k, v in result.final.items():
+            g.attrs[k] = v
+        for k in _COMPARE_REF_ATTRS:
+            if k in reference:
+                g.attrs[k] = reference[k]
+        g.attrs["seed"] = seed
+
+    def add_fit(self, name: str, fit: Any) -> None:
+        """A rate fit (:class:`mfpde.metrics.rates.RateFit`): its numbers as attributes, ``x``,
+        ``err``, ``agg``, ``boot`` as datasets."""
+        if self._fits is None:
+            self._fits = self.f.create_group("fits")
+        g = self._fits.create_group(name)
+        for k in _FIT_ATTRS:
+            g.attrs[k] = getattr(fit, k)
+        g.attrs["agg"] = fit.agg_kind
+        for k in ("x", "err", "agg", "boot"):
+            g.create_dataset(k, data=np.asarray(getattr(fit, k), dtype=np.float64))
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def finish(self, seconds: float) -> None:
+        """Mark the file complete (``/fits`` exists even without fits)."""
+        if self._fits is None:
+            self._fits = self.f.create_group("fits")
+        self.f.attrs["seconds"] = seconds
+        self.f.attrs["status"] = "complete"
+
+    def close(self) -> None:
+        if self.f.id.valid:
+            self.f.close()
+
+    def __enter__(self) -> "CompareWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _py(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_compare(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a comparison file: ``{"attrs", "config", "runs": {name: {"attrs", "series": {...}}},
+    "references": {...}, "fits": {name: {"attrs", "x", "err", "agg", "boot"}}}``."""
+    out: dict[str, Any] = {"runs": {}, "references": {}, "fits": {}}
+    with _open_read(path) as h5:
+        if h5.attrs.get("format") != COMPARE_FORMAT:
+            raise StoreError(f"{os.fspath(path)}: not an mfpde comparison file")
+        out["attrs"] = {k: _py(v) for k, v in h5.attrs.items()}
+        out["config"] = json.loads(out["attrs"]["config"])
+        for top, key in (("compare", "runs"), ("references", "references"), ("fits", "fits")):
+            if top not in h5:
+                continue
+            for name, g in h5[top].items():
+                item: dict[str, Any] = {"attrs": {k: _py(v) for k, v in g.attrs.items()}}
+                for k, v in g.items():
+                    if isinstance(v, h5py.Group):
+                        item[k] = {kk: vv[()] for kk, vv in v.items()}
+                    else:
+                        item[k] = v[()]
+                out[key][name] = item
+    return out

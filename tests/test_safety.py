@@ -1,0 +1,178 @@
+"""Nothing lost: a full disk at any moment, overwriting a file in use, corrupt or truncated
+files, resuming with fewer steps, impossible file names. Each case: one line on stderr, no
+traceback, the previous checkpoint intact and resumable."""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "validation" / "example_two_layer.toml"
+SETS = ["--set", "dynamics.steps=300", "--set", "observe.snapshot_every=50",
+        "--set", "output.checkpoint_every=100", "--set", "observe.every=10"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    e = dict(os.environ)
+    e["MFPDE_NUMBA_CACHE"] = "1"
+    e["NUMBA_CACHE_DIR"] = str(tmp_path_factory.mktemp("numba-cache"))
+    e["PYTHONPATH"] = str(ROOT) + os.pathsep + e.get("PYTHONPATH", "")
+    e.pop("HDF5_USE_FILE_LOCKING", None)
+    return e
+
+
+def call(env, *args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "mfpde", *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def one_line(r):
+    err = r.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    assert err.startswith("mfpde: error:"), err
+    return err
+
+
+@pytest.fixture
+def small_fs():
+    """A small tmpfs (resizable with ``remount``); skipped where mounts are not allowed."""
+    d = Path(tempfile.mkdtemp())
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        shutil.rmtree(d, ignore_errors=True)
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip() or 'not permitted'}); "
+                    f"the disk-full cases need one")
+
+    def resize(size):
+        subprocess.run(["mount", "-o", f"remount,size={size}", str(d)], check=True)
+
+    yield d, resize
+    subprocess.run(["umount", str(d)], capture_output=True)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def reference(env, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "ref.h5"
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", *SETS)
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _same(a, b):
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        for k in ("series/step", "series/loss", "snapshots/theta", "checkpoint/theta"):
+            assert np.array_equal(fa[k][()], fb[k][()]), k
+
+
+def test_disk_full_at_many_points_then_resume_is_bitwise(env, small_fs, reference):
+    d, resize = small_fs
+    seen = set()
+    # the run needs about 0.9 MB; with 2 MB and a filler the disk fills at various moments
+    for filler_kb in (1900, 900, 700, 400):
+        for p in d.iterdir():
+            p.unlink()
+        resize("2m")
+        (d / "filler").write_bytes(b"\0" * (filler_kb * 1024))
+        out = d / "run.h5"
+        r = call(env, "run", EXAMPLE, "-o", out, "--quiet", *SETS)
+        if r.returncode == 0:
+            seen.add("complete")
+            continue
+        err = one_line(r)
+        assert "no space" in err, err
+        if not out.exists():
+            seen.add("start")                              # nothing left behind
+            assert not list(d.glob("*.part"))
+            continue
+        seen.add("mid-run")
+        assert r.returncode == 3
+        info = call(env, "info", out)
+        assert info.returncode == 0 and "interrupted" in info.stdout, info.stderr
+        # a resume on the still-full disk: refused in one line, the file stays resumable
+        r2 = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--resume", *SETS)
+        if r2.returncode != 0:
+            assert "no space" in one_line(r2)
+        (d / "filler").unlink()
+        resize("20m")
+        r3 = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--resume", *SETS)
+        assert r3.returncode == 0, r3.stderr
+        _same(out, reference)
+    assert {"start", "mid-run"} <= seen, seen
+
+
+def test_overwrite_refuses_a_file_in_use(env, tmp_path, reference):
+    out = tmp_path / "busy.h5"
+    shutil.copy(reference, out)
+    with h5py.File(out, "r+"):                     # another process is writing it
+        r = call(env, "run", EXAMPLE, "-o", out, "--quiet", *SETS,
+                 "--set", "output.overwrite=true")
+    assert r.returncode == 2 and "in use" in one_line(r)
+    _same(out, reference)                           # untouched
+
+
+def test_corrupt_checkpoint_is_reported_not_resumed(env, tmp_path, reference):
+    out = tmp_path / "corrupt.h5"
+    shutil.copy(reference, out)
+    with h5py.File(out, "r") as f:
+        ci = f["checkpoint/theta"].id.get_chunk_info(0)
+        off, size = ci.byte_offset, ci.size
+    with open(out, "r+b") as fh:                    # random bytes into the middle of the data
+        fh.seek(off + size // 2)
+        fh.write(np.random.default_rng(0).bytes(64))
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--resume", *SETS,
+             "--set", "dynamics.steps=400")
+    assert r.returncode == 2 and "corrupt" in one_line(r)
+
+
+def test_corrupt_snapshot_is_reported_when_read(tmp_path, reference):
+    from mfpde.store import StoreError, load
+
+    out = tmp_path / "snap.h5"
+    shutil.copy(reference, out)
+    with h5py.File(out, "r") as f:
+        ds = f["snapshots/theta"]
+        off = ds.id.get_chunk_info(2).byte_offset
+    with open(out, "r+b") as fh:
+        fh.seek(off + 100)
+        fh.write(b"\xff" * 32)
+    run = load(out)
+    run.snapshot(0)
+    with pytest.raises(StoreError, match="snapshot 2 is corrupt"):
+        run.snapshot(2)
+
+
+def test_resume_with_fewer_steps_than_done_is_refused(env, tmp_path, reference):
+    out = tmp_path / "done.h5"
+    shutil.copy(reference, out)
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--resume", *SETS,
+             "--set", "dynamics.steps=100")
+    err = one_line(r)
+    assert r.returncode == 2 and "already run 300 steps" in err, err
+    _same(out, reference)
+
+
+def test_truncated_file_is_not_called_in_use(env, tmp_path, reference):
+    out = tmp_path / "trunc.h5"
+    data = reference.read_bytes()
+    out.write_bytes(data[: len(data) // 2])
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--resume", *SETS)
+    err = one_line(r)
+    assert "truncated" in err and "in use" not in err, err
+    r = call(env, "info", out)
+    assert r.returncode == 2 and "truncated" in one_line(r)
+
+
+def test_too_long_file_name(env, tmp_path):
+    out = tmp_path / ("x" * 300 + ".h5")
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", *SETS)
+    assert r.returncode == 2 and "too long" in one_line(r)
+    assert not list(tmp_path.iterdir())
