@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file (default compare.h5)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
+    from .cli_sparse import add_parser as add_sparse_parser
+    add_sparse_parser(sub)
+
     b = sub.add_parser("bench", help="performance benchmarks (source checkout)",
                        description="Dispatch to the benchmarks package.", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -265,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.command == "sparse":
+        from .cli_sparse import main as cmd_sparse
+        return cmd_sparse(args)
     handler = {"run": cmd_run, "info": cmd_info, "plot": cmd_plot, "validate": cmd_validate,
                "compare": cmd_compare, "bench": cmd_bench}[args.command]
     try:
