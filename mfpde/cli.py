@@ -43,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     r = sub.add_parser("run", help="run a configuration and write an HDF5 run file",
-                       description="Run CONFIG (TOML) and write the run file. Exit 0 success, "
-                       "1 numerical failure (NaN/inf), 2 bad input, 130/143 SIGINT/SIGTERM.")
+                       description="Run CONFIG (TOML) and write the run file; any driver "
+                       "(dynamics.solver). A file with a [compare] section runs the comparison "
+                       "job (as 'mfpde compare'). Exit 0 success, 1 numerical failure (NaN/inf), "
+                       "2 bad input, 130/143 SIGINT/SIGTERM.")
     r.add_argument("config", metavar="CONFIG", help="TOML configuration file")
     r.add_argument("-o", "--output", metavar="OUT.h5",
                    help="output file (default: output.path of the config, else run.h5)")
@@ -103,14 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from .config import ConfigError
+    from .config import ConfigError, load_config
     from .runner import NumericalError, RunInterrupted, run
     from .store import StoreError
 
     t0 = time.monotonic()
     try:
-        path = run(args.config, args.output, resume=args.resume, quiet=args.quiet,
-                   overrides=args.overrides)
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    if cfg.compare is not None:  # a comparison job: the same as `mfpde compare`
+        return _compare_job(cfg, args, t0)
+    try:
+        path = run(cfg, args.output, resume=args.resume, quiet=args.quiet)
     except (ConfigError, StoreError) as exc:
         _fail(str(exc), 2)
     except NumericalError as exc:
@@ -130,18 +137,41 @@ def cmd_run(args) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
-    from .compare import CompareConfigError, run_compare
+def _compare_job(cfg, args, t0: float) -> int:
+    """``mfpde run`` of a configuration with a ``[compare]`` section: the comparison job, with
+    the output rules of ``mfpde run`` (``-o`` or ``output.path``; an existing file needs
+    ``output.overwrite = true``)."""
+    if args.resume:
+        _fail("--resume: a [compare] job is not resumable; run it again (an existing output "
+              "file is replaced with --set output.overwrite=true)", 2)
+    path = Path(args.output if args.output is not None else cfg.output.path)
+    if path.is_dir():
+        _fail(f"output.path = {str(path)!r}: is a directory", 2)
+    if path.exists() and not cfg.output.overwrite:
+        _fail(f"output file {path} exists; replace it with --set output.overwrite=true", 2)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        _fail(f"output.path = {str(path)!r}: directory {str(parent)!r} does not exist", 2)
+    return _compare(cfg, path, args.quiet, t0)
 
-    t0 = time.monotonic()
+
+def _compare(config, path, quiet: bool, t0: float) -> int:
+    from .compare import run_compare
+    from .config import ConfigError
+
     try:
-        out = run_compare(args.config, args.output, quiet=args.quiet)
-    except (CompareConfigError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+        out = run_compare(config, path, quiet=quiet)
+    except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         _fail(str(exc), 2)
-    if not args.quiet:
-        print(f"{PROG}: wrote {getattr(out, 'path', args.output)} "
-              f"({time.monotonic() - t0:.1f} s)", flush=True)
+    if not quiet:
+        print(f"{PROG}: wrote {out.path} ({time.monotonic() - t0:.1f} s)", flush=True)
     return 0
+
+
+def cmd_compare(args) -> int:
+    return _compare(args.config, args.output, args.quiet, time.monotonic())
+
+
 
 
 def _human(n: int) -> str:

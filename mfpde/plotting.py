@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_run", "series_panels", "coordinate_labels"]
+__all__ = ["plot_run", "series_panels", "coordinate_labels", "plot_rate"]
 
 #: panel title -> quantities drawn in it (in this order)
 PANELS = (
@@ -212,3 +212,54 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return os.fspath(path)
+
+
+def plot_rate(fits, path: str | os.PathLike, *, title: str | None = None,
+              xlabel: str | None = None, ylabel: str | None = None, dpi: int = 110) -> str:
+    """Rate-fit figure: error against ``x`` on log-log axes with the per-seed values, the seed
+    aggregate, the fitted line ``C x^s`` (slope and bootstrap interval in the legend) and a
+    dashed line of the reference slope through the aggregate's centre.
+
+    ``fits`` is one :class:`~mfpde.metrics.rates.RateFit` or a list (one colour each). Returns
+    the path written.
+    """
+    import math
+
+    import matplotlib.ticker
+
+    from .metrics.rates import RateFit
+
+    plt = _mpl()
+    fits = [fits] if isinstance(fits, RateFit) else list(fits)
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, f in enumerate(fits):
+        c = colors[i % len(colors)]
+        for row in f.err:
+            ax.plot(f.x, row, ".", color=c, alpha=0.25, ms=4)
+        lab = f.fixed or f.quantity
+        ax.plot(f.x, f.agg, "o", color=c, label=f"{lab}: {f.agg_kind} over {f.err.shape[0]} seeds")
+        xx = np.geomspace(f.x.min(), f.x.max(), 50)
+        ci = (f" [{f.ci_low:.2f}, {f.ci_high:.2f}]" if math.isfinite(f.ci_low) else "")
+        ax.plot(xx, f.C * xx ** f.slope, "-", color=c, label=f"fit: slope {f.slope:.3f}{ci}")
+        lxm = math.exp(np.log(f.x).mean())
+        lym = math.exp(np.log(f.agg).mean())
+        ax.plot(xx, lym * (xx / lxm) ** f.ref_slope, "--", color="0.4",
+                label=f"reference slope {f.ref_slope:+g}" if i == 0 else None)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    xs = np.unique(np.concatenate([f.x for f in fits]))
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{v:g}" for v in xs], fontsize=8)
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel(xlabel or fits[0].x_name)
+    ax.set_ylabel(ylabel or f"{fits[0].quantity} ({fits[0].at})")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = os.fspath(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

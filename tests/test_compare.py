@@ -78,7 +78,7 @@ def _cfg(**kw):
 
 
 @pytest.mark.parametrize("change,msg", [
-    ({"widht": [1]}, "compare.widht: unknown key; did you mean 'widths'"),
+    ({"widht": [1]}, "unknown key compare.widht (did you mean 'widths'"),
     ({"method": "adam"}, "compare.method"),
     ({"batch": 4}, "compare.batch: method 'gd' is full batch"),
     ({"method": "sgd"}, "compare.batch: method 'sgd' needs batch"),
