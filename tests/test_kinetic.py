@@ -370,3 +370,36 @@ def test_kinetic_drivers_protocol(two_layer, nc):
     p.step(2, t_end=0.0)
     assert p.k == 2 and set(p.fields()) == {"w1", "w2", "w3", "r1", "r2", "r3"}
     assert p.fields()["r2"] is p.r[1]
+
+
+@pytest.mark.parametrize("N", [300, 70000])
+def test_heavy_ball_written_once_fused_equals_numpy(N):
+    """``velocity_step`` runs the fused kernel for (N, D) arrays and the NumPy sequence
+    otherwise: the same bits (serial and parallel kernel sizes); the Polyak and first-order
+    steps are the documented sequences."""
+    from mfpde.dynamics.heavy_ball import descent_step, polyak_step, velocity_step
+    th, r, f, g = _arrays(N=N, D=3, seed=5)
+    for s in (0.0, 0.21):
+        t1, r1 = th.copy(), r.copy()
+        velocity_step(t1, r1, f, 0.93, 0.07, noise=g, noise_scale=s)      # fused kernel
+        t2, r2 = np.asfortranarray(th), np.asfortranarray(r)                # NumPy path
+        velocity_step(t2, r2, f, 0.93, 0.07, noise=g, noise_scale=s)
+        assert np.array_equal(t1, t2) and np.array_equal(r1, r2)
+        t3, r3 = th.copy(), r.copy()
+        r3 *= 0.93
+        r3 -= 0.07 * f
+        if s:
+            r3 += s * g
+        t3 += 0.07 * r3
+        assert np.array_equal(t1, t3) and np.array_equal(r1, r3)
+    # a separate force step (Pham–Nguyen xi_l) on a 1-D layer
+    w, v, gl = th[:, 0].copy(), r[:, 0].copy(), f[:, 0].copy()
+    velocity_step(w, v, gl, 0.9, 0.05, force_step=0.05 * 1.7)
+    assert np.array_equal(v, 0.9 * r[:, 0] - (0.05 * 1.7) * f[:, 0])
+    assert np.array_equal(w, th[:, 0] + 0.05 * v)
+    w, wp = th.copy(), r.copy()
+    polyak_step(w, wp, f, 0.8, 0.01, noise=g, noise_scale=0.3)
+    assert np.array_equal(w, th + 0.8 * (th - r) - 0.01 * f + 0.3 * g) and np.array_equal(wp, th)
+    w = th.copy()
+    descent_step(w, f, 0.1)
+    assert np.array_equal(w, th - 0.1 * f)

@@ -68,15 +68,16 @@ import math
 
 import numpy as np
 
-from ..kernels.kinetic import baoa_update, bo_update, oba_update, shb_update
+from ..kernels.kinetic import baoa_update, bo_update, oba_update
 from ..metrics.entropy import knn_entropy
 from .base import ParticleDriver
+from .heavy_ball import HeavyBall, descent_step
 
 INTEGRATORS = ("shb", "splitting", "baoab", "obabo")
 _ORDER = {"shb": 1, "splitting": 2, "baoab": 2, "obabo": 2}
 
 
-class KineticSolver(ParticleDriver):
+class KineticSolver(HeavyBall, ParticleDriver):
     """Kinetic mean-field particle solver (see module docstring for equations and schemes).
 
     Parameters
@@ -110,6 +111,10 @@ class KineticSolver(ParticleDriver):
         if not (math.isfinite(gamma) and gamma > 0):
             raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
         self.gamma = gamma
+        #: the heavy ball of ``integrator="shb"`` (:class:`~mfpde.dynamics.heavy_ball.HeavyBall`):
+        #: velocity form, ``W`` with the particles' friction
+        self.gamma_W = gamma
+        self.form = "velocity"
         self.integrator = integrator
         self.order = _ORDER[integrator]
         if integrator == "shb" and gamma * self.dt * self.xi(0.0) >= 1.0:
@@ -163,26 +168,12 @@ class KineticSolver(ParticleDriver):
             self.k += 1
 
     def _step_shb(self) -> None:
-        h = self.dt * self.xi(self.t)
-        a = 1.0 - self.gamma * h
-        if a <= 0.0:
-            raise ValueError(f"SHB needs gamma*dt*xi(t) < 1; got {self.gamma * h:.4g} at t = {self.t:.4g}")
+        """The SHB recursion (§5.1) through :class:`~mfpde.dynamics.heavy_ball.HeavyBall`
+        (velocity form; ``W`` with its velocity or first order)."""
+        h, a = self._shb_step(self.t)
         self._eval_force()                                   # batch b_k, force at theta^k
         self.last_risk = self._f_risk
-        if math.isfinite(self.beta):
-            g = self.draw_noise()
-            s = math.sqrt(2.0 * self.gamma * h / self.beta)
-        else:
-            g, s = self._g1, 0.0
-        shb_update(self.theta, self.r, self._f, g, a, h, s)
-        if self.train_W:
-            hW = h * self.xi_W
-            if self.W_momentum:
-                self.r_W *= 1.0 - self.gamma * hW
-                self.r_W -= hW * self._fW
-                self.W += hW * self.r_W
-            else:
-                self.W -= hW * self._fW
+        self._heavy_ball_update(h, a, self._f, self._fW)
         self._f_valid = False                                # positions moved
 
     def _step_baoab(self) -> None:
@@ -205,7 +196,7 @@ class KineticSolver(ParticleDriver):
                 self.r_W *= math.exp(-self.gamma * hW)
                 self.W += 0.5 * hW * self.r_W
             else:
-                self.W -= hW * self._fW
+                descent_step(self.W, self._fW, hW)
         self._eval_force()                                   # batch b_{k+1}, force at theta^{k+1}
         bo_update(self.r, self._f, self._g1, 0.5 * h, 1.0, 0.0)
         if self.W_momentum:
@@ -234,7 +225,7 @@ class KineticSolver(ParticleDriver):
                 self.r_W -= 0.5 * hW * self._fW
                 self.W += hW * self.r_W
             else:
-                self.W -= hW * self._fW
+                descent_step(self.W, self._fW, hW)
         self._eval_force()
         bo_update(self.r, self._f, g2, 0.5 * h, c, s)
         if self.W_momentum:

@@ -49,6 +49,7 @@ from ..kernels.online import online_steps
 from ..kernels.readout import em_update
 from ..models.readout import ReadoutModel
 from .base import ONLINE_CHUNK, ConstantSchedule, ParticleDriver, make_rng  # noqa: F401
+from .heavy_ball import descent_step
 
 #: largest mini-batch run by the fused kernel (larger batches: one BLAS pass per step)
 FUSED_MAX_BATCH = 16
@@ -100,7 +101,7 @@ class LangevinSolver(ParticleDriver):
                 em_update(self.theta, g.theta, self._noise if noise is None else noise, eps,
                           scale)
             if self.train_W:
-                self.W -= (self.dt * self.xi_W * xi) * gW
+                descent_step(self.W, gW, self.dt * self.xi_W * xi)
             self.k += 1
 
     # ------------------------------------------------------------------ fused path

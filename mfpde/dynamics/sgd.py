@@ -64,6 +64,7 @@ import numpy as np
 
 from ..activations import evaluate
 from .base import ParticleDriver
+from .heavy_ball import HeavyBall
 from .langevin import LangevinSolver
 
 __all__ = [
@@ -282,7 +283,7 @@ def _check_method(method):
 
 
 # ============================================================================ heavy ball
-class SHBTrainer(ParticleDriver):
+class SHBTrainer(HeavyBall, ParticleDriver):
     """Stochastic heavy ball for a width-N network, in velocity or Polyak form (module docstring).
 
     Parameters
@@ -334,6 +335,8 @@ class SHBTrainer(ParticleDriver):
                 raise ValueError(f"r0 must have shape {self.theta.shape}, got {r0.shape}")
             r[...] = r0
         self._h_prev = h0
+        #: ``W`` (NC model, trained) has its own heavy ball in both forms
+        self.W_momentum = self.train_W
         if form == "velocity":
             self.r = r
             self.r_W = np.zeros_like(self.W) if self.train_W else None
@@ -359,46 +362,15 @@ class SHBTrainer(ParticleDriver):
         return (self.theta - self.theta_prev) / self._h_prev
 
     def step(self, n: int = 1, t_end: float = math.inf) -> None:
-        """Advance ``n`` heavy-ball steps (velocity or Polyak recursion); ``t_end`` is ignored."""
+        """Advance ``n`` heavy-ball steps (velocity or Polyak recursion,
+        :class:`~mfpde.dynamics.heavy_ball.HeavyBall`); ``t_end`` is ignored."""
         model = self.model
-        noisy = math.isfinite(self.beta)
         for _ in range(int(n)):
-            xi = self.xi(self.t)
-            h = self.dt * xi
-            a = 1.0 - self.gamma * h
-            if not a > 0:
-                raise ValueError(f"heavy ball needs gamma*dt*xi(t) < 1; got {self.gamma * h:.4g} "
-                                 f"at t = {self.t:.4g}")
+            h, a = self._shb_step(self.t)
             Xb, Yb = self.next_batch()
             g = model.gradient(self.theta, Xb, Yb, self.W)
             self.last_risk = g.risk
-            noise = self.draw_noise() if noisy else None
-            s = math.sqrt(2.0 * self.gamma * h / self.beta) if noisy else 0.0
-            hW = h * self.xi_W
-            aW = 1.0 - self.gamma_W * hW
-            if self.form == "velocity":
-                self.r *= a
-                self.r -= h * g.theta
-                if noisy:
-                    self.r += s * noise
-                self.theta += h * self.r
-                if self.train_W:
-                    self.r_W *= aW
-                    self.r_W -= hW * g.W
-                    self.W += hW * self.r_W
-            else:
-                mu = (h / self._h_prev) * a
-                new = self.theta + mu * (self.theta - self.theta_prev)
-                new -= (h * h) * g.theta
-                if noisy:
-                    new += (h * s) * noise
-                self.theta_prev[...] = self.theta
-                self.theta[...] = new
-                if self.train_W:
-                    muW = (h / self._h_prev) * aW
-                    newW = self.W + muW * (self.W - self.W_prev) - (hW * hW) * g.W
-                    self.W_prev[...] = self.W
-                    self.W[...] = newW
+            self._heavy_ball_update(h, a, g.theta, g.W)
             self._h_prev = h
             self.k += 1
 
