@@ -65,7 +65,8 @@ from .metrics import collapse
 from .metrics.entropy import knn_entropy
 
 __all__ = ["observable", "Observable", "Context", "Observers", "available", "describe",
-           "kinetic_energy", "hamiltonian", "kinetic_free_energy", "dissipation_rate"]
+           "kinetic_energy", "hamiltonian", "kinetic_free_energy", "dissipation_rate",
+           "pn_kinetic_energy", "pn_hamiltonian"]
 
 
 @dataclass(frozen=True)
@@ -481,6 +482,56 @@ def _pn_test_loss(ctx):
     return ctx.model.risk(_pn_weights(ctx), ctx.test.X, ctx.test.Y)
 
 
+def _layer_means(a1, a2, a3) -> tuple[float, float, float]:
+    """``(E|a_1|^2, E a_2^2, E a_3^2)`` over the neuron indices of the three layers."""
+    return (float(np.sum(a1 * a1)) / a1.shape[0], float(np.mean(a2 * a2)),
+            float(np.mean(a3 * a3)))
+
+
+def pn_kinetic_energy(r, xis) -> float:
+    r""":math:`\frac12\sum_\ell E\|r_\ell\|^2/\xi_\ell` of the Pham–Nguyen kinetic ODEs
+    (dynamics.md §6.3) for velocities ``r = (r1 (n1, d), r2 (n1, n2), r3 (n2,))`` and the layer
+    rates ``xis`` at the current time."""
+    return 0.5 * sum(m / x for m, x in zip(_layer_means(*r), xis))
+
+
+def pn_hamiltonian(model, w, r, xis, X, Y) -> float:
+    r"""Lyapunov function of the Pham–Nguyen kinetic ODEs (dynamics.md §6.3):
+    :math:`H = E_zL + \frac\lambda2(E\|w_1\|^2 + Ew_2^2 + Ew_3^2)
+    + \frac12\sum_\ell E\|r_\ell\|^2/\xi_\ell` (``w`` a :class:`PNWeights`)."""
+    H = model.risk(w, X, Y) + pn_kinetic_energy(r, xis)
+    if model.lam:
+        H += 0.5 * model.lam * sum(_layer_means(*w.arrays()))
+    return H
+
+
+def _pn_r(ctx):
+    return ctx.r1, ctx.r2, ctx.r3
+
+
+def _pn_xis(ctx):
+    return [f(ctx.driver.t) for f in ctx.driver.xi_l]
+
+
+@observable("kinetic_energy", needs=("r1", "r2", "r3", "pn"),
+            doc="1/2 sum_l E|r_l|^2 / xi_l (Pham–Nguyen kinetic ODEs)")
+def _pn_kinetic_energy(ctx):
+    return pn_kinetic_energy(_pn_r(ctx), _pn_xis(ctx))
+
+
+@observable("hamiltonian", needs=("w1", "w2", "w3", "r1", "r2", "r3", "pn", "data"),
+            doc="H of the Pham–Nguyen kinetic ODEs")
+def _pn_hamiltonian(ctx):
+    return pn_hamiltonian(ctx.model, _pn_weights(ctx), _pn_r(ctx), _pn_xis(ctx), ctx.data.X,
+                          ctx.data.Y)
+
+
+@observable("dissipation", needs=("r1", "r2", "r3", "pn"),
+            doc="-dH/dt = gamma sum_l E|r_l|^2 / xi_l (Pham–Nguyen kinetic ODEs)")
+def _pn_dissipation(ctx):
+    return ctx.driver.gamma * sum(m / x for m, x in zip(_layer_means(*_pn_r(ctx)), _pn_xis(ctx)))
+
+
 # --------------------------------------------------------------------------------------------
 # grid drivers (grid.md §1)
 # --------------------------------------------------------------------------------------------
@@ -504,7 +555,8 @@ def _grid_mass_drift(ctx):
 
 
 #: quantities that need a kinetic driver (velocities)
-Observers.KINETIC = tuple(n for n in _REGISTRY if Observers._all_need(n, "r"))
+Observers.KINETIC = tuple(n for n, vs in _REGISTRY.items()
+                          if all(v.needs & {"r", "r1", "r2", "r3"} for v in vs))
 #: quantities that need a grid driver (a density)
 Observers.GRID = tuple(n for n in _REGISTRY if Observers._all_need(n, "density"))
 Observers.QUANTITIES = available()
