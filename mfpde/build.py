@@ -94,7 +94,7 @@ class Built:
 
 def _bad(where: str, exc: Exception) -> ConfigError:
     msg = str(exc.args[0]) if getattr(exc, "args", None) else str(exc)
-    return ConfigError(f"{where}: {msg}")
+    return ConfigError(msg if msg.startswith(where) else f"{where}: {msg}")
 
 
 # --------------------------------------------------------------------------------------------

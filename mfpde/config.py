@@ -605,6 +605,7 @@ class _Section(_Frozen):
             kind = values.get(kk)
         else:
             kind = None
+        cls._check_kind(name, kind, ctx)
         for key, f in opts.items():
             meta = f.metadata
             applies = cls.applies(key, kind)
@@ -636,6 +637,10 @@ class _Section(_Frozen):
     @classmethod
     def _table_context(cls, key: str, raw: Mapping[str, Any], ctx: _Context) -> _Context:
         return ctx.child()
+
+    @classmethod
+    def _check_kind(cls, name: str, kind: Any, ctx: _Context) -> None:
+        """Checks of the discriminator against other sections, before its fields are checked."""
 
     @classmethod
     def resolve(cls, name: str, values: dict[str, Any], extra: dict[str, Any],
@@ -674,19 +679,20 @@ class _Section(_Frozen):
             return default
 
     def _kind(self) -> Any:
+        """The discriminator's value (a section restricted by the driver keeps it in the
+        non-option field ``solver``)."""
         kk = self._kind_key
         if isinstance(kk, str):
             return getattr(self, kk, None)
-        return getattr(self, "_solver", None)
+        return getattr(self, "solver", None)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         kind = self._kind()
         for key, f in self.options().items():
             value = getattr(self, key)
-            if kind is not None or not isinstance(self._kind_key, tuple):
-                if not self.applies(key, kind):
-                    continue
+            if not self.applies(key, kind):
+                continue
             if value is None:
                 continue
             if isinstance(value, Schedule):
@@ -1012,12 +1018,11 @@ class DynamicsConfig(_Section):
         return msg
 
     @classmethod
-    def resolve(cls, name, v, extra, ctx):
-        solver = v["solver"]
+    def _check_kind(cls, name, solver, ctx):
+        """The driver moves the model family of [model]."""
         spec = DRIVERS[solver]
         model = ctx.sections.get("model")
         mkind = None if model is None else model.kind
-        # the model family the driver moves
         if spec.models == "pham_nguyen" and mkind is not None and mkind != PN_KIND:
             raise ConfigError(f"dynamics.solver = {solver!r}: moves the Pham–Nguyen network; "
                               f"model.kind is {mkind!r} (use model.kind = {PN_KIND!r})")
@@ -1025,6 +1030,11 @@ class DynamicsConfig(_Section):
             pn = [n for n, d in DRIVERS.items() if d.models == "pham_nguyen"]
             raise ConfigError(f"dynamics.solver = {solver!r}: does not move the Pham–Nguyen "
                               f"network; use solver = " + " or ".join(map(repr, pn)))
+
+    @classmethod
+    def resolve(cls, name, v, extra, ctx):
+        solver = v["solver"]
+        spec = DRIVERS[solver]
         raw_units = solver == "trainer" and v.get("units", "mean_field") == "raw"
         # duration
         if spec.fixed_step:
@@ -1186,6 +1196,8 @@ class GridConfig(_Section):
                                          only_for=("phase_grid",),
                                          doc="velocity sub-step: implicit or explicit (solver "
                                              "default implicit)")
+    #: the driver the grid belongs to (dynamics.solver; not written)
+    solver: str | None = field(default=None, compare=False, repr=False)
 
     _name = "grid"
     _kind_key = ("dynamics", "solver")
@@ -1193,6 +1205,7 @@ class GridConfig(_Section):
     @classmethod
     def resolve(cls, name, v, extra, ctx):
         solver = ctx.solver()
+        v["solver"] = solver
         if solver == "radial":
             for key in ("hi", "J"):
                 if v.get(key) is not None and len(v[key]) != 1:
@@ -1258,14 +1271,10 @@ class GridConfig(_Section):
                 if getattr(self, key) is not None}
 
     def to_dict(self) -> dict[str, Any]:
-        out = {}
-        for key in self.options():
-            value = getattr(self, key)
-            if value is None:
-                continue
-            if key in ("lo", "hi", "J", "init_mean", "init_var") and len(value) == 1:
-                value = value[0]
-            out[key] = _copy(value)
+        out = super().to_dict()
+        for key in ("lo", "hi", "J", "init_mean", "init_var"):
+            if key in out and len(out[key]) == 1:
+                out[key] = out[key][0]
         return out
 
 

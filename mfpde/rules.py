@@ -149,7 +149,7 @@ DRIVERS: dict[str, DriverSpec] = {d.name: d for d in (
                "Pham–Nguyen three-layer network: SGD or stochastic heavy ball (PNDriver)"),
     DriverSpec("pn_kinetic", "particle", "pham_nguyen", True, ("loss",),
                "Pham–Nguyen kinetic mean-field ODE reference (PNKineticSolver)"),
-    DriverSpec("quadrature", "particle", "readout", True, ("loss",),
+    DriverSpec("quadrature", "particle", "readout", True, (),
                "weighted Gauss–Hermite quadrature reference of the noiseless flow"),
     DriverSpec("fv", "grid", "optional", False, ("free_energy",),
                "finite-volume solver, 1-D / 2-D (FVSolver): external or model potential"),

@@ -317,17 +317,221 @@ EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "validation").glob("exa
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_bundled_examples_are_valid(path):
-    """The bundled examples validate against the real data kinds and observers (comparison
-    configs against the ``[compare]`` parser of :mod:`mfpde.compare`)."""
-    if "[compare]" in path.read_text():
+    """The bundled examples validate against the real data kinds, observers and registries
+    (comparison configs through the same Config, as a [compare] job; [sparse] experiments
+    through their own loader)."""
+    text = path.read_text()
+    if "[sparse]" in text:
+        from mfpde.sparse.experiment import load_spec
+        load_spec(path)
+        return
+    if "[compare]" in text:
         from mfpde.compare import parse_compare
-        parse_compare(tomllib.loads(path.read_text()))
+        parse_compare(tomllib.loads(text))
+        cfg = load_config(path)
+        assert cfg.job == "compare" and cfg.dynamics is None and cfg.compare.T > 0
         return
     cfg = load_config(path)
-    assert cfg.dynamics.n_steps > 0
-    assert load_config(path, ["dynamics.steps=1"]).dynamics.n_steps == 1
+    if cfg.dynamics.spec.fixed_step:
+        assert cfg.dynamics.n_steps > 0
+        assert load_config(path, ["dynamics.steps=1"]).dynamics.n_steps == 1
+    else:  # adaptive grid drivers run to t_end
+        assert cfg.dynamics.n_steps is None and cfg.dynamics.t_end > 0
+        assert load_config(path, ["dynamics.t_end=0.01"]).dynamics.t_end == 0.01
+    again = parse_config(cfg.to_toml())
+    assert again == cfg and again.to_toml() == cfg.to_toml()
+
+
+def test_every_driver_has_a_bundled_example():
+    from mfpde.rules import DRIVERS
+    solvers = {load_config(p).dynamics.solver for p in EXAMPLES
+               if "[compare]" not in p.read_text() and "[sparse]" not in p.read_text()}
+    assert solvers == set(DRIVERS)
 
 
 def test_examples_exist():
     names = {p.stem for p in EXAMPLES}
     assert {"example_two_layer", "example_nc"} <= names
+
+
+# ------------------------------------------------------------------ frozen, replace, with_values
+
+def test_config_is_frozen_after_validation():
+    import copy
+    import dataclasses
+    import pickle
+
+    cfg = parse_config(BASE)  # the default hooks (the data module, the observable registry)
+    assert cfg.frozen and cfg.dynamics.frozen
+    with pytest.raises(dataclasses.FrozenInstanceError, match="replace"):
+        cfg.dynamics.steps = 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.output = cfg.output
+    with pytest.raises(TypeError, match="frozen"):
+        cfg.observe.quantities.append("nc1")
+    with pytest.raises(TypeError, match="frozen"):
+        cfg.data.params["n"] = 3
+    assert cfg.dynamics.steps == 20 and cfg.observe.quantities == ["loss"]
+    for other in (copy.deepcopy(cfg), pickle.loads(pickle.dumps(cfg))):
+        assert other == cfg and other.frozen
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            other.model.q = 3
+
+
+def test_replace_returns_a_new_validated_config():
+    cfg = parse()
+    new = cfg.replace(model={"q": 1}, output={"path": "other.h5"})
+    assert new.model.q == 1 and new.output.path == "other.h5" and new.frozen
+    assert cfg.model.q is None and cfg.output.path == "run.h5"      # unchanged
+    assert cfg.replace(model={"q": 1}).replace(model={"q": None}) == cfg  # None: the default
+    # steps and t_end exclude each other; the resolved data seed stays
+    t = cfg.replace(dynamics={"t_end": 0.5, "seed": 4})
+    assert t.dynamics.steps is None and t.dynamics.n_steps == 5 and t.data.seed == 1
+    both = cfg.replace(dynamics={"steps": None, "t_end": 1.0})
+    assert both.dynamics.n_steps == 10
+    # a whole section from another config
+    other = parse(overrides=["output.path=x.h5", "output.checkpoint_every=7"])
+    assert cfg.replace(output=other.output).output == other.output
+    # changes are validated like the file
+    with pytest.raises(ConfigError, match="dynamics.dt"):
+        cfg.replace(dynamics={"dt": -1.0})
+    with pytest.raises(ConfigError, match="did you mean 'dynamics'"):
+        cfg.replace(dynamcs={"dt": 1.0})
+
+
+def test_with_values():
+    cfg = parse()
+    a = cfg.with_values({"dynamics.steps": 7, "observe.every": 2})
+    assert a.dynamics.n_steps == 7 and a.observe.every == 2
+    b = cfg.with_values(["dynamics.steps=7", "observe.every=2"])
+    assert a == b
+    with pytest.raises(ConfigError, match="section.key"):
+        cfg.with_values({"steps": 7})
+
+
+def test_round_trip_with_inf_schedules_and_tables():
+    cfg = parse(NC, ["dynamics.xi={kind='power', t0=2, alpha=0.25}", "dynamics.beta=inf"])
+    text = cfg.to_toml()
+    assert "beta = inf" in text
+    again = parse(text)
+    assert again == cfg and again.to_toml() == text
+    assert again.dynamics.xi(2.0) == pytest.approx(2.0 ** -0.25)
+
+
+# ------------------------------------------------------------------ choice lists, registries
+
+def test_choice_lists_come_from_their_registries():
+    from mfpde.activations import ACTIVATIONS
+    from mfpde.dynamics.kinetic import INTEGRATORS
+    from mfpde.models import MODEL_KINDS
+    from mfpde.rules import DRIVERS, PN_KIND
+
+    msg = error(overrides=["model.activation=nope"])
+    assert all(repr(a) in msg for a in ACTIVATIONS)
+    msg = error(overrides=["model.kind=nope"])
+    assert all(repr(k) in msg for k in (*MODEL_KINDS, PN_KIND))
+    msg = error(overrides=["dynamics.solver=nope"])
+    assert all(repr(d) in msg for d in DRIVERS)
+    msg = error(overrides=["dynamics.solver=kinetic", "dynamics.integrator=nope"])
+    assert all(repr(i) in msg for i in INTEGRATORS)
+
+
+PN = """
+[model]
+kind = "pham_nguyen"
+
+[data]
+kind = "teacher_student"
+
+[dynamics]
+n1 = 8
+dt = 0.1
+steps = 10
+"""
+
+
+def test_only_for_fields_follow_the_driver():
+    # legacy resolved configs wrote gamma / integrator for the Langevin driver: accepted
+    cfg = parse(BASE.replace("steps = 20", 'steps = 20\ngamma = 1.0\nintegrator = "baoab"'))
+    assert cfg.dynamics.gamma is None and "gamma" not in cfg.to_toml()
+    msg = error(overrides=["dynamics.gamma=2"])
+    assert "only used by solver" in msg and "'kinetic'" in msg and "'langevin'" in msg
+    kin = parse(overrides=["dynamics.solver=kinetic"])
+    assert kin.dynamics.gamma == 1.0 and kin.dynamics.integrator == "baoab"
+    msg = error(PN, ["dynamics.solver=pn_kinetic", "dynamics.integrator=baoab"])
+    assert "dynamics.integrator" in msg and "'splitting'" in msg
+    assert "dynamics.units" in error(overrides=["dynamics.units=raw"])
+
+
+GRID = """
+[dynamics]
+solver = "fv"
+beta = 4.0
+t_end = 1.0
+
+[grid]
+lo = -6.0
+hi = 6.0
+J = 200
+potential = "ou"
+"""
+
+
+def test_grid_sections():
+    cfg = parse(GRID)
+    assert cfg.model is None and cfg.data is None and cfg.grid.lam == 1.0  # ou default
+    assert cfg.grid.lo == [-6.0] and cfg.grid.J == [200] and cfg.observe.quantities == [
+        "free_energy"]
+    assert cfg.dynamics.n_steps is None and cfg.grid.ndim == 1
+    assert parse(cfg.to_toml()) == cfg and "init_r_var" not in cfg.to_toml()
+    two = parse(GRID.replace("lo = -6.0", "lo = [-6.0, -5.0]").replace("hi = 6.0", "hi = 6.0")
+                .replace("J = 200", "J = [20, 30]"))
+    assert two.grid.hi == [6.0, 6.0] and two.grid.J == [20, 30] and two.grid.ndim == 2
+    assert "missing section [grid]" in error(GRID.split("[grid]")[0])
+    assert "[model] is not used" in error(GRID + '\n[model]\nkind = "two_layer"\n')
+    assert "grid.r_lo" in error(GRID, ["grid.r_lo=-1"])
+    assert "dynamics.N" in error(GRID, ["dynamics.N=10"])
+    assert "dynamics.t_end is required" in error(GRID.replace("t_end = 1.0", ""))
+    assert "grid.hi" in error(GRID, ["grid.hi=-7.0"])
+    assert "double_well" in error(GRID.replace("lo = -6.0", "lo = [-6.0, -6.0]")
+                                  .replace('"ou"', '"double_well"'))
+    model = parse(GRID.replace('"ou"', '"model"') + BASE.split("[dynamics]")[0])
+    assert model.model.kind == "two_layer" and model.grid.lam is None
+    assert "[grid] is not used" in error(BASE + "\n[grid]\nlo = -1\nhi = 1\nJ = 10\n")
+    assert "missing section [radial]" in error(
+        GRID.replace('"fv"', '"radial"').split("[grid]")[0])
+
+
+def test_driver_rules_come_from_mfpde_rules():
+    trainer = ["dynamics.solver=trainer"]
+    assert parse(overrides=trainer).dynamics.method == "gd"
+    msg = error(overrides=trainer + ["dynamics.batch=4"])
+    assert msg.startswith("dynamics.batch: method 'gd' is full batch")
+    assert "needs batch" in error(overrides=trainer + ["dynamics.method=sgd"])
+    assert "noiseless" in error(overrides=trainer + ["dynamics.beta=10"])
+    assert "gamma or momentum" in error(overrides=trainer + ["dynamics.method=shb"])
+    raw = trainer + ["dynamics.units=raw", "dynamics.method=sgd", "dynamics.batch=4"]
+    assert "dynamics.lr" in error(overrides=raw)
+    ok = parse(BASE.replace("dt = 0.1\n", ""), raw + ["dynamics.lr=1.0"])
+    assert ok.dynamics.raw_units and ok.dynamics.dt is None and ok.dynamics.n_steps == 20
+    assert "raw units set the step" in error(overrides=raw + ["dynamics.lr=1.0"])
+    assert "noise_std" in error(BASE.replace("dt = 0.1\n", ""),
+                                raw + ["dynamics.lr=1.0", "dynamics.beta=5"])
+    assert "noise_std" in error(BASE.replace("dt = 0.1\n", ""),
+                                raw + ["dynamics.lr=1.0", "dynamics.method=noisy_sgd"])
+    assert "units = 'raw'" in error(overrides=trainer + ["dynamics.lr=1.0"])
+
+
+def test_pham_nguyen_config():
+    cfg = parse(PN)
+    assert cfg.dynamics.solver == "pn" and cfg.dynamics.method == "sgd"   # the PN defaults
+    assert cfg.dynamics.n2 == 8 and cfg.model.phi3 == "identity"
+    text = cfg.to_toml()
+    assert "activation" not in text and "init_scale_a" not in text and "phi1" in text
+    assert parse(text) == cfg
+    assert "model.activation" in error(PN, ["model.activation=relu"])
+    assert "unknown Pham–Nguyen method" in error(PN, ["dynamics.method=noisy_sgd"])
+    assert "noiseless" in error(PN, ["dynamics.beta=3"])
+    assert "needs the friction gamma" in error(PN, ["dynamics.method=shb"])
+    assert "Pham–Nguyen" in error(PN.replace("n1 = 8", "N = 3"), ["dynamics.solver=langevin"])
+    assert "model.kind" in error(BASE, ["dynamics.solver=pn", "dynamics.n1=4"])
