@@ -150,8 +150,9 @@ def test_several_chunks_and_blocks_match_numpy_peer(act):
 @pytest.mark.parametrize("act", ["tanh", "erf"])
 @pytest.mark.parametrize("N", [300, 5000])
 def test_fused_euler_step_equals_gradient_then_update(act, N):
-    """``model.euler_step`` (update applied per chunk inside the pass) is bitwise the force
-    followed by ``em_update``, with and without noise."""
+    """``euler_maruyama_step`` (the integrator's update applied to each chunk of the model's
+    force plan) is bitwise the force followed by ``em_update``, with and without noise."""
+    from mfpde.dynamics.langevin import euler_maruyama_step
     from mfpde.kernels.readout import em_update
     for model in (make_model("two_layer", d=12, q=1, activation=act, lam=0.01),
                   make_model("nc", d=3, q=2, p=3, activation=act, lam=0.01, lam_W=0.02)):
@@ -162,28 +163,63 @@ def test_fused_euler_step_equals_gradient_then_update(act, N):
             g = model.gradient(ref, X, Y, W)
             em_update(ref, g.theta, noise, 0.05, ns)
             th = theta.copy()
-            risk, gW = model.euler_step(th, X, Y, W, 0.05, noise, ns)
+            risk, gW = euler_maruyama_step(model, th, X, Y, W, 0.05, noise, ns)
             assert np.array_equal(th, ref)
             assert risk == g.risk
             if model.has_W:
                 assert np.array_equal(gW, g.W)
     with pytest.raises(ValueError, match="C-contiguous"):
-        model.euler_step(np.asfortranarray(theta), X, Y, W, 0.05)
+        euler_maruyama_step(model, np.asfortranarray(theta), X, Y, W, 0.05)
 
 
 def test_euler_step_draws_chunked_noise_like_one_draw():
     """Noise drawn chunk by chunk inside the pass equals one ``standard_normal((N, D))`` draw."""
+    from mfpde.dynamics.langevin import euler_maruyama_step
     model = make_model("two_layer", d=3, q=1, activation="tanh", lam=0.01)
     model.block_bytes = 8 * 5000 * 6                       # several blocks
     theta, X, Y, _ = _problem(model, 5000, 20, seed=4)
     ref = theta.copy()
     noise = np.random.default_rng(9).standard_normal(theta.shape)
-    model.euler_step(ref, X, Y, None, 0.05, noise, 0.1)
+    euler_maruyama_step(model, ref, X, Y, None, 0.05, noise, 0.1)
     for memory in ("fast", "low"):
         model.memory = memory
         th = theta.copy()
         rng = np.random.default_rng(9)
-        model.euler_step(th, X, Y, None, 0.05, None, 0.1, rng=rng)
+        euler_maruyama_step(model, th, X, Y, None, 0.05, None, 0.1, rng=rng)
         assert np.array_equal(th, ref), memory
     assert np.array_equal(rng.standard_normal(3), np.random.default_rng(9).standard_normal(
         theta.size + 3)[-3:])
+
+
+def test_force_plan_chunks_equal_the_gradient():
+    """The force plan hands each chunk's force (bitwise the rows of ``gradient``) to the
+    consumer once, in chunks covering ``[0, N)``; ``produce`` is called in chunk order; the
+    fused-kernel plan is offered by the two-layer model only."""
+    from mfpde.kernels.readout import chunk_bounds
+    for model in (make_model("two_layer", d=4, q=1, activation="tanh", lam=0.01),
+                  make_model("nc", d=3, q=2, p=3, activation="erf", lam=0.01, lam_W=0.02)):
+        theta, X, Y, W = _problem(model, 3000, 17, seed=5)
+        g = model.gradient(theta, X, Y, W)
+        got = np.full_like(theta, np.nan)
+        seen, made = [], []
+
+        def produce(lo, hi):
+            made.append(lo)
+            return lo
+
+        def on_chunk(lo, hi, force, item):
+            assert item == lo and force.shape == (hi - lo, model.D)
+            got[lo:hi] = force
+            seen.append((lo, hi))
+
+        risk, gW = model.force_chunks(theta, X, Y, W, on_chunk, produce)
+        b = chunk_bounds(theta.shape[0])
+        assert sorted(seen) == list(zip(b[:-1], b[1:])) and made == list(b[:-1])
+        assert np.array_equal(got, g.theta) and risk == g.risk
+        assert (gW is None) == (not model.has_W) and (gW is None or np.array_equal(gW, g.W))
+        plan = model.fused_plan()
+        if model.has_W:
+            assert plan is None
+        else:
+            assert (plan.code, plan.pa, plan.bias, plan.lam, plan.D) == (
+                model.code, model.pa, model.bias, model.lam, model.D)

@@ -26,7 +26,8 @@ bitwise independent of the thread count and of how the steps are split into :met
 :meth:`state_dict` / :meth:`load_state_dict` capture everything needed for a bitwise resume.
 
 Fused path: mini-batch and online SGD with small batches (``batch <= FUSED_MAX_BATCH``) of a
-two-layer read-out model (no ``W``) runs many steps per compiled call
+two-layer read-out model (no ``W``; the model says so and gives the kernel's parameters through
+``model.fused_plan()``) runs many steps per compiled call
 (:func:`mfpde.kernels.online.online_steps`), in blocks that never cross a refill of the sample
 buffer or an epoch. It draws the same random numbers in the same order (the noise of consecutive
 steps within a block is one generator call, which gives the same numbers as one call per step) and
@@ -35,9 +36,12 @@ per step) only by floating-point rounding. It is used unless a ``batch_source`` 
 hook is set, the per-step work ``N * batch * D`` exceeds :data:`FUSED_MAX_WORK` (the generic path
 is multi-threaded) or :attr:`LangevinSolver.fused` is False.
 
-Generic path: one streamed pass per step, with the Euler–Maruyama update applied to each particle
-chunk inside the pass (:meth:`~mfpde.models.readout.ReadoutModel.euler_step`, bitwise equal to the
-force followed by :func:`~mfpde.kernels.readout.em_update`, without an (N, D) force array).
+Generic path: one streamed pass per step. The model hands its force plan to the integrator
+(:meth:`~mfpde.models.readout.ReadoutModel.force_chunks`): the force of each particle chunk, as soon
+as it is complete, goes to :func:`euler_maruyama_step`'s per-chunk update (the noise of the chunk
+drawn in chunk order), bitwise equal to the force followed by
+:func:`~mfpde.kernels.readout.em_update`, without an (N, D) force array. A model without a force
+plan gives its (N, D) force through ``model.gradient``.
 """
 from __future__ import annotations
 
@@ -46,8 +50,7 @@ import math
 import numpy as np
 
 from ..kernels.online import online_steps
-from ..kernels.readout import em_update
-from ..models.readout import ReadoutModel
+from ..kernels.readout import em_rows, em_update
 from .base import ONLINE_CHUNK, ConstantSchedule, ParticleDriver, make_rng  # noqa: F401
 from .heavy_ball import descent_step
 
@@ -58,6 +61,54 @@ FUSED_MAX_BATCH = 16
 FUSED_MAX_WORK = 1 << 21
 #: bytes of Gaussian noise drawn by one generator call on the fused path (finite ``beta``)
 FUSED_NOISE_BYTES = 1 << 24
+
+
+_NO_NOISE = np.empty((0, 0))
+
+
+def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None):
+    """One Euler–Maruyama step of the particles, in place, fused with the model's gradient pass
+    (dynamics.md §3): :math:`\\theta_j \\leftarrow \\theta_j - \\varepsilon\\nabla\\Psi(\\theta_j)
+    + s\\,g_j` with ``dt`` :math:`= \\varepsilon`, ``noise_scale`` :math:`s` and ``noise``
+    :math:`g` (N, D) (may be None when ``noise_scale == 0``).
+
+    The model's force plan (``model.force_chunks``) hands over the force of each particle chunk
+    ``[lo, hi)``; this function applies the update to those rows
+    (:func:`~mfpde.kernels.readout.em_rows`) — equal to ``model.gradient`` followed by
+    :func:`~mfpde.kernels.readout.em_update`, bit for bit, without forming the (N, D) force.
+    With ``rng`` (a ``numpy.random.Generator``) instead of ``noise``, the noise is drawn chunk by
+    chunk of particles in order: the same numbers as ``rng.standard_normal((N, D))``, without an
+    (N, D) buffer.
+
+    ``theta`` must be a writeable C-contiguous float64 (N, D) array. Returns ``(risk, grad_W)``
+    (``grad_W`` (p, q) or None without ``W``), both evaluated before the update.
+    """
+    if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64
+            and theta.flags.c_contiguous and theta.flags.writeable):
+        raise ValueError("the Euler–Maruyama step updates theta in place: it must be a writeable "
+                         "C-contiguous float64 array")
+    step, ns = float(dt), float(noise_scale)
+    produce = None
+    if ns != 0.0 and rng is not None:
+        if noise is not None:
+            raise ValueError("give either noise or rng, not both")
+        D = theta.shape[1]
+
+        def produce(lo, hi):
+            return rng.standard_normal((hi - lo, D))
+    elif ns != 0.0:
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.shape != theta.shape:
+            raise ValueError(f"noise must have shape {theta.shape}, got {noise.shape}")
+
+    def on_chunk(lo, hi, force, item):
+        if ns == 0.0:
+            g = _NO_NOISE
+        else:
+            g = item if item is not None else noise[lo:hi]
+        em_rows(theta[lo:hi], force, g, step, ns, 0, hi - lo)
+
+    return model.force_chunks(theta, X, Y, W, on_chunk, produce)
 
 
 class LangevinSolver(ParticleDriver):
@@ -79,8 +130,7 @@ class LangevinSolver(ParticleDriver):
             self._step_fused(n)
             return
         model = self.model
-        fuse_update = (isinstance(model, ReadoutModel)
-                       and type(model).euler_step is ReadoutModel.euler_step)
+        fuse_update = callable(getattr(model, "force_chunks", None))
         for _ in range(n):
             xi = self.xi(self.t)
             eps = self.dt * xi
@@ -92,8 +142,9 @@ class LangevinSolver(ParticleDriver):
                 # chunk by chunk there (the same numbers as one (N, D) draw, no (N, D) buffer)
                 own = noisy and self.noise_source is None
                 noise = self.draw_noise() if (noisy and not own) else None
-                self.last_risk, gW = model.euler_step(self.theta, Xb, Yb, self.W, eps, noise,
-                                                      scale, rng=self.rng if own else None)
+                self.last_risk, gW = euler_maruyama_step(model, self.theta, Xb, Yb, self.W, eps,
+                                                         noise, scale,
+                                                         rng=self.rng if own else None)
             else:
                 noise = self.draw_noise() if noisy else None
                 g = model.gradient(self.theta, Xb, Yb, self.W)
@@ -105,24 +156,26 @@ class LangevinSolver(ParticleDriver):
             self.k += 1
 
     # ------------------------------------------------------------------ fused path
+    def _fused_plan(self):
+        """The model's plan for the fused kernel (``model.fused_plan()``), or None."""
+        plan = getattr(self.model, "fused_plan", None)
+        return plan() if callable(plan) else None
+
     def _fused_ok(self) -> bool:
         """Whether :meth:`step` runs the fused kernel (module docstring)."""
-        model = self.model
         B = self.batch
-        return bool(
-            self.fused and B is not None and B <= FUSED_MAX_BATCH
-            and self.batch_source is None and self.noise_source is None
-            and isinstance(model, ReadoutModel) and not model.has_W and model.p == model.q
-            and type(model).gradient is ReadoutModel.gradient
-            and type(model)._pass is ReadoutModel._pass
-            and self.N * B * model.D <= FUSED_MAX_WORK)
+        if not (self.fused and B is not None and B <= FUSED_MAX_BATCH
+                and self.batch_source is None and self.noise_source is None):
+            return False
+        plan = self._fused_plan()
+        return plan is not None and self.N * B * plan.D <= FUSED_MAX_WORK
 
     def _step_fused(self, n: int) -> None:
         """``n`` steps through :func:`~mfpde.kernels.online.online_steps`, in blocks of at most
         :data:`~mfpde.dynamics.base.ONLINE_CHUNK` steps that end at every refill of the sample
         buffer or end of epoch (the generator draws exactly what the generic path draws)."""
-        model = self.model
-        B, N, D = self.batch, self.N, model.D
+        plan = self._fused_plan()
+        B, N, D = self.batch, self.N, plan.D
         noisy = math.isfinite(self.beta)
         cap = ONLINE_CHUNK
         if noisy:
@@ -137,12 +190,12 @@ class LangevinSolver(ParticleDriver):
                 X, Y = self._epoch_rows(want)
             m = X.shape[0] // B
             X = np.ascontiguousarray(X, dtype=np.float64)
-            if X.ndim != 2 or X.shape[1] != model.d:
-                raise ValueError(f"samples must have d = {model.d} columns, got shape {X.shape}")
+            if X.ndim != 2 or X.shape[1] != plan.d:
+                raise ValueError(f"samples must have d = {plan.d} columns, got shape {X.shape}")
             Y = np.ascontiguousarray(Y, dtype=np.float64).reshape(m, B, -1)
-            if Y.shape[2] != model.q:
-                raise ValueError(f"targets must have q = {model.q} columns, got {Y.shape[2]}")
-            X = X.reshape(m, B, model.d)
+            if Y.shape[2] != plan.q:
+                raise ValueError(f"targets must have q = {plan.q} columns, got {Y.shape[2]}")
+            X = X.reshape(m, B, plan.d)
             if isinstance(self.xi, ConstantSchedule):
                 eps = np.full(m, self.dt * self.xi.value)
             else:
@@ -153,7 +206,7 @@ class LangevinSolver(ParticleDriver):
                 scale = np.sqrt(2.0 * eps / self.beta)
             else:
                 noise, scale = no_noise, eps
-            self.last_risk = float(online_steps(model.code, self.theta, model.pa, model.bias,
-                                                X, Y, eps, model.lam, noise, scale))
+            self.last_risk = float(online_steps(plan.code, self.theta, plan.pa, plan.bias,
+                                                X, Y, eps, plan.lam, noise, scale))
             self.k += m
             done += m

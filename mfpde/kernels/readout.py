@@ -26,8 +26,8 @@ Each chunk's tile is small enough to stay in a core's cache between the kernels 
 (``TILE_BYTES`` in :mod:`mfpde.models.readout`). All kernels are serial and release the GIL; the
 model runs chunks concurrently on a thread pool (:mod:`mfpde._pool`). Every reduction is either
 inside one chunk (fixed order) or across chunks in chunk order, so results do not depend on the
-number of threads. :func:`assemble_chunk` adds the weight decay and, for a fused step, applies the
-Euler–Maruyama update of the chunk in place.
+number of threads. :func:`assemble_chunk` adds the weight decay; the Euler–Maruyama update of the
+integrator (:mod:`mfpde.dynamics.langevin`) is :func:`em_rows` / :func:`em_update`.
 """
 from __future__ import annotations
 
@@ -275,37 +275,29 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
 
 
 @jit
-def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa, update, step, noise, noise_scale):
+def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa):
     """The force of one chunk of rows, ``g_j = [gAT[:, j]^T, gU[j]] + lam * theta_j`` (the weight
-    decay of dynamics.md §1.2), written to ``out`` — or, with ``update``, the Euler–Maruyama step
-    of dynamics.md §3 applied in place: ``out_j = theta_j - step * g_j + noise_scale * noise_j``
-    (``out`` may be ``theta``; ``noise`` may be (0, 0) when ``noise_scale == 0``).
+    decay of dynamics.md §1.2), written to ``out`` (the rows of the (N, D) force, or a chunk
+    buffer handed to the integrator, :meth:`mfpde.models.readout.ReadoutModel.force_chunks`).
 
-    Shapes ``out, theta, noise`` (Nc, D) (row blocks of the full arrays), ``gAT`` (pa, Nc); the
+    Shapes ``out, theta`` (Nc, D) (row blocks of the full arrays), ``gAT`` (pa, Nc); the
     ``u`` part comes from ``gU`` (Nc, d_in) or, when that is empty, from its transpose ``gUT``
     (d_in, Nc)."""
     D = theta.shape[1]
     transposed = gU.shape[0] == 0
-    use_noise = noise_scale != 0.0
     for j in range(theta.shape[0]):
         for k in range(D):
             if k < pa:
                 g = gAT[k, j]
             else:
                 g = gUT[k - pa, j] if transposed else gU[j, k - pa]
-            th = theta[j, k]
-            g += lam * th
-            if update:
-                v = th - step * g
-                if use_noise:
-                    v += noise_scale * noise[j, k]
-                out[j, k] = v
-            else:
-                out[j, k] = g
+            g += lam * theta[j, k]
+            out[j, k] = g
 
 
 @jit
-def _em_rows(theta, grad, noise, step, noise_scale, j0, j1):
+def em_rows(theta, grad, noise, step, noise_scale, j0, j1):
+    """Rows ``j0 <= i < j1`` of the Euler–Maruyama update of :func:`em_update` (in place)."""
     use_noise = noise_scale != 0.0
     for i in range(j0, j1):
         for j in range(theta.shape[1]):
@@ -323,5 +315,5 @@ def em_update(theta, grad, noise, step, noise_scale):
     Rows are updated by particle chunks on the thread pool (:mod:`mfpde._pool`).
     """
     b = chunk_bounds(theta.shape[0])
-    run_tasks(lambda c: _em_rows(theta, grad, noise, step, noise_scale, b[c], b[c + 1]),
+    run_tasks(lambda c: em_rows(theta, grad, noise, step, noise_scale, b[c], b[c + 1]),
               b.size - 1)

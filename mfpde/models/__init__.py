@@ -1,12 +1,14 @@
 """Model layer: what a neuron is, what the network outputs, the force on each neuron.
 
-``make_model(kind, **params)`` builds a model from configuration values.
+``make_model(kind, **params)`` builds a model from configuration values. Models know nothing of
+drivers, runners or stores: a model hands its force plan to the integrator
+(:meth:`ReadoutModel.force_chunks`, :meth:`ReadoutModel.fused_plan`) and never steps itself.
 """
 from __future__ import annotations
 
 import difflib
 
-from .readout import Gradient, ReadoutModel
+from .readout import FusedPlan, Gradient, ReadoutModel
 from .three_layer_nc import NCThreeLayer
 from .two_layer import TwoLayer
 
@@ -34,4 +36,4 @@ def make_model(kind="two_layer", *, d, q=1, activation="tanh", bias=False, outpu
     return NCThreeLayer(p=p, Gamma=Gamma, lam_W=lam_W, **common)
 
 
-__all__ = ["Gradient", "ReadoutModel", "TwoLayer", "NCThreeLayer", "make_model", "MODEL_KINDS"]
+__all__ = ["FusedPlan", "Gradient", "ReadoutModel", "TwoLayer", "NCThreeLayer", "make_model", "MODEL_KINDS"]

@@ -71,6 +71,23 @@ class Gradient:
     lap: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class FusedPlan:
+    """What the fused online kernel (:func:`mfpde.kernels.online.online_steps`) needs of a
+    two-layer read-out model (:meth:`ReadoutModel.fused_plan`): activation ``code``, columns
+    ``pa`` of ``a`` (``q``, or 0 for the fixed output ``a = 1``), ``bias`` (inputs
+    ``x~ = (x, 1)``), weight decay ``lam``, input dimension ``d``, output dimension ``q``,
+    particle dimension ``D``."""
+
+    code: int
+    pa: int
+    bias: bool
+    lam: float
+    d: int
+    q: int
+    D: int
+
+
 class _Tiles:
     """Work tiles of the stored pass: ``k`` buffers of ``block x N`` entries; chunk ``c``'s tiles
     are contiguous ``(nb, Nc)`` slices."""
@@ -247,17 +264,18 @@ class ReadoutModel:
         return None
 
     # ------------------------------------------------------------------ the pass
-    def _pass(self, theta, X, Y, W, weights, grad=True, lap=False, features=False, update=None):
+    def _pass(self, theta, X, Y, W, weights, grad=True, lap=False, features=False,
+              on_chunk=None, produce=None):
         """One streamed pass over the data (see the module docstring for the equations).
 
         Particles are split in fixed chunks (:func:`~mfpde.kernels.readout.chunk_bounds`) run
         concurrently on the thread pool. Per block of samples, a forward phase computes each
         chunk's tile (``S``; ``sigma'``, ``sigma''`` for generic activations) and its partial
         features; after the features are summed in chunk order, a backward phase accumulates each
-        chunk's ``grad_A``, ``grad_U`` (and Laplacian). With ``update = (step, noise,
-        noise_scale)`` the force is not returned: each chunk applies the Euler–Maruyama step to
-        ``theta`` in place once its force is complete (``noise`` is an (N, D) array or a
-        ``numpy.random.Generator`` drawn chunk by chunk in order).
+        chunk's ``grad_A``, ``grad_U`` (and Laplacian). The force of each chunk is assembled
+        into the (N, D) result, or, with ``on_chunk`` (the force plan, :meth:`force_chunks`),
+        into a per-thread buffer handed to ``on_chunk(lo, hi, force, item)`` as soon as it is
+        complete (``item = produce(lo, hi)``, called in chunk order, or None).
 
         Low-memory sweep (:meth:`low_memory`): the features of every block are computed first
         and each chunk then recomputes its tiles block by block, so the ``block x N`` buffer and
@@ -375,14 +393,14 @@ class ReadoutModel:
             res = {"risk": sq / (2.0 * n) if Y is not None else float("nan"), "H": H}
             if not grad:
                 return res
-            if update is None:
-                out = np.empty((N, self.D))
-                step, noise, ns = 0.0, no_dd, 0.0
+            D, lam = self.D, self.lam
+            if on_chunk is None:
+                out = np.empty((N, D))
             else:
-                out = theta
-                step, noise, ns = update
+                out = None
+                fbuf = threading.local()           # one force buffer per thread
 
-            def finish(c, noise_c=None):
+            def finish(c, item=None):
                 r = rows[c]
                 if sweep:                       # this chunk's force, block by block
                     acc = new_acc(widths[c])
@@ -394,18 +412,23 @@ class ReadoutModel:
                     acc = accs[c]
                 if lap:
                     lapv[r] = acc[3]
-                if noise_c is None:
-                    noise_c = noise[r] if ns != 0.0 else no_dd
-                assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], self.lam, pa,
-                               update is not None, step, noise_c, ns)
+                if out is not None:
+                    assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], lam, pa)
+                    return
+                buf = getattr(fbuf, "a", None)
+                if buf is None:
+                    buf = fbuf.a = np.empty((max(widths), D))
+                force = buf[:widths[c]]
+                assemble_chunk(force, acc[0], acc[1], acc[2], theta[r], lam, pa)
+                on_chunk(r.start, r.stop, force, item)
 
             lapv = np.empty(N) if lap else None
-            if isinstance(noise, np.random.Generator):
-                # chunk noise drawn in chunk order as the threads claim the chunks
-                run_tasks(finish, C, lambda c: noise.standard_normal((widths[c], self.D)))
+            if produce is not None:
+                # items made in chunk order as the threads claim the chunks
+                run_tasks(finish, C, lambda c: produce(rows[c].start, rows[c].stop))
             else:
                 run_tasks(finish, C)
-        res["grad"] = out if update is None else None
+        res["grad"] = out
         if gW is not None:
             res["gW"] = gW + self.lam_W * W
         if lap:
@@ -477,35 +500,51 @@ class ReadoutModel:
         out = self._pass(theta, X, Y, W, weights, grad=True, lap=laplacian)
         return Gradient(out["grad"], out.get("gW"), out["risk"], out.get("lap"))
 
-    def euler_step(self, theta, X, Y, W, step, noise=None, noise_scale=0.0, rng=None):
-        """One Euler–Maruyama step of the particles fused with the gradient pass, in place
-        (dynamics.md §3): :math:`\\theta_j \\leftarrow \\theta_j - \\varepsilon\\nabla\\Psi(\\theta_j)
-        + s\\,g_j` with ``step`` :math:`= \\varepsilon`, ``noise_scale`` :math:`s` and ``noise``
-        :math:`g` (N, D) (may be None when ``noise_scale == 0``). Equal to ``gradient`` followed by
-        :func:`~mfpde.kernels.readout.em_update`, without forming the (N, D) force.
+    # ------------------------------------------------------------------ force plans
+    def force_chunks(self, theta, X, Y, W, on_chunk, produce=None):
+        """The force plan of one streamed gradient pass, for an integrator that updates the
+        particles chunk by chunk (dynamics.md §1.2 / §1.3; the pass of :meth:`gradient`).
 
-        With ``rng`` (a ``numpy.random.Generator``) instead of ``noise``, the noise is drawn chunk
-        by chunk of particles in order: the same numbers as ``rng.standard_normal((N, D))``,
-        without an (N, D) buffer.
+        The particles are split in the fixed chunks ``[lo, hi)`` of
+        :func:`~mfpde.kernels.readout.chunk_bounds` (a function of ``N`` only). As soon as the
+        force :math:`\\nabla\\Psi(\\theta_j)` (weight decay included) of a chunk is complete it is
+        handed to ``on_chunk(lo, hi, force, item)``: ``force`` (hi - lo, D) is a per-thread
+        buffer, valid during the call only, equal bit for bit to ``gradient(...).theta[lo:hi]``.
+        ``on_chunk`` may update ``theta[lo:hi]`` in place (the pass reads those rows no more);
+        it runs on the pool threads, one call per chunk, concurrently for different chunks.
+        ``produce(lo, hi) -> item`` (optional) is called in chunk order ``lo = 0, ...`` under the
+        pool's claim lock, at most one live item per thread (e.g. the chunk's noise drawn from
+        one generator: the same numbers as one ``(N, D)`` draw).
 
-        ``theta`` must be a C-contiguous float64 (N, D) array. Returns ``(risk, grad_W)``
-        (``grad_W`` None without ``W``), both evaluated before the update.
+        Parameters
+        ----------
+        theta : ndarray (N, D)
+        X : ndarray (n, d); Y : ndarray (n, q)
+        W : ndarray (p, q) or None
+        on_chunk : callable ``(lo, hi, force, item) -> None``
+        produce : callable ``(lo, hi) -> item`` or None
+
+        Returns
+        -------
+        (risk, grad_W)
+            The risk on ``X, Y`` and :math:`\\nabla_W F` (p, q) (None without ``W``), both at
+            the state before any update.
         """
-        if not (isinstance(theta, np.ndarray) and theta.dtype == np.float64
-                and theta.flags.c_contiguous and theta.flags.writeable):
-            raise ValueError("euler_step updates theta in place: it must be a writeable "
-                             "C-contiguous float64 array")
-        ns = float(noise_scale)
-        if ns != 0.0 and rng is not None:
-            if noise is not None:
-                raise ValueError("give either noise or rng, not both")
-            noise = rng
-        elif ns != 0.0:
-            noise = np.asarray(noise, dtype=np.float64)
-            if noise.shape != theta.shape:
-                raise ValueError(f"noise must have shape {theta.shape}, got {noise.shape}")
-        out = self._pass(theta, X, Y, W, None, grad=True, update=(float(step), noise, ns))
+        out = self._pass(theta, X, Y, W, None, grad=True, on_chunk=on_chunk, produce=produce)
         return out["risk"], out.get("gW")
+
+    def fused_plan(self) -> "FusedPlan | None":
+        """The plain parameters the fused multi-step online kernel
+        (:func:`mfpde.kernels.online.online_steps`) needs, or None when this model is not
+        eligible: the kernel is the two-layer read-out without ``W`` (``p = q``), with the force
+        of this class (a subclass that changes the force is not eligible)."""
+        cls = type(self)
+        if self.has_W or self.p != self.q or not (
+                cls.gradient is ReadoutModel.gradient and cls._pass is ReadoutModel._pass
+                and cls.force_chunks is ReadoutModel.force_chunks):
+            return None
+        return FusedPlan(code=self.code, pa=self.pa, bias=self.bias, lam=self.lam, d=self.d,
+                         q=self.q, D=self.D)
 
     def potential(self, points, theta, X, Y, W=None, weights=None):
         """Potential :math:`\\Psi(\\vartheta_m;\\rho) = a_m^\\top\\sum_i G_i\\,\\sigma(u_m^\\top x_i)
