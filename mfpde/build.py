@@ -323,7 +323,8 @@ def _radial(p: _Parts):
     if rc.kmax is not None:
         kw["kmax"] = rc.kmax
     if gc is not None:
-        kw["J"] = gc.J[0]
+        if gc.J is not None:
+            kw["J"] = gc.J[0]
         if gc.hi is not None:
             kw["r_max"] = gc.hi[0]
         kw.update(gc.scheme_kwargs())

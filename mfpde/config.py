@@ -108,15 +108,23 @@ def _drivers() -> tuple[str, ...]:
     return tuple(DRIVERS)
 
 
-def _driver_integrators() -> dict[str, tuple[str, ...]]:
-    """Integrators of the drivers that have a choice (``dynamics.integrator``)."""
-    from .dynamics.kinetic import INTEGRATORS, PNKineticSolver
-    return {"kinetic": tuple(INTEGRATORS), "pn_kinetic": tuple(PNKineticSolver.INTEGRATORS)}
+def _driver_integrators() -> dict[str, tuple[tuple[str, ...], str]]:
+    """``{driver: (integrators, default)}`` of the drivers with a choice of integrator
+    (``dynamics.integrator``), from the drivers themselves."""
+    from inspect import signature
+
+    from .dynamics import KineticSolver, PNKineticSolver
+    from .dynamics.kinetic import INTEGRATORS
+    out = {}
+    for name, cls, names in (("kinetic", KineticSolver, INTEGRATORS),
+                             ("pn_kinetic", PNKineticSolver, PNKineticSolver.INTEGRATORS)):
+        out[name] = (tuple(names), signature(cls).parameters["integrator"].default)
+    return out
 
 
 def _integrators() -> tuple[str, ...]:
     out: list[str] = []
-    for names in _driver_integrators().values():
+    for names, _ in _driver_integrators().values():
         out += [n for n in names if n not in out]
     return tuple(out)
 
@@ -771,10 +779,10 @@ class ModelConfig(_Section):
 
     @classmethod
     def resolve(cls, name, values, extra, ctx):
-        if values.get("kind") == "nc" and values.get("q") is not None \
-                and values.get("p", 4) < values["q"]:
-            raise ConfigError(f"{name}.p = {values.get('p', 4)}: expected an integer >= "
-                              f"{name}.q = {values['q']}")
+        p = values.get("p", cls.options()["p"].default)
+        if values.get("kind") == "nc" and values.get("q") is not None and p < values["q"]:
+            raise ConfigError(f"{name}.p = {p}: expected an integer >= {name}.q = "
+                              f"{values['q']}")
         return values
 
     def make_kwargs(self, d: int, q: int) -> dict[str, Any]:
@@ -1080,9 +1088,9 @@ class DynamicsConfig(_Section):
         if v.get("gamma") is None and solver in _GAMMA_DEFAULT:
             v["gamma"] = _GAMMA_DEFAULT[solver]
         if solver in ("kinetic", "pn_kinetic"):
-            allowed = _driver_integrators()[solver]
+            allowed, default = _driver_integrators()[solver]
             if v.get("integrator") is None:
-                v["integrator"] = "baoab" if solver == "kinetic" else allowed[0]
+                v["integrator"] = default
             if v["integrator"] not in allowed:
                 raise ConfigError(f"dynamics.integrator = {v['integrator']!r}: solver = "
                                   f"{solver!r} takes " + _quoted(allowed))
@@ -1146,10 +1154,11 @@ class GridConfig(_Section):
     lo: list[float] | None = option(type="floats", max_len=2, only_for=("fv", "phase_grid"),
                                     doc="lower corner (a number in 1-D, [lo0, lo1] in 2-D)")
     hi: list[float] | None = option(None, type="floats", max_len=2,
-                                    doc="upper corner; radial: r_max (default 3 radial.kappa)")
+                                    doc="upper corner (fv / phase_grid: required); radial: r_max "
+                                        "(solver default 3 radial.kappa)")
     J: list[int] | None = option(None, type="ints", max_len=2, ge=3,
-                                 doc="cells per axis (fv / phase_grid: required; radial: default "
-                                     "400)")
+                                 doc="cells per axis (fv / phase_grid: required; radial: solver "
+                                     "default 400)")
     r_lo: float | None = option(type="float", only_for=("phase_grid",),
                                 doc="lower end of the velocity grid")
     r_hi: float | None = option(type="float", only_for=("phase_grid",),
@@ -1211,13 +1220,6 @@ class GridConfig(_Section):
                 if v.get(key) is not None and len(v[key]) != 1:
                     raise ConfigError(f"grid.{key} = {_fmt(v[key])}: the radial grid is 1-D "
                                       f"(one number)")
-            if v.get("J") is None:
-                v["J"] = [400]
-            if v.get("hi") is None:
-                radial = ctx.raw.get("radial", {})
-                kappa = radial.get("kappa") if isinstance(radial, Mapping) else None
-                if isinstance(kappa, (int, float)) and not isinstance(kappa, bool):
-                    v["hi"] = [3.0 * float(kappa)]
             return v
         if v.get("hi") is None:
             raise ConfigError(f"grid.hi is required for dynamics.solver = {solver!r}: expected "
@@ -1260,7 +1262,8 @@ class GridConfig(_Section):
 
     @property
     def ndim(self) -> int:
-        return len(self.J) if self.lo is None else len(self.lo)
+        """Dimension of the grid (1 for the radial and phase-space theta grids)."""
+        return 1 if self.lo is None else len(self.lo)
 
     def scheme_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the grid solver for the scheme fields that are set."""
