@@ -303,8 +303,7 @@ def test_overdamped_shb_equals_gd_when_momentum_vanishes(two_layer):
 
 # ----------------------------------------------------------------------------- Pham–Nguyen
 def test_pn_kinetic():
-    pn = pytest.importorskip("mfpde.models.three_layer_pn")
-    from mfpde.dynamics.kinetic import PNKineticSolver
+    from mfpde.dynamics import PNDriver, PNKineticSolver
     from mfpde.validation.cases_kinetic import toy_pn
     model, data, w0 = toy_pn(n1=12, n2=10)
     s = PNKineticSolver(model, data, dt=0.1, gamma=0.5, weights0=w0)
@@ -315,7 +314,7 @@ def test_pn_kinetic():
     assert np.all(np.diff(H) < 0) and s.n_force == 101
     # the PN heavy-ball recursion is the finite-width SHB of PNDriver, iterate for iterate
     a = PNKineticSolver(model, data, dt=0.05, gamma=0.5, weights0=w0, integrator="shb")
-    b = pn.PNDriver(model, data, dt=0.05, method="shb", gamma=0.5, weights0=w0)
+    b = PNDriver(model, data, dt=0.05, method="shb", gamma=0.5, weights0=w0)
     a.step(20)
     b.step(20)
     for x, y in zip(list(a.w.arrays()) + a.r, list(b.w.arrays()) + b.r):

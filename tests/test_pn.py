@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from mfpde.data import make_dataset
-from mfpde.models.three_layer_pn import (PNDriver, PNThreeLayer, PNWeights, pn_eps_from_raw,
-                                         pn_raw_lrs)
+from mfpde.dynamics import PNDriver
+from mfpde.models.three_layer_pn import PNThreeLayer, PNWeights, pn_eps_from_raw, pn_raw_lrs
 
 
 @pytest.fixture(scope="module")

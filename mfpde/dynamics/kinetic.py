@@ -49,7 +49,8 @@ start of the step), outside the compiled kernels: results do not depend on the t
 :meth:`~mfpde.dynamics.base.ParticleDriver.draw_noise`, so the synchronous-coupling hooks
 (``batch_source``, ``noise_source``) apply.
 
-The Pham–Nguyen velocity-augmented ODEs (dynamics.md §6.3) are :class:`PNKineticSolver`.
+The Pham–Nguyen velocity-augmented ODEs (dynamics.md §6.3) are
+:class:`~mfpde.dynamics.pham_nguyen.PNKineticSolver`.
 
 Lyapunov functions (§5.4), evaluated on the full training data (or on ``X, Y`` passed in):
 
@@ -72,6 +73,7 @@ from ..kernels.kinetic import baoa_update, bo_update, oba_update
 from ..metrics.entropy import knn_entropy
 from .base import ParticleDriver
 from .heavy_ball import HeavyBall, descent_step
+from .pham_nguyen import PNKineticSolver  # noqa: F401  (its former home; re-exported)
 
 INTEGRATORS = ("shb", "splitting", "baoab", "obabo")
 _ORDER = {"shb": 1, "splitting": 2, "baoab": 2, "obabo": 2}
@@ -359,200 +361,6 @@ class KineticSolver(HeavyBall, ParticleDriver):
             self._f_risk = float(state.get("force_risk", float("nan")))
         self._f_valid = valid
         self.n_force = int(state.get("n_force", 0))
-
-
-# ============================================================================ Pham–Nguyen
-class PNKineticSolver:
-    r"""Velocity-augmented mean-field ODEs of the Pham–Nguyen three-layer network (dynamics.md §6.3).
-
-    .. math::
-
-        \partial_t w_\ell = r_\ell,\qquad
-        \partial_t r_\ell = -\gamma r_\ell - \xi_\ell(t)\,\Delta_\ell,\qquad \ell = 1, 2, 3,
-        \qquad r_\ell(0) = 0,
-
-    with :math:`\Delta_\ell` the mean-field gradients of §6.2. Following the numerical reference of
-    §6.2 [choice], the continuum indices ``(c_1, c_2)`` are represented by a width-``(n1, n2)``
-    network driven by exact expectations over the data (full batch: the rescaled gradients
-    ``Grad_l`` of :meth:`PNThreeLayer.gradients
-    <mfpde.models.three_layer_pn.PNThreeLayer.gradients>` on the whole set). ``xi_l`` multiply the
-    force only (as in §6.3 and :class:`~mfpde.models.three_layer_pn.PNDriver`; not a clock).
-    Noiseless.
-
-    Integrators: ``"splitting"`` — ``O(h/2) B(h/2) A(h) B(h/2) O(h/2)`` with exact friction
-    ``r <- exp(-gamma h/2) r`` (second order, one gradient evaluation per step, cached between
-    steps; ``xi_l`` at the step midpoint); ``"shb"`` — the heavy-ball recursion
-    ``r <- (1 - gamma h) r - h xi_l Grad_l``, ``w <- w + h r`` (first order; the finite-width SHB
-    of :class:`~mfpde.models.three_layer_pn.PNDriver` with full batch).
-
-    Lyapunov function (constant ``xi_l``, §6.3, plus the optional weight decay [choice]):
-
-    .. math::
-
-        H = E_z L + \tfrac\lambda2\big(E\|w_1\|^2 + E w_2^2 + E w_3^2\big)
-            + \tfrac12\sum_\ell E\|r_\ell\|^2/\xi_\ell,\qquad
-        \frac{dH}{dt} = -\gamma\sum_\ell E\|r_\ell\|^2/\xi_\ell ,
-
-    expectations over the neuron indices (``E|w_1|^2 = sum(w1**2)/n1``, ``E w_2^2 = mean(w2**2)``,
-    ``E w_3^2 = mean(w3**2)``).
-
-    Parameters
-    ----------
-    model : PNThreeLayer
-    data : Dataset
-        The data whose average defines the expectations (a large fixed sample for a population
-        reference).
-    n1, n2 : int
-        Widths (ignored when ``weights0`` is given).
-    dt : float
-        Step ``h`` (time ``t = k*dt``).
-    gamma : float
-        Friction > 0.
-    integrator : {"splitting", "shb"}
-    xi : number, callable or three of them
-        Per-layer ``xi_l(t)`` (force multipliers).
-    seed : int
-        Seed of the initialisation when ``weights0`` is not given.
-    weights0 : PNWeights, optional
-    r0 : sequence of three arrays, optional
-        Initial velocities (default 0).
-    """
-
-    INTEGRATORS = ("splitting", "shb")
-
-    def __init__(self, model, data, *, n1=None, n2=None, dt, gamma, integrator="splitting",
-                 xi=None, seed=0, weights0=None, r0=None):
-        from ..models.three_layer_pn import _layer_schedules
-        if integrator not in self.INTEGRATORS:
-            raise ValueError(f"integrator must be one of {', '.join(self.INTEGRATORS)}, got {integrator!r}")
-        if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
-        gamma = float(gamma)
-        if not (math.isfinite(gamma) and gamma > 0):
-            raise ValueError(f"gamma must be a finite number > 0, got {gamma!r}")
-        if integrator == "shb" and gamma * dt >= 1:
-            raise ValueError(f"SHB needs gamma*dt < 1, got {gamma * dt:.4g}")
-        self.model = model
-        self.X = model.prepare_X(data.X)
-        self.Y = model.prepare_Y(data.Y, self.X.shape[0])
-        self.dt, self.gamma, self.integrator = float(dt), gamma, integrator
-        self.order = 2 if integrator == "splitting" else 1
-        self.xi_l = _layer_schedules(xi)
-        if weights0 is None:
-            if n1 is None or n2 is None:
-                raise ValueError("give the widths n1, n2 (or weights0)")
-            from .base import make_rng
-            self.w = model.init_weights(n1, n2, make_rng(seed))
-        else:
-            self.w = model.check_weights(weights0).copy()
-        if r0 is None:
-            self.r = [np.zeros_like(a) for a in self.w.arrays()]
-        else:
-            self.r = [np.array(v, dtype=np.float64) for v in r0]
-            if [v.shape for v in self.r] != [a.shape for a in self.w.arrays()]:
-                raise ValueError("r0 must be three arrays shaped like (w1, w2, w3)")
-        self.k = 0
-        self._g = None
-        self.n_force = 0
-        self.last_risk = float("nan")
-
-    @property
-    def t(self) -> float:
-        return self.k * self.dt
-
-    def _force(self):
-        g = self.model.gradients(self.w, self.X, self.Y)
-        self._g = (g.g1, g.g2, g.g3)
-        self.last_risk = g.risk
-        self.n_force += 1
-
-    def step(self, n: int = 1, t_end: float = math.inf) -> None:
-        """Advance ``n`` steps of the chosen integrator (``t_end`` ignored: fixed ``dt``)."""
-        for _ in range(int(n)):
-            h = self.dt
-            if self.integrator == "shb":
-                self._force()
-                xis = [f(self.t) for f in self.xi_l]
-                a = 1.0 - self.gamma * h
-                for wl, rl, gl, x in zip(self.w.arrays(), self.r, self._g, xis):
-                    rl *= a
-                    rl -= (h * x) * gl
-                    wl += h * rl
-                self._g = None
-            else:
-                if self._g is None:
-                    self._force()
-                xis = [f(self.t + 0.5 * h) for f in self.xi_l]
-                c = math.exp(-0.5 * self.gamma * h)
-                for wl, rl, gl, x in zip(self.w.arrays(), self.r, self._g, xis):
-                    rl *= c
-                    rl -= (0.5 * h * x) * gl
-                    wl += h * rl
-                self._force()
-                for rl, gl, x in zip(self.r, self._g, xis):
-                    rl -= (0.5 * h * x) * gl
-                    rl *= c
-            self.k += 1
-
-    # ------------------------------------------------------------------ observables
-    @staticmethod
-    def _means(arrs):
-        a1, a2, a3 = arrs
-        return (float(np.sum(a1 * a1)) / a1.shape[0], float(np.mean(a2 * a2)), float(np.mean(a3 * a3)))
-
-    def kinetic_energy(self) -> float:
-        """``1/2 sum_l E|r_l|^2 / xi_l`` (``xi_l`` at the current time).
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        xis = [f(self.t) for f in self.xi_l]
-        return 0.5 * sum(m / x for m, x in zip(self._means(self.r), xis))
-
-    def hamiltonian(self) -> float:
-        """``H`` of the class docstring on the solver's data.
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        H = self.model.risk(self.w, self.X, self.Y) + self.kinetic_energy()
-        if self.model.lam:
-            H += 0.5 * self.model.lam * sum(self._means(self.w.arrays()))
-        return H
-
-    def dissipation_rate(self) -> float:
-        """``-dH/dt = gamma sum_l E|r_l|^2 / xi_l`` of the exact flow.
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        xis = [f(self.t) for f in self.xi_l]
-        return self.gamma * sum(m / x for m, x in zip(self._means(self.r), xis))
-
-    def snapshot_arrays(self) -> dict[str, np.ndarray]:
-        """Copies of weights and velocities: ``w1, w2, w3, r1, r2, r3``."""
-        out = {f"w{i + 1}": a.copy() for i, a in enumerate(self.w.arrays())}
-        out.update({f"r{i + 1}": a.copy() for i, a in enumerate(self.r)})
-        return out
-
-    def fields(self) -> dict[str, np.ndarray]:
-        """Views of the weights ``w1`` (n1, d), ``w2`` (n1, n2), ``w3`` (n2,) and velocities ``r1,
-        r2, r3`` (same shapes)."""
-        out = {f"w{i + 1}": a for i, a in enumerate(self.w.arrays())}
-        out.update({f"r{i + 1}": a for i, a in enumerate(self.r)})
-        return out
-
-    def state_dict(self) -> dict:
-        out = self.snapshot_arrays()
-        out["k"] = int(self.k)
-        out["force"] = None if self._g is None else [g.copy() for g in self._g]
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        for i, a in enumerate(self.w.arrays()):
-            a[...] = np.asarray(state[f"w{i + 1}"], dtype=np.float64)
-        for i, a in enumerate(self.r):
-            a[...] = np.asarray(state[f"r{i + 1}"], dtype=np.float64)
-        self.k = int(state["k"])
-        f = state.get("force")
-        self._g = None if f is None else tuple(np.array(g, dtype=np.float64) for g in f)
 
 
 __all__ = ["KineticSolver", "PNKineticSolver", "INTEGRATORS"]

@@ -35,24 +35,21 @@ assumptions require): ``w1 ~ N(0, s1^2 I_d)``, ``w2 ~ Unif[m2 - r2, m2 + r2]``,
 i.i.d., so the first ``n1`` rows / ``n2`` columns of a large initialisation are a valid
 initialisation of the smaller network (sub-block coupling, :meth:`PNWeights.sub_block`).
 
-:class:`PNDriver` trains the network by SGD (``w_l <- w_l - eps xi_l Grad_l``) or stochastic heavy
-ball (dynamics.md §6.3: ``r_l <- (1 - gamma eps) r_l - eps xi_l Grad_l``, ``w_l <- w_l + eps r_l``;
-or the equivalent Polyak form), with the data, mini-batch and generator machinery of
-:class:`~mfpde.dynamics.base.ParticleDriver`. Optional weight decay [choice] adds ``lam * w_l`` to
-each rescaled force.
+The drivers that train the network (SGD, stochastic heavy ball) and the velocity-augmented
+mean-field ODEs are :class:`mfpde.dynamics.PNDriver` and :class:`mfpde.dynamics.PNKineticSolver`
+(:mod:`mfpde.dynamics.pham_nguyen`); the model knows nothing of them. Optional weight decay
+[choice] adds ``lam * w_l`` to each rescaled force.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..activations import activation_info, evaluate
-from ..dynamics.base import ParticleDriver, _as_schedule, make_rng
 
-__all__ = ["PNThreeLayer", "PNWeights", "PNGradient", "PNDriver", "pn_raw_lrs", "pn_eps_from_raw"]
+__all__ = ["PNThreeLayer", "PNWeights", "PNGradient", "pn_raw_lrs", "pn_eps_from_raw"]
 
 
 @dataclass
@@ -262,157 +259,3 @@ class PNThreeLayer:
                 "phi3": self.phi3, "lam": self.lam, "init_w1_std": self.init_w1_std,
                 "init_w2_mean": self.init_w2_mean, "init_w2_halfwidth": self.init_w2_halfwidth,
                 "init_w3_mean": self.init_w3_mean, "init_w3_halfwidth": self.init_w3_halfwidth}
-
-
-def _layer_schedules(xi):
-    if xi is None:
-        xi = (1.0, 1.0, 1.0)
-    if callable(xi) or isinstance(xi, (int, float, np.floating)):
-        xi = (xi, xi, xi)
-    if len(xi) != 3:
-        raise ValueError(f"xi must be a number, a callable or three of them (xi_1, xi_2, xi_3), got {xi!r}")
-    return tuple(_as_schedule(v) for v in xi)
-
-
-class PNDriver(ParticleDriver):
-    """SGD / stochastic heavy ball for the Pham–Nguyen network (dynamics.md §6.1, §6.3).
-
-    Reuses the data / mini-batch / generator machinery of
-    :class:`~mfpde.dynamics.base.ParticleDriver` (``next_batch``, the ``batch_source`` hook,
-    ``t``); the state is the three weight arrays instead of a particle matrix, so the base
-    ``__init__`` (which draws particles) is not called.
-
-    Parameters
-    ----------
-    model : PNThreeLayer
-    data : Dataset or None; sampler : OnlineSampler or None; batch : int or None
-        As for the particle drivers (full batch when ``batch`` is None).
-    n1, n2 : int
-        Widths (ignored when ``weights0`` is given).
-    dt : float
-        Step :math:`\\varepsilon` (time ``t = k*dt``).
-    method : {"sgd", "shb", "shb_polyak"}
-    gamma : float
-        Heavy-ball friction (``0 < gamma*dt < 1``).
-    xi : number, callable or three of them
-        Per-layer learning-rate schedules :math:`\\xi_\\ell(t)` (force multipliers, §6.1).
-    seed : int or SeedSequence
-    weights0 : PNWeights, optional
-        Initial weights (default: ``model.init_weights(n1, n2, rng)``).
-    """
-
-    def __init__(self, model, data=None, *, n1=None, n2=None, dt, method="sgd", gamma=None,
-                 batch=None, sampler=None, xi=None, seed=0, weights0=None):
-        if method not in ("sgd", "shb", "shb_polyak"):
-            raise ValueError(f"PN method must be 'sgd', 'shb' or 'shb_polyak', got {method!r}")
-        if not (isinstance(dt, (int, float, np.floating)) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
-        self.model = model
-        self.dt = float(dt)
-        self.beta = math.inf
-        self.method = method
-        self.xi_l = _layer_schedules(xi)
-        self.xi = self.xi_l[0]
-        self.xi_W, self.train_W, self.W = 0.0, False, None
-        self._init_data(model, data, batch, sampler)
-        self.rng = make_rng(seed)
-        if weights0 is None:
-            if n1 is None or n2 is None:
-                raise ValueError("give the widths n1, n2 (or weights0)")
-            self.w = model.init_weights(n1, n2, self.rng)
-        else:
-            self.w = model.check_weights(weights0).copy()
-        self.n1, self.n2 = self.w.n1, self.w.n2
-        self.N = self.n1
-        self.k = 0
-        self._perm = np.zeros(0, dtype=np.int64)
-        self._cursor = 0
-        self._noise = np.empty((0, 0))
-        self.last_risk = float("nan")
-        self.gamma = None
-        if method != "sgd":
-            if gamma is None:
-                raise ValueError(f"method {method!r} needs gamma")
-            gamma = float(gamma)
-            if not (gamma > 0 and gamma * self.dt < 1):
-                raise ValueError(f"heavy ball needs gamma > 0 and gamma*dt < 1, got {gamma!r}")
-            self.gamma = gamma
-        elif gamma is not None:
-            raise ValueError("gamma is for heavy ball only")
-        if method == "shb":
-            self.r = [np.zeros_like(a) for a in self.w.arrays()]
-        elif method == "shb_polyak":
-            self.w_prev = self.w.copy()
-
-    @property
-    def velocity(self) -> list[np.ndarray] | None:
-        """Velocities ``[r1, r2, r3]`` (heavy ball), else None."""
-        if self.method == "shb":
-            return self.r
-        if self.method == "shb_polyak":
-            return [(a - b) / self.dt for a, b in zip(self.w.arrays(), self.w_prev.arrays())]
-        return None
-
-    def step(self, n: int = 1, t_end: float = math.inf) -> None:
-        """Advance ``n`` steps (``t_end`` ignored: fixed ``dt``)."""
-        for _ in range(int(n)):
-            t = self.t
-            h = self.dt
-            Xb, Yb = self.next_batch()
-            g = self.model.gradients(self.w, Xb, Yb)
-            self.last_risk = g.risk
-            grads = (g.g1, g.g2, g.g3)
-            xis = [f(t) for f in self.xi_l]
-            if self.method == "sgd":
-                for wl, gl, x in zip(self.w.arrays(), grads, xis):
-                    wl -= (h * x) * gl
-            elif self.method == "shb":
-                a = 1.0 - self.gamma * h
-                for wl, rl, gl, x in zip(self.w.arrays(), self.r, grads, xis):
-                    rl *= a
-                    rl -= (h * x) * gl
-                    wl += h * rl
-            else:
-                mu = 1.0 - self.gamma * h
-                for wl, pl, gl, x in zip(self.w.arrays(), self.w_prev.arrays(), grads, xis):
-                    new = wl + mu * (wl - pl) - (h * h * x) * gl
-                    pl[...] = wl
-                    wl[...] = new
-            self.k += 1
-
-    def fields(self) -> dict[str, np.ndarray]:
-        """``w1`` (n1, d), ``w2`` (n1, n2), ``w3`` (n2,) (views) and, for heavy ball, the velocities
-        ``r1, r2, r3`` (views; Polyak form: derived, new arrays)."""
-        out = {f"w{i + 1}": a for i, a in enumerate(self.w.arrays())}
-        v = self.velocity
-        if v is not None:
-            out.update({f"r{i + 1}": a for i, a in enumerate(v)})
-        return out
-
-    # ------------------------------------------------------------------ state
-    def state_dict(self) -> dict:
-        out = {"w1": self.w.w1.copy(), "w2": self.w.w2.copy(), "w3": self.w.w3.copy(),
-               "k": int(self.k), "rng": json.dumps(self.rng.bit_generator.state),
-               "perm": self._perm.copy(), "cursor": int(self._cursor), "method": self.method}
-        out.update(self._sample_state())
-        if self.method == "shb":
-            out.update({f"r{i + 1}": r.copy() for i, r in enumerate(self.r)})
-        elif self.method == "shb_polyak":
-            out.update({f"w{i + 1}_prev": a.copy() for i, a in enumerate(self.w_prev.arrays())})
-        return out
-
-    def load_state_dict(self, state: dict) -> None:
-        for i, a in enumerate(self.w.arrays()):
-            a[...] = np.asarray(state[f"w{i + 1}"], dtype=np.float64)
-        self.k = int(state["k"])
-        rs = state["rng"]
-        self.rng.bit_generator.state = json.loads(rs) if isinstance(rs, (str, bytes)) else rs
-        self._perm = np.asarray(state.get("perm", np.zeros(0)), dtype=np.int64).copy()
-        self._cursor = int(state.get("cursor", 0))
-        self._load_sample_state(state)
-        if self.method == "shb":
-            for i, r in enumerate(self.r):
-                r[...] = np.asarray(state[f"r{i + 1}"], dtype=np.float64)
-        elif self.method == "shb_polyak":
-            for i, a in enumerate(self.w_prev.arrays()):
-                a[...] = np.asarray(state[f"w{i + 1}_prev"], dtype=np.float64)
