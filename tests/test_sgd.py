@@ -264,3 +264,24 @@ def test_trainers_are_drivers(data):
     assert fv["r"] is v.r and fv["W"] is v.W and fv["r_W"] is v.r_W
     assert np.array_equal(fp["r"], p.velocity)
     assert set(raw.fields()) == {"theta"}
+
+
+def test_make_trainer_takes_dt(data):
+    """The configured step is ``dt`` in mean-field units (``lr`` its other name there; the
+    framework learning rate in raw units); the rules come from ``mfpde.rules``."""
+    from mfpde import rules
+    model = _models()[0]
+    a = make_trainer(model, data, N=12, method="sgd", dt=0.05, batch=6, seed=2)
+    b = make_trainer(model, data, N=12, method="sgd", lr=0.05, batch=6, seed=2)
+    assert a.dt == b.dt == 0.05
+    a.step(5)
+    b.step(5)
+    assert np.array_equal(a.theta, b.theta)
+    with pytest.raises(ValueError, match="not both"):
+        make_trainer(model, data, N=12, method="gd", dt=0.05, lr=0.05)
+    with pytest.raises(ValueError, match="lr"):
+        make_trainer(model, data, N=12, method="sgd", units="raw", dt=0.05, batch=6)
+    with pytest.raises(ValueError, match="dt"):
+        make_trainer(model, data, N=12, method="gd")
+    from mfpde.dynamics.sgd import METHODS
+    assert METHODS is rules.METHODS

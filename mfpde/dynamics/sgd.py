@@ -63,6 +63,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..activations import evaluate
+from ..rules import METHODS, method_violation  # METHODS: declared once, in mfpde.rules
 from .base import ParticleDriver
 from .heavy_ball import HeavyBall
 from .langevin import LangevinSolver
@@ -74,8 +75,6 @@ __all__ = [
     "shb_polyak_from_velocity", "shb_velocity_from_polyak", "shb_from_raw", "shb_raw_from_velocity",
     "shb_noise_std", "shb_beta_from_noise_std",
 ]
-
-METHODS = ("gd", "sgd", "noisy_sgd", "shb", "shb_polyak")
 
 
 # ============================================================================ unit conversions
@@ -511,10 +510,10 @@ def _with_decay(model, lam, lam_W):
     return m
 
 
-def make_trainer(model, data=None, *, N, method="gd", lr, units="mean_field", momentum=None,
-                 gamma=None, weight_decay=None, weight_decay_W=None, beta=None, noise_std=None,
-                 lr_W=None, xi_W=None, gamma_W=None, batch=None, sampler=None, xi=None,
-                 train_W=True, seed=0, theta0=None, W0=None, r0=None):
+def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="mean_field",
+                 momentum=None, gamma=None, weight_decay=None, weight_decay_W=None, beta=None,
+                 noise_std=None, lr_W=None, xi_W=None, gamma_W=None, batch=None, sampler=None,
+                 xi=None, train_W=True, seed=0, theta0=None, W0=None, r0=None):
     """Build a finite-width trainer from mean-field or raw (framework) hyper-parameters.
 
     Parameters
@@ -528,9 +527,13 @@ def make_trainer(model, data=None, *, N, method="gd", lr, units="mean_field", mo
     N : int
         Width.
     method : {"gd", "sgd", "noisy_sgd", "shb", "shb_polyak"}
+    dt : float
+        ``units="mean_field"``: the per-neuron step ``eps`` (the driver's ``dt``; time
+        ``t = k*dt``).
     lr : float
-        ``units="mean_field"``: the per-neuron step ``eps``. ``units="raw"``: the framework
-        learning rate (``eta = N eps`` for (S)GD, ``alpha_raw = N eps^2`` for heavy ball).
+        ``units="raw"``: the framework learning rate (``eta = N eps`` for (S)GD,
+        ``alpha_raw = N eps^2`` for heavy ball). In mean-field units ``lr`` is accepted as
+        another name of ``dt``.
     units : {"mean_field", "raw"}
     momentum, gamma : float
         Heavy ball: ``momentum`` mu (either units; mean-field ``gamma = (1 - mu)/eps``) or
@@ -554,6 +557,17 @@ def make_trainer(model, data=None, *, N, method="gd", lr, units="mean_field", mo
     _check_method(method)
     if units not in ("mean_field", "raw"):
         raise ValueError(f"units must be 'mean_field' or 'raw', got {units!r}")
+    if units == "raw":
+        if dt is not None:
+            raise ValueError("units='raw' takes the framework learning rate lr (not dt)")
+        if lr is None:
+            raise ValueError("units='raw' needs the framework learning rate lr")
+    else:
+        if dt is not None and lr is not None:
+            raise ValueError("give the mean-field step dt (or its other name lr), not both")
+        if dt is None and lr is None:
+            raise ValueError("give the mean-field step dt")
+        lr = dt if dt is not None else lr
     hb = method in ("shb", "shb_polyak")
     if units == "raw":
         if gamma is not None or beta is not None or xi_W is not None or gamma_W is not None:
@@ -572,7 +586,7 @@ def make_trainer(model, data=None, *, N, method="gd", lr, units="mean_field", mo
         if hb and gamma is None:
             if momentum is None:
                 raise ValueError(f"method {method!r} needs gamma or momentum")
-            gamma = (1.0 - float(momentum)) / _pos("lr", lr)
+            gamma = (1.0 - float(momentum)) / _pos("dt", lr)
         elif hb and momentum is not None:
             raise ValueError("give gamma or momentum, not both")
         hyp = Hyper.from_mean_field(
@@ -581,14 +595,10 @@ def make_trainer(model, data=None, *, N, method="gd", lr, units="mean_field", mo
             lam_W=model.lam_W if weight_decay_W is None else weight_decay_W,
             beta=math.inf if beta is None else beta, xi_W=1.0 if xi_W is None else xi_W,
             gamma_W=gamma_W)
-    if method == "gd" and (batch not in (None, 0) or sampler is not None):
-        raise ValueError("method 'gd' is full batch: use 'sgd' for mini-batches / online samples")
-    if method == "sgd" and batch in (None, 0):
-        raise ValueError("method 'sgd' needs batch >= 1")
-    if method in ("gd", "sgd") and math.isfinite(hyp.beta):
-        raise ValueError(f"method {method!r} is noiseless; use 'noisy_sgd' for beta < inf")
-    if method == "noisy_sgd" and not math.isfinite(hyp.beta):
-        raise ValueError("method 'noisy_sgd' needs beta < inf (or noise_std > 0 in raw units)")
+    broken = method_violation(method, batch=batch, beta=hyp.beta, gamma=hyp.gamma,
+                              online=sampler is not None)
+    if broken is not None:
+        raise ValueError(broken.message)
     m = _with_decay(model, hyp.lam, hyp.lam_W)
     common = dict(N=N, beta=hyp.beta, batch=batch, sampler=sampler, xi=xi, xi_W=hyp.xi_W,
                   train_W=train_W, seed=seed, theta0=theta0, W0=W0)
