@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Mapping
 import tomli_w
 
 from .rules import (DRIVERS, FIT_AT, FIT_QUANTITIES, FIT_X, GRID_POTENTIALS, GRID_SCHEMES,
-                    HEAVY_BALL, METHODS, PN_KIND, PN_METHODS, UNITS, VELOCITY_METHODS,
+                    MEMORY_MODES, METHODS, OUTPUTS, PN_KIND, UNITS, VELOCITY_METHODS,
                     method_violation)
 
 __all__ = [
@@ -730,7 +730,7 @@ class ModelConfig(_Section):
                              doc="activation sigma")
     bias: bool = option(False, type="bool", not_for=(PN_KIND,),
                         doc="add a bias coordinate to u")
-    output: str = option("trainable", type="str", choices=("trainable", "fixed"),
+    output: str = option("trainable", type="str", choices=OUTPUTS,
                          only_for=("two_layer",),
                          doc="outgoing weights a trained, or fixed to 1 (q = 1)")
     q: int | None = option(None, type="int", ge=1, not_for=(PN_KIND,),
@@ -750,7 +750,7 @@ class ModelConfig(_Section):
                                  doc="std of the initial outgoing weights a")
     init_scale_u: float = option(1.0, type="float", ge=0.0, not_for=(PN_KIND,),
                                  doc="std of the initial incoming weights u")
-    memory: str = option("auto", type="str", choices=("auto", "fast", "low"), not_for=(PN_KIND,),
+    memory: str = option("auto", type="str", choices=MEMORY_MODES, not_for=(PN_KIND,),
                          doc="passes over several sample blocks: keep block tiles and (N, D) "
                              "accumulators (fast), or recompute per particle chunk with memory "
                              "near the particle state (low); auto = low from 2^19 particles")

@@ -11,6 +11,7 @@ it, and the trainers (:func:`mfpde.dynamics.sgd.make_trainer`) check their argum
   (particle or grid), the model family it moves, whether it has a fixed step, and the default
   observed quantities;
 * :data:`PN_KIND`: the model kind of the Pham–Nguyen network (its own model family);
+  :data:`OUTPUTS`, :data:`MEMORY_MODES`: choice lists of the read-out models;
 * :data:`GRID_POTENTIALS`, :data:`GRID_SCHEMES`, :data:`VELOCITY_METHODS`: choice lists of the
   grid drivers; :data:`FIT_X`, :data:`FIT_AT`, :data:`FIT_QUANTITIES`: of comparison rate fits.
 """
@@ -20,7 +21,8 @@ import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
-__all__ = ["METHODS", "PN_METHODS", "HEAVY_BALL", "UNITS", "PN_KIND", "Violation",
+__all__ = ["METHODS", "PN_METHODS", "HEAVY_BALL", "UNITS", "PN_KIND", "OUTPUTS", "MEMORY_MODES",
+           "Violation",
            "method_violation", "DriverSpec", "DRIVERS", "driver_spec", "GRID_POTENTIALS",
            "GRID_SCHEMES", "VELOCITY_METHODS",
            "FIT_X", "FIT_AT", "FIT_QUANTITIES"]
@@ -35,6 +37,10 @@ HEAVY_BALL = ("shb", "shb_polyak")
 UNITS = ("mean_field", "raw")
 #: model kind of the Pham–Nguyen three-layer network (models/three_layer_pn.py)
 PN_KIND = "pham_nguyen"
+#: outgoing weights of the two-layer network: trained, or fixed to 1 (TwoLayer ``output``)
+OUTPUTS = ("trainable", "fixed")
+#: memory modes of the read-out models' passes over sample blocks (ReadoutModel ``memory``)
+MEMORY_MODES = ("auto", "fast", "low")
 
 
 class Violation(NamedTuple):
