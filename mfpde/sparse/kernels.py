@@ -111,22 +111,23 @@ def support_stats(x, target, target_mask):
 def obc_prune(theta, Hinv, k, alive):
     r"""Greedy OBS (OBC) in place (sparse.md §2.5 item 2), groups = rows of ``theta``.
 
-    ``theta`` (d, q) starts at the Newton point ``θ̃``; ``Hinv`` (d, d) is ``H^{-1}`` (a copy:
-    it is downdated in place); ``alive`` (d,) bool marks the coordinates still present. While
-    more than ``k`` remain, remove
+    ``theta`` (d, q) starts at the Newton point ``θ̃`` and is overwritten by the result; ``Hinv``
+    (d, d) is ``H^{-1}`` (read only: the downdates act on a compact copy); ``alive`` (d,) bool
+    marks the coordinates still present and is updated. While more than ``k`` remain, remove
 
     .. math::
 
         j = \arg\min_{j\ \mathrm{alive}} \|\theta_j\|^2 / [H^{-1}]_{jj}\quad(\text{lowest index on ties}),
 
         \theta \leftarrow \theta - H^{-1}[:, j]\,\theta_j / [H^{-1}]_{jj},\qquad
-        H^{-1} \leftarrow H^{-1} - H^{-1}[:, j] H^{-1}[j, :] / [H^{-1}]_{jj}
+        H^{-1} \leftarrow H^{-1} - H^{-1}[:, j] H^{-1}[j, :] / [H^{-1}]_{jj} .
 
-    (rows and columns of removed coordinates are no longer read). Row ``j`` of ``theta`` is set
-    to exactly 0. Returns ``(order, saliency)``: the removed indices in removal order (int64,
-    ``(#removed,)``) and their saliencies ``½ ||θ_j||² / [H^{-1}]_jj`` at removal; the total is
-    ``½ tr(θ̃_Pᵀ ([H^{-1}]_PP)^{-1} θ̃_P)`` for the removed set ``P`` (Kronecker-structured
-    Hessian ``H ⊗ I_q``).
+    The inverse restricted to the alive coordinates is kept as a contiguous ``m x m`` block
+    (a removed coordinate is replaced by the last one), so each removal costs ``O(m^2)``
+    contiguous operations. Row ``j`` of ``theta`` is set to exactly 0. Returns ``(order,
+    saliency)``: the removed indices in removal order (int64) and their saliencies
+    ``½ ||θ_j||² / [H^{-1}]_jj`` at removal; the total is ``½ tr(θ̃_Pᵀ ([H^{-1}]_PP)^{-1} θ̃_P)``
+    for the removed set ``P`` (Kronecker-structured Hessian ``H ⊗ I_q``).
     """
     d, q = theta.shape
     m = 0
@@ -136,38 +137,63 @@ def obc_prune(theta, Hinv, k, alive):
     n_rm = max(0, m - k)
     order = np.empty(n_rm, dtype=np.int64)
     sal = np.empty(n_rm)
-    col = np.empty(d)
+    live = np.empty(m, dtype=np.int64)
+    m = 0
+    for j in range(d):
+        if alive[j]:
+            live[m] = j
+            m += 1
+    Hc = np.empty((m, m))
+    th = np.empty((m, q))
+    for a in range(m):
+        for b in range(m):
+            Hc[a, b] = Hinv[live[a], live[b]]
+        for c in range(q):
+            th[a, c] = theta[live[a], c]
+    col = np.empty(m)
     for r in range(n_rm):
         best = -1
         bs = np.inf
-        for j in range(d):
-            if alive[j]:
-                s = 0.0
-                for c in range(q):
-                    s += theta[j, c] * theta[j, c]
-                s = s / Hinv[j, j]
-                if s < bs:
-                    bs = s
-                    best = j
-        j = best
-        piv = Hinv[j, j]
-        for i in range(d):
-            col[i] = Hinv[i, j]
+        for t in range(m):
+            s = 0.0
+            for c in range(q):
+                s += th[t, c] * th[t, c]
+            s = s / Hc[t, t]
+            if s < bs or (s == bs and live[t] < live[best]):
+                bs = s
+                best = t
+        t = best
+        j = live[t]
+        piv = Hc[t, t]
+        for a in range(m):
+            col[a] = Hc[a, t]
         for c in range(q):
-            f = theta[j, c] / piv
-            for i in range(d):
-                if alive[i]:
-                    theta[i, c] -= f * col[i]
-            theta[j, c] = 0.0
+            f = th[t, c] / piv
+            for a in range(m):
+                th[a, c] -= f * col[a]
+        for a in range(m):
+            ca = col[a] / piv
+            for b in range(m):
+                Hc[a, b] -= ca * col[b]
+        last = m - 1
+        if t != last:
+            for b in range(m):
+                Hc[t, b] = Hc[last, b]
+            for a in range(m):
+                Hc[a, t] = Hc[a, last]
+            for c in range(q):
+                th[t, c] = th[last, c]
+            live[t] = live[last]
+        m -= 1
         alive[j] = False
-        for a in range(d):
-            if alive[a]:
-                ca = col[a] / piv
-                for b in range(d):
-                    if alive[b]:
-                        Hinv[a, b] -= ca * col[b]
         order[r] = j
         sal[r] = 0.5 * bs
+    for j in range(d):
+        for c in range(q):
+            theta[j, c] = 0.0
+    for a in range(m):
+        for c in range(q):
+            theta[live[a], c] = th[a, c]
     return order, sal
 
 

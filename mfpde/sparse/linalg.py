@@ -232,10 +232,8 @@ def greedy_obs(theta_tilde: np.ndarray, Hinv: np.ndarray, k: int,
     """
     th, flat = _as2(theta_tilde)
     th = np.array(th, dtype=np.float64, order="C")
-    Hc = np.array(Hinv, dtype=np.float64, order="C")
+    Hc = np.ascontiguousarray(Hinv, dtype=np.float64)
     al = np.ones(th.shape[0], dtype=bool) if alive is None else np.array(alive, dtype=bool)
-    if alive is not None:
-        th[~al] = 0.0
     order, sal = obc_prune(th, Hc, int(k), al)
     out = th[:, 0] if flat else th
     return GreedyResult(out, np.flatnonzero(al), order, sal)
