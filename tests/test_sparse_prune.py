@@ -10,7 +10,8 @@ from mfpde.dynamics import LangevinSolver
 from mfpde.models import make_model
 from mfpde.sparse.linalg import obs_project
 from mfpde.sparse.prune import (PRUNE_METHODS, dropout_loss, dropout_mean_enumerated,
-                                dropout_mean_loss, iterative_prune, load_network,
+                                dropout_mean_loss, first_layer_curvature, iterative_prune,
+                                load_network,
                                 prune_first_layer, prune_neurons, prune_path, prune_run, readout,
                                 refit)
 
@@ -164,6 +165,7 @@ def test_planted_teacher_recovered():
 def test_first_layer_obc_and_global():
     model, theta, W, X, Y = nets(N=6, n=80)[0]
     res = prune_first_layer(model, theta, X, Y, 0.5, method="obc", damping=0.0)
+    assert res.curvature == "layer"
     assert res.mask.sum(axis=1).tolist() == [2] * 6 and res.sparsity == pytest.approx(1 / 3)
     Xa = model.prepare_X(X)
     Hinv = np.linalg.inv(Xa.T @ Xa / Xa.shape[0])
@@ -184,6 +186,25 @@ def test_first_layer_obc_and_global():
     mg = prune_first_layer(model, theta, X, Y, 0.5, method="magnitude")
     assert mg.mask.sum() == 9
     assert np.array_equal(mg.theta[:, model.pa:], np.where(mg.mask, U0, 0.0))
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_output_curvature_is_gauss_newton(i):
+    """H_j = J_jᵀJ_j/n with J_j = ∂f_N/∂u_j (central finite differences of the model's forward)."""
+    model, theta, W, X, Y = nets(N=5, n=30)[i]
+    Hs = first_layer_curvature(model, theta, X, W, "output")
+    pa, d_in, h = model.pa, model.d_in, 1e-6
+    for j in range(5):
+        J = np.zeros((X.shape[0] * model.q, d_in))
+        for c in range(d_in):
+            tp, tm = theta.copy(), theta.copy()
+            tp[j, pa + c] += h
+            tm[j, pa + c] -= h
+            J[:, c] = ((model.forward(tp, X, W) - model.forward(tm, X, W)) / (2 * h)).ravel()
+        ref = J.T @ J / X.shape[0]
+        assert np.max(np.abs(Hs[j] - ref)) < 1e-7 * np.max(np.abs(ref))
+    gl = prune_first_layer(model, theta, X, Y, 0.4, W, method="global", curvature="output")
+    assert gl.curvature == "output" and gl.mask.sum() == round(0.6 * 5 * d_in)
 
 
 def _trained(N=30, steps=150):

@@ -27,8 +27,9 @@ no refit); random-subset mean ``E_J L_M(θ_J) = L_N + ½(1/M - 1/N) E_x s_x²`` 
 least squares); (b) the best subset (enumeration) is ``<=`` the random-subset mean.
 
 **First-layer pruning** (§5.3): layer-wise curvature ``H = X̃ᵀX̃/n`` (+ damping) shared by all
-input-weight vectors ``u_j``; OBC per neuron, or one global threshold on the single-weight OBS
-saliencies followed by the joint OBS correction of each ``u_j``, or plain magnitude.
+input-weight vectors ``u_j``, or the per-neuron Gauss–Newton curvature of the loss; OBC per
+neuron, or one global threshold on the single-weight OBS saliencies followed by the joint OBS
+correction of each ``u_j``, or plain magnitude.
 
 **Iterate** (§5.4): prune to ``M`` (support + refit) → write the pruned function into the width-N
 particles (pruned output weights 0) → a few mean-field (S)GD steps of
@@ -54,7 +55,7 @@ from .linalg import (DEFAULT_DAMPING, factor, greedy_obs, obs_project, obs_salie
 
 __all__ = ["Readout", "readout", "dropout_loss", "dropout_mean_loss", "dropout_mean_enumerated",
            "refit", "NeuronPruning", "prune_neurons", "prune_path", "FirstLayerPruning",
-           "prune_first_layer", "IterativePruning", "iterative_prune", "load_network",
+           "prune_first_layer", "first_layer_curvature", "IterativePruning", "iterative_prune", "load_network",
            "prune_run", "width_m_particles", "support_scores", "PRUNE_METHODS"]
 
 #: neuron-selection methods of :func:`prune_neurons`
@@ -117,6 +118,40 @@ def readout(model, theta, X, Y=None, W=None) -> Readout:
                    float(getattr(model, "Gamma", 1.0)) / theta.shape[0], Yv)
 
 
+def _plain(R: Readout, J) -> float:
+    """``L_M(θ_J)`` from the read-out: ``(1/(2n))||(Γ/M) S_J E_J - Y||²``."""
+    J = np.asarray(J, dtype=np.int64)
+    return R.loss(R.E[J] * (R.N / J.size), J)
+
+
+def _dropout_mean(R: Readout, M: int) -> float:
+    """Random-subset mean of ``L_M`` from the read-out (closed form, module docstring)."""
+    N = R.N
+    if not 1 <= M <= N:
+        raise ValueError(f"M must be in [1, N = {N}], got {M}")
+    if N == 1:
+        return R.loss()
+    f = R.scale * (R.S @ R.E)                                   # (n, q) = f_N
+    Gs = N * R.scale                                            # phi_j = Gs s_ij e_j
+    sq = (Gs ** 2) * ((R.S ** 2) @ np.sum(R.E ** 2, axis=1))    # sum_j ||phi_j(x_i)||^2 (n,)
+    s2 = (sq - N * np.sum(f * f, axis=1)) / (N - 1)
+    return R.loss() + 0.5 * (1.0 / M - 1.0 / N) * float(np.mean(s2))
+
+
+def _small(fn):
+    """Run ``fn`` with one BLAS thread when its products are small (:mod:`mfpde._blas`)."""
+    import functools
+
+    from .._blas import blas_threads
+
+    @functools.wraps(fn)
+    def wrapper(model, theta, X, *args, **kw):
+        n, N = np.shape(X)[0], np.shape(theta)[0]
+        with blas_threads(n * N * max(N, np.shape(X)[1])):
+            return fn(model, theta, X, *args, **kw)
+    return wrapper
+
+
 def dropout_loss(model, theta, X, Y, J, W=None) -> float:
     """Plain sub-network loss ``L_M(θ_J)`` (``1/M`` normalisation, ``W`` unchanged, no refit;
     metrics.md §7), evaluated by the model itself."""
@@ -127,18 +162,7 @@ def dropout_loss(model, theta, X, Y, J, W=None) -> float:
 def dropout_mean_loss(model, theta, X, Y, M: int, W=None) -> float:
     """Random-subset mean ``E_J L_M(θ_J) = L_N + ½(1/M - 1/N) mean_i s_{x_i}²`` (exact, ``J``
     uniform without replacement; module docstring)."""
-    R = readout(model, theta, X, Y, W)
-    N = R.N
-    if not 1 <= M <= N:
-        raise ValueError(f"M must be in [1, N = {N}], got {M}")
-    if N == 1:
-        return R.loss()
-    f = R.scale * (R.S @ R.E)                                   # (n, q) = f_N
-    # phi_j(x_i) = Gamma s_ij e_j = N * scale * s_ij e_j
-    Gs = N * R.scale
-    sq = (Gs ** 2) * ((R.S ** 2) @ np.sum(R.E ** 2, axis=1))    # sum_j ||phi_j||^2 (n,)
-    s2 = (sq - N * np.sum(f * f, axis=1)) / (N - 1)
-    return R.loss() + 0.5 * (1.0 / M - 1.0 / N) * float(np.mean(s2))
+    return _dropout_mean(readout(model, theta, X, Y, W), int(M))
 
 
 def dropout_mean_enumerated(model, theta, X, Y, M: int, W=None) -> float:
@@ -244,6 +268,7 @@ def _top(scores, M):
     return np.sort(order[:M])
 
 
+@_small
 def prune_neurons(model, theta, X, Y, M: int, W=None, *, method: str = "greedy_obs",
                   damping="auto", rng: np.random.Generator | None = None) -> NeuronPruning:
     """Keep ``M`` of the ``N`` neurons and refit their output weights (module docstring).
@@ -289,12 +314,12 @@ def prune_neurons(model, theta, X, Y, M: int, W=None, *, method: str = "greedy_o
     theta_M = width_m_particles(model, theta, J, E_J, W_out)
     return NeuronPruning(method=method, keep=J, E_keep=E_J, theta=theta_M, W=W_out,
                          loss_full=loss_full, loss_refit=loss_refit,
-                         loss_plain=dropout_loss(model, theta, X, Y, J, W),
-                         dropout_mean=dropout_mean_loss(model, theta, X, Y, int(M), W),
+                         loss_plain=_plain(R, J), dropout_mean=_dropout_mean(R, int(M)),
                          predicted=float(predicted), actual=loss_refit - loss_full,
                          delta=float(delta), seconds=time.perf_counter() - t0)
 
 
+@_small
 def prune_path(model, theta, X, Y, W=None, *, method: str = "greedy_obs", Ms=None,
                damping="auto") -> dict[str, np.ndarray]:
     """Neuron pruning at every ``M`` in ``Ms`` (default ``1..N``) with nested supports.
@@ -325,8 +350,8 @@ def prune_path(model, theta, X, Y, W=None, *, method: str = "greedy_obs", Ms=Non
     for i, M in enumerate(Ms):
         J = np.sort(order[:M])
         out["loss_refit"][i] = refit(R, J)[1]
-        out["loss_plain"][i] = dropout_loss(model, theta, X, Y, J, W)
-        out["dropout_mean"][i] = dropout_mean_loss(model, theta, X, Y, int(M), W)
+        out["loss_plain"][i] = _plain(R, J)
+        out["dropout_mean"][i] = _dropout_mean(R, int(M))
         out["predicted"][i] = obs_saliency(Et, Cinv, J) - 0.5 * gCg
         out["actual"][i] = out["loss_refit"][i] - loss_full
     out["M"] = Ms
@@ -339,11 +364,14 @@ def prune_path(model, theta, X, Y, W=None, *, method: str = "greedy_obs", Ms=Non
 @dataclass
 class FirstLayerPruning:
     """Result of :func:`prune_first_layer`: ``theta`` (N, D) with pruned input weights, ``mask``
-    (N, d_in) kept weights, ``predicted`` = Σ_j saliency (``½ δu_jᵀ H_d δu_j``, damped layer-wise
-    curvature) and ``layer_error`` = ``½ Σ_j δu_jᵀ H δu_j`` (undamped) — summed over neurons;
-    network losses ``loss_before``, ``loss_after``; ``sparsity`` achieved."""
+    (N, d_in) kept weights; ``predicted`` = Σ_j ``½ δu_jᵀ H_j δu_j`` with the (damped) curvature
+    used (``layer``: the layer-wise reconstruction error of the pre-activations; ``output``: the
+    Gauss–Newton prediction of the loss increase), ``layer_error`` = ``½ Σ_j δu_jᵀ H δu_j`` with
+    the undamped shared ``H = X̃ᵀX̃/n``; network losses ``loss_before``, ``loss_after``;
+    ``sparsity`` achieved."""
 
     method: str
+    curvature: str
     theta: np.ndarray
     mask: np.ndarray
     predicted: float
@@ -351,22 +379,48 @@ class FirstLayerPruning:
     loss_before: float
     loss_after: float
     sparsity: float
-    delta: float
 
 
-def prune_first_layer(model, theta, X, Y, sparsity: float, W=None, *, method: str = "obc",
+def first_layer_curvature(model, theta, X, W=None, curvature: str = "layer") -> list[np.ndarray]:
+    """Undamped curvatures of :func:`prune_first_layer`: ``[H]`` (``"layer"``, shared) or one
+    ``H_j`` (d_in, d_in) per neuron (``"output"``, Gauss–Newton block of the loss in ``u_j``)."""
+    theta = model.check_theta(theta)
+    Xa = model.prepare_X(X)
+    n = Xa.shape[0]
+    if curvature == "layer":
+        return [symmetrize(Xa.T @ Xa / n)]
+    if curvature != "output":
+        raise ValueError(f"curvature must be 'layer' or 'output', got {curvature!r}")
+    R = readout(model, theta, X, None, W)
+    U = theta[:, model.pa:]
+    D1 = evaluate(model.activation, Xa @ U.T, 1)                 # (n, N) sigma'
+    w = (R.scale ** 2) * np.sum(R.E ** 2, axis=1)                # Γ²||e_j||²/N²
+    return [symmetrize(w[j] * ((Xa.T * D1[:, j] ** 2) @ Xa) / n) for j in range(theta.shape[0])]
+
+
+@_small
+def prune_first_layer(model, theta, X, Y, sparsity: float, W=None, *, method: str = "global",
+                      curvature: str = "layer",
                       damping: float = DEFAULT_DAMPING) -> FirstLayerPruning:
     r"""Unstructured pruning of the input weights ``u_j`` (sparse.md §5.3).
 
-    Layer-wise objective of neuron ``j``: ``½ (u - u_j)ᵀ H (u - u_j)`` with ``H = X̃ᵀX̃/n``
-    (pre-activations preserved), damped ``H + δI``, ``δ = damping · mean(diag H)``.
+    Curvature of neuron ``j`` (damped ``H_j + δ_j I``, ``δ_j = damping · mean(diag H_j)``):
+
+    - ``"layer"`` (§5.3): ``H = X̃ᵀX̃/n`` shared by all neurons — the layer-wise objective
+      ``½ (u - u_j)ᵀ H (u - u_j)`` preserves the pre-activations;
+    - ``"output"`` [derived here]: the Gauss–Newton block of the training loss in ``u_j``,
+      ``H_j = (Γ²||e_j||²/N²) (1/n) Σ_i σ'(u_jᵀx̃_i)² x̃_i x̃_iᵀ`` (``e_j`` the effective output
+      weight), so saliencies of different neurons are comparable.
+
     ``method``: ``obc`` (greedy OBS per neuron, ``round((1 - sparsity) d_in)`` weights kept in
     each), ``global`` (remove the ``round(sparsity N d_in)`` smallest single-weight saliencies
-    ``u_ji²/(2[H_d^{-1}]_ii)`` over all neurons, then the joint OBS correction of each ``u_j``
-    on its kept set), ``magnitude`` (global magnitude threshold, no correction).
+    ``u_ji²/(2[H_j^{-1}]_ii)`` over all neurons, then the joint OBS correction of each ``u_j`` on
+    its kept set), ``magnitude`` (global magnitude threshold, no correction).
     """
     if method not in ("obc", "global", "magnitude"):
         raise ValueError(f"method must be 'obc', 'global' or 'magnitude', got {method!r}")
+    if curvature not in ("layer", "output"):
+        raise ValueError(f"curvature must be 'layer' or 'output', got {curvature!r}")
     if not (0.0 <= sparsity < 1.0):
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
     theta = np.array(model.check_theta(theta), dtype=np.float64, order="C")
@@ -374,40 +428,56 @@ def prune_first_layer(model, theta, X, Y, sparsity: float, W=None, *, method: st
     n, d_in = Xa.shape
     N = theta.shape[0]
     pa = model.pa
-    U = theta[:, pa:]
+    U = theta[:, pa:].copy()
     H = symmetrize(Xa.T @ Xa / n)
-    fac = factor(H, float(damping) if damping else None)
-    Hinv = fac.inverse()
-    Hd = H + fac.delta * np.eye(d_in)
+    Hs = first_layer_curvature(model, theta, X, W, curvature)
+    Hd, Hinv = [], []
+    for Hj in Hs:
+        scale = float(np.mean(np.diag(Hj)))
+        if scale > 0:
+            f = factor(Hj, float(damping) if damping else None)
+            Hd.append(Hj + f.delta * np.eye(d_in))
+            Hinv.append(f.inverse())
+        else:                                                    # a neuron without output
+            Hd.append(np.zeros((d_in, d_in)))
+            Hinv.append(np.eye(d_in) * np.inf)
+    cur = (lambda j: 0) if curvature == "layer" else (lambda j: j)
     loss_before = float(model.risk(theta, X, Y, W))
     newU = np.zeros_like(U)
     mask = np.zeros_like(U, dtype=bool)
     if method == "obc":
         keep = int(round((1.0 - sparsity) * d_in))
         for j in range(N):
-            r = greedy_obs(U[j], Hinv, keep)
+            if not np.all(np.isfinite(Hinv[cur(j)])):
+                mask[j, :keep] = True
+                newU[j, :keep] = U[j, :keep]
+                continue
+            r = greedy_obs(U[j], Hinv[cur(j)], keep)
             newU[j] = r.theta
             mask[j, r.keep] = True
     else:
         n_rm = int(round(sparsity * N * d_in))
-        score = (np.array([single_weight_saliency(U[j], Hinv) for j in range(N)])
-                 if method == "global" else np.abs(U))
+        if method == "global":
+            with np.errstate(divide="ignore"):
+                score = np.array([single_weight_saliency(U[j], Hinv[cur(j)]) for j in range(N)])
+        else:
+            score = np.abs(U)
         order = np.lexsort((np.arange(N * d_in), score.ravel()))   # smallest first
         mask.ravel()[:] = True
         mask.ravel()[order[:n_rm]] = False
         for j in range(N):
             Q = np.flatnonzero(mask[j])
-            if method == "global":
-                newU[j] = obs_project(U[j], Hinv, Q) if Q.size < d_in else U[j]
+            if method == "global" and Q.size < d_in and np.all(np.isfinite(Hinv[cur(j)])):
+                newU[j] = obs_project(U[j], Hinv[cur(j)], Q)
             else:
                 newU[j, Q] = U[j, Q]
     dU = newU - U
-    predicted = 0.5 * float(np.sum(dU * (dU @ Hd)))
+    predicted = 0.5 * sum(float(dU[j] @ Hd[cur(j)] @ dU[j]) for j in range(N))
     layer_error = 0.5 * float(np.sum(dU * (dU @ H)))
     theta[:, pa:] = newU
     loss_after = float(model.risk(theta, X, Y, W))
-    return FirstLayerPruning(method, theta, mask, predicted, layer_error, loss_before, loss_after,
-                             1.0 - float(mask.mean()), fac.delta)
+    return FirstLayerPruning(method, curvature, theta, mask, predicted, layer_error, loss_before,
+                             loss_after, 1.0 - float(mask.mean()))
 
 
 # ------------------------------------------------------------------------------ iterate
