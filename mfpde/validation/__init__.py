@@ -42,6 +42,7 @@ CASE_MODULES: list[str] = [
     "mfpde.validation.cases_kinetic",
     "mfpde.validation.cases_compare",
     "mfpde.validation.cases_grid",
+    "mfpde.validation.cases_sparse",
 ]
 
 LEVELS = ("quick", "full")
