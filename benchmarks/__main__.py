@@ -158,11 +158,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.repeat < 5:
         ap.error("--repeat must be >= 5")
-    from . import bench_cases
+    from . import bench_cases, bench_sparse
     t0 = time.perf_counter()
     res = {"quick": args.quick, "repeat": args.repeat, "machine": machine_info()}
     s0 = cpu_steal()
     res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat)
+    res["cases"]["sparse"] = bench_sparse.run(quick=args.quick, repeat=args.repeat)
     res["wall_s"] = time.perf_counter() - t0
     s1 = cpu_steal()
     res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
@@ -170,7 +171,7 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(res, f, indent=1)
-    md = to_markdown(res)
+    md = to_markdown(res) + bench_sparse.to_markdown(res["cases"]["sparse"])
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(md)
     sys.stdout.write(md)

@@ -249,3 +249,22 @@ def test_errors_and_divergence():
     drv = SparseDriver(p, "iht", 16, eta="n")
     with pytest.raises(SparseDivergence):
         drv.step(2000)
+
+
+def test_benchmark_peer_is_the_same_iteration():
+    """The NumPy peer of benchmarks/bench_sparse.py (dense textbook code) and the driver give
+    the same iterates and records (not timed)."""
+    from benchmarks.bench_sparse import NumpyPeer
+    p, th0 = setup_a(9, d=64, n=128, k_star=8)
+    for m in ("topk_iobs", "iht"):
+        drv = SparseDriver(p, m, 32, eta="paper", theta0=th0)
+        drv.step(40)
+        peer = NumpyPeer(p.X, p.y, p.theta_star, m, 32, drv.eta)
+        peer.reset(th0)
+        peer.step(40)
+        assert np.max(np.abs(drv.theta - peer.theta)) < 1e-12
+        loss, dist, nnz, tp = map(np.array, zip(*peer.trace))
+        h = drv.history()
+        assert np.allclose(h["loss"], loss, rtol=1e-10, atol=0)
+        assert np.allclose(h["dist"], dist, rtol=1e-10, atol=0)
+        assert np.array_equal(h["nnz"], nnz) and np.allclose(h["recall"], tp / 8)
