@@ -187,3 +187,13 @@ def test_factor_damping():
     assert f2.delta == pytest.approx(0.1 * np.mean(np.diag(H)), rel=1e-14)
     A = H + f2.delta * np.eye(6)
     assert np.max(np.abs(f2.inverse() @ A - np.eye(6))) < 1e-12
+
+
+def test_greedy_obs_ties_lowest_index():
+    """Equal saliencies: the lowest index is removed first (deterministic tie-breaking)."""
+    r = greedy_obs(np.ones(6), np.eye(6), 2)
+    assert r.order.tolist() == [0, 1, 2, 3] and r.keep.tolist() == [4, 5]
+    assert r.theta.tolist() == [0, 0, 0, 0, 1, 1]
+    alive = np.array([True, False, True, True, False, True])
+    r = greedy_obs(np.ones(6), np.eye(6), 2, alive=alive)
+    assert r.order.tolist() == [0, 2] and r.keep.tolist() == [3, 5]
