@@ -54,7 +54,7 @@ from .data import Dataset, OnlineSampler
 from .dynamics.sgd import make_trainer
 from .engine import Controller, Tracker, every
 from .metrics.ot import sliced_w2, sphere_directions, w2
-from .models.three_layer_pn import PNDriver
+from .dynamics import PNDriver
 
 __all__ = ["CouplingResult", "CouplingRun", "CoupledDriver", "couple_readout", "couple_pn",
            "pool_sampler", "record_times", "SAMPLING", "REF_BATCH"]

@@ -105,11 +105,7 @@ def library_runs() -> dict:
     out = {}
     # Pham-Nguyen: SGD, SHB (mini-batch) and the kinetic ODE reference
     from mfpde.models.three_layer_pn import PNThreeLayer as PN
-    try:
-        from mfpde.dynamics import PNDriver, PNKineticSolver
-    except ImportError:  # layout before the engine refactor
-        from mfpde.models.three_layer_pn import PNDriver
-        from mfpde.dynamics.kinetic import PNKineticSolver
+    from mfpde.dynamics import PNDriver, PNKineticSolver
     data = make_dataset("teacher_student", seed=0, n=128, d=4, k_star=2)
     model = PN(d=4)
     for method, kw in (("sgd", {}), ("shb", {"gamma": 2.0}), ("shb_polyak", {"gamma": 2.0})):

@@ -121,7 +121,8 @@ def shb_forms(ctx):
     from ..data import make_dataset
     from ..dynamics.sgd import RawTrainer, SHBTrainer, make_trainer, shb_polyak_from_velocity
     from ..models import make_model
-    from ..models.three_layer_pn import PNDriver, PNThreeLayer
+    from ..dynamics import PNDriver
+    from ..models.three_layer_pn import PNThreeLayer
 
     name = "compare.shb_forms"
     data = make_dataset("teacher_student", seed=0, n=64, d=4, k_star=3)

@@ -619,9 +619,9 @@ def toy_pn(n=50, n1=32, n2=32, seed=0):
 def experiment_pn(*, gamma=0.5, h=0.05, T=20.0, hs=(0.2, 0.1, 0.05, 0.025), T_order=2.0):
     """PN velocity-augmented ODEs (dynamics.md §6.3): ``H`` every step of the splitting, the
     ``dH/dt`` residual, the splitting order, and the order of the finite-width SHB
-    (:class:`~mfpde.models.three_layer_pn.PNDriver`, full batch) against the splitting reference."""
+    (:class:`~mfpde.dynamics.pham_nguyen.PNDriver`, full batch) against the splitting reference."""
     from ..dynamics.kinetic import PNKineticSolver
-    from ..models.three_layer_pn import PNDriver
+    from ..dynamics import PNDriver
     model, data, w0 = toy_pn()
     s = PNKineticSolver(model, data, dt=h, gamma=gamma, weights0=w0)
     K = int(round(T / h))
