@@ -172,8 +172,6 @@ def cmd_compare(args) -> int:
     return _compare(args.config, args.output, args.quiet, time.monotonic())
 
 
-
-
 def _human(n: int) -> str:
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":

@@ -34,3 +34,61 @@ def test_compare_bad_input_exit_2(tmp_path, capsys, edit, msg):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and msg in err[0]
     assert not (tmp_path / "x.h5").exists()
+
+
+SMALL = ["compare.widths=[8, 16]", "compare.seeds=2", "compare.reference.N=64",
+         "compare.T=0.2", "compare.n_records=2", "compare.test_n=16", "compare.figure=false"]
+
+
+def _datasets(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
+                     if isinstance(obj, h5py.Dataset) else None)
+    return out
+
+
+def test_run_of_a_compare_file_is_the_comparison_job(tmp_path, capsys):
+    """`mfpde run` of a file with a [compare] section runs the same job as `mfpde compare`."""
+    import numpy as np
+
+    from mfpde.config import load_config
+
+    cfg = load_config(EXAMPLE, SMALL)
+    p = tmp_path / "small.toml"
+    p.write_text(cfg.to_toml())
+    a, b = tmp_path / "a.h5", tmp_path / "b.h5"
+    assert main(["compare", str(p), "-o", str(a), "-q"]) == 0
+    assert main(["run", str(EXAMPLE), "-o", str(b), "-q", *sum([["--set", s] for s in SMALL],
+                                                                 [])]) == 0
+    da, db = _datasets(a), _datasets(b)
+    assert set(da) == set(db) and any(k.startswith("fits/") for k in da)
+    for k in da:
+        assert np.array_equal(da[k], db[k]), k
+    # the output rules of `mfpde run`: an existing file needs output.overwrite
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(p), "-o", str(b), "-q"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "exists" in err[0]
+    assert main(["run", str(p), "-o", str(b), "-q", "--set", "output.overwrite=true"]) == 0
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(p), "-o", str(tmp_path / "r.h5"), "--resume", "-q"])
+    assert e.value.code == 2 and not (tmp_path / "r.h5").exists()
+
+
+@pytest.mark.parametrize("override,msg", [
+    ("compare.widht=[8]", "compare.widht"),
+    ("compare.dts=[0.03]", "multiple"),
+    ("compare.model.d=7", "compare.model.d"),
+    ("compare.fit.ci=1.5", "compare.fit.ci"),
+])
+def test_run_of_a_compare_file_bad_input_exit_2(tmp_path, capsys, override, msg):
+    out = tmp_path / "x.h5"
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(EXAMPLE), "-o", str(out), "-q", "--set", override,
+              *sum([["--set", s] for s in SMALL], [])])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0]
+    assert not out.exists()
