@@ -52,7 +52,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from .._blas import blas_threads
-from .kernels import (fused_iht, fused_topk_newton, rows_matvec, sparse_residual_sq,
+from ..kernels.sparse import (fused_iht, fused_topk_newton, rows_matvec, sparse_residual_sq,
                       support_stats, topk_indices)
 from .linalg import DEFAULT_DAMPING, best_subset, factor, greedy_obs, symmetrize, woodfisher_inverse
 

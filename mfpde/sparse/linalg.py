@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg as sla
 
-from .kernels import obc_prune, topk_indices
+from ..kernels.sparse import obc_prune, topk_indices
 
 __all__ = ["DEFAULT_DAMPING", "symmetrize", "damping_delta", "Factor", "factor", "topk",
            "obs_project", "restricted_newton", "obs_saliency", "single_weight_saliency",
