@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -199,6 +200,8 @@ class _Parts:
     model: Any
     data: Any
     sampler: Any
+    #: the particles this process holds of a run split over MPI ranks (mfpde.parallel)
+    part: Any = None
 
     @property
     def train_data(self):
@@ -218,7 +221,8 @@ def _pn_classes():
 def _particle_common(p: _Parts) -> dict[str, Any]:
     dyn = p.cfg.dynamics
     return dict(N=dyn.N, dt=dyn.dt, beta=dyn.beta, batch=dyn.batch or None, sampler=p.sampler,
-                xi=dyn.xi, xi_W=dyn.xi_W, train_W=p.cfg.model.train_W, seed=dyn.seed)
+                xi=dyn.xi, xi_W=dyn.xi_W, train_W=p.cfg.model.train_W, seed=dyn.seed,
+                noise_stream=dyn.noise_stream, part=p.part)
 
 
 def _langevin(p: _Parts):
@@ -238,7 +242,7 @@ def _trainer(p: _Parts):
     dyn = p.cfg.dynamics
     kw = dict(N=dyn.N, method=dyn.method, units=dyn.units, batch=dyn.batch or None,
               sampler=p.sampler, xi=dyn.xi, train_W=p.cfg.model.train_W, seed=dyn.seed,
-              momentum=dyn.momentum)
+              momentum=dyn.momentum, noise_stream=dyn.noise_stream, part=p.part)
     if dyn.raw_units:
         kw.update(lr=dyn.lr, weight_decay=dyn.weight_decay, weight_decay_W=dyn.weight_decay_W,
                   noise_std=dyn.noise_std, lr_W=dyn.lr_W)
@@ -383,12 +387,123 @@ def _check_kinetic_quantities(cfg: Config, driver) -> None:
 # build
 # --------------------------------------------------------------------------------------------
 
-def build(cfg: Config) -> Built:
+#: float64 copies of the particle state a driver keeps per particle coordinate (positions,
+#: force or gradient, noise; kinetic drivers also velocities, the cached force and a second
+#: noise array; trainers a momentum buffer), an upper bound used by :func:`memory_estimate`
+STATE_COPIES = {"langevin": 3, "kinetic": 6, "trainer": 5, "pn": 6, "pn_kinetic": 6}
+#: bytes of the block tiles of one gradient pass (the model's ``block_bytes``), plus slack
+PASS_BYTES = 96 << 20
+
+
+def _int_param(params, key, default=0) -> int:
+    v = params.get(key, default) if params else default
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
+
+
+def memory_estimate(cfg: Config) -> tuple[int, str]:
+    """Upper estimate of the memory a run needs before anything is allocated, in bytes, and the
+    term that dominates (docs/configuration.md, "Memory").
+
+    - data: ``8 (n + test_n)(d + q)`` bytes for the samples, twice (the set and a copy or the
+      sampler's chunk);
+    - particles: ``8 N D c`` with ``D = d + max(p, q) + 1`` and ``c`` = :data:`STATE_COPIES` of
+      the driver, plus :data:`PASS_BYTES` for the tiles of a gradient pass;
+    - Pham–Nguyen: ``8 n1 n2 c`` (the ``w2`` matrix dominates);
+    - grids: 16 arrays of the grid's cells.
+    """
+    terms = {}
+    cc = getattr(cfg, "compare", None)
+    if cc is not None:
+        return _compare_memory(cc)
+    dc = cfg.data
+    if dc is not None:
+        n = _int_param(dc.params, "n") + _int_param(dc.params, "m") * _int_param(dc.params, "q")
+        d = _int_param(dc.params, "d", 64)
+        q = max(1, _int_param(dc.params, "q", 1))
+        terms["data"] = 16 * (n + int(dc.test_n or 0)) * (d + q)
+    dyn = cfg.dynamics
+    solver = dyn.solver
+    if getattr(dyn, "N", None):
+        d = _int_param(dc.params, "d", 64) if dc is not None else 64
+        mc = cfg.model
+        width = max(int(getattr(mc, "p", 0) or 0), int(getattr(mc, "q", 0) or 1)) if mc else 1
+        D = d + width + 1
+        terms["particles"] = 8 * int(dyn.N) * D * STATE_COPIES.get(solver, 4) + PASS_BYTES
+    n1 = getattr(dyn, "n1", None)
+    if n1:
+        n2 = getattr(dyn, "n2", None) or n1
+        terms["Pham–Nguyen weights"] = 8 * int(n1) * int(n2) * STATE_COPIES.get(solver, 6)
+    gc = getattr(cfg, "grid", None)
+    if gc is not None and getattr(gc, "J", None):
+        cells = 1
+        for J in gc.J:
+            cells *= int(J)
+        terms["grid"] = 16 * 8 * cells
+    total = int(sum(terms.values()))
+    top = max(terms, key=terms.get) if terms else "nothing"
+    return total, top
+
+
+def _compare_memory(cc) -> tuple[int, str]:
+    """:func:`memory_estimate` of a ``[compare]`` job: the reference and every coupled network
+    of one seed are held at once."""
+    dc, mc = cc.data, cc.model
+    d = _int_param(dc.params, "d", 64) if dc is not None else 64
+    n = (_int_param(dc.params, "n") + int(getattr(cc, "test_n", 0) or 0)) if dc is not None else 0
+    terms = {"data": 16 * n * (d + 1)}
+    copies = 6 if cc.method in HEAVY_BALL else 3
+    widths = [w if isinstance(w, (list, tuple)) else [w] for w in cc.widths]
+    N = cc.reference.N
+    if mc is not None and getattr(mc, "kind", None) == PN_KIND:
+        n1, n2 = (N, N) if not isinstance(N, (list, tuple)) else N
+        net = sum(int(w[0]) * int(w[-1]) for w in widths) * len(cc.dts)
+        terms["reference"] = 8 * copies * (int(n1) * int(n2) + net)
+    else:
+        D = d + max(int(getattr(mc, "p", 0) or 0), 1) + 1
+        net = sum(int(w[0]) for w in widths) * len(cc.dts)
+        terms["reference"] = 8 * copies * D * (int(N) + net) + PASS_BYTES
+    top = max(terms, key=terms.get)
+    return int(sum(terms.values())), top
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation (``MemAvailable``; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def check_memory(cfg: Config, estimate: tuple[int, str] | None = None) -> None:
+    """:class:`ConfigError` (one line) when :func:`memory_estimate` exceeds the available
+    memory, before anything is allocated."""
+    need, top = estimate if estimate is not None else memory_estimate(cfg)
+    have = available_memory()
+    if need > have:
+        where = {"particles": "dynamics.N", "data": "data.n", "reference": "compare.reference.N",
+                 "Pham–Nguyen weights": "dynamics.n1 / n2", "grid": "grid.J"}.get(top, top)
+        raise ConfigError(f"{where}: the run needs about {need / 2**30:.3g} GiB of memory "
+                          f"(mostly {top}), {have / 2**30:.3g} GiB are available; make it "
+                          f"smaller or run it on a larger machine (or over MPI ranks)")
+
+
+def build(cfg: Config, part=None) -> Built:
     """Build data, model (or potential), driver and observers of a run configuration; input
-    errors become :class:`ConfigError` naming the section. Nothing is written."""
+    errors become :class:`ConfigError` naming the section. Nothing is written, and a run that
+    cannot fit in memory is refused before anything is allocated (:func:`check_memory`).
+    ``part``: the particles of this process of a run split over MPI ranks (a
+    :class:`mfpde.parallel.Partition`, passed to the particle drivers)."""
     if cfg.compare is not None:
         raise ConfigError("a [compare] configuration is a comparison job: run it with "
                           "'mfpde compare' or 'mfpde run' (mfpde.compare.run_compare)")
+    check_memory(cfg)
     dyn, obs = cfg.dynamics, cfg.observe
     spec = DRIVERS[dyn.solver]
     data = sampler = test = model = None
@@ -401,7 +516,7 @@ def build(cfg: Config) -> Built:
         if dyn.batch and not dyn.online and dyn.batch > data.X.shape[0]:
             raise ConfigError(f"dynamics.batch = {dyn.batch}: expected an integer between 0 and "
                               f"the number of samples n = {data.X.shape[0]}")
-    parts = _Parts(cfg, model, data, sampler)
+    parts = _Parts(cfg, model, data, sampler, part)
     where = "[grid]" if spec.family == "grid" and cfg.grid is not None else "[dynamics]"
     if dyn.solver == "radial":
         where = "[radial]"

@@ -88,8 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
                        "docs/finite-width.md. Exit 0 success, 2 bad input.")
     c.add_argument("config", metavar="CONFIG", help="TOML file with a [compare] section")
     c.add_argument("-o", "--output", metavar="OUT.h5", default="compare.h5",
-                   help="output file (default compare.h5)")
+                   help="output file (default compare.h5); an existing file is replaced only "
+                   "with --set output.overwrite=true, never while another process has it open")
+    c.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
+                   default=[], help="override a config field (value read as TOML); repeatable")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    from .cli_analysis import add_parsers as add_analysis_parsers
+    add_analysis_parsers(sub)
 
     from .cli_sparse import add_parser as add_sparse_parser
     add_sparse_parser(sub)
@@ -105,30 +111,33 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
+    """``mfpde run`` (and ``mfpde compare``): one run, or the comparison job of a file with a
+    ``[compare]`` section, under the same output rules (see :func:`mfpde.runner.run`)."""
     from .config import ConfigError, load_config
     from .runner import NumericalError, RunInterrupted, run
-    from .store import StoreError
+    from .store import StoreError, StoreFullError
 
     t0 = time.monotonic()
     try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as exc:
-        _fail(str(exc), 2)
-    if cfg.compare is not None:  # a comparison job: the same as `mfpde compare`
-        return _compare_job(cfg, args, t0)
-    try:
-        path = run(cfg, args.output, resume=args.resume, quiet=args.quiet)
+        cfg = load_config(args.config, getattr(args, "overrides", ()))
+        path = run(cfg, args.output, resume=getattr(args, "resume", False), quiet=args.quiet)
     except (ConfigError, StoreError) as exc:
         _fail(str(exc), 2)
     except NumericalError as exc:
         _fail(f"numerical failure: {exc}", 1)
+    except StoreFullError as exc:
+        _fail(exc.strerror or str(exc), 3)
     except RunInterrupted as exc:
         print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        print(f"{PROG}: interrupted (nothing written over the output file)", file=sys.stderr,
+              flush=True)
         return 130
     if not args.quiet:
+        if cfg.job == "compare":
+            print(f"{PROG}: wrote {path} ({time.monotonic() - t0:.1f} s)", flush=True)
+            return 0
         from .store import load
         r = load(path)
         steps = int(r.series["step"][-1]) if len(r.series.get("step", [])) else 0
@@ -137,39 +146,16 @@ def cmd_run(args) -> int:
     return 0
 
 
-def _compare_job(cfg, args, t0: float) -> int:
-    """``mfpde run`` of a configuration with a ``[compare]`` section: the comparison job, with
-    the output rules of ``mfpde run`` (``-o`` or ``output.path``; an existing file needs
-    ``output.overwrite = true``)."""
-    if args.resume:
-        _fail("--resume: a [compare] job is not resumable; run it again (an existing output "
-              "file is replaced with --set output.overwrite=true)", 2)
-    path = Path(args.output if args.output is not None else cfg.output.path)
-    if path.is_dir():
-        _fail(f"output.path = {str(path)!r}: is a directory", 2)
-    if path.exists() and not cfg.output.overwrite:
-        _fail(f"output file {path} exists; replace it with --set output.overwrite=true", 2)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        _fail(f"output.path = {str(path)!r}: directory {str(parent)!r} does not exist", 2)
-    return _compare(cfg, path, args.quiet, t0)
-
-
-def _compare(config, path, quiet: bool, t0: float) -> int:
-    from .compare import run_compare
-    from .config import ConfigError
-
-    try:
-        out = run_compare(config, path, quiet=quiet)
-    except (ConfigError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
-        _fail(str(exc), 2)
-    if not quiet:
-        print(f"{PROG}: wrote {out.path} ({time.monotonic() - t0:.1f} s)", flush=True)
-    return 0
-
-
 def cmd_compare(args) -> int:
-    return _compare(args.config, args.output, args.quiet, time.monotonic())
+    """``mfpde compare CMP.toml -o OUT.h5``: :func:`cmd_run` of a comparison file."""
+    from .config import load_config
+    from .errors import ConfigError
+    try:
+        if load_config(args.config).job != "compare":
+            _fail(f"{args.config}: has no [compare] section (use 'mfpde run' for a run)", 2)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    return cmd_run(args)
 
 
 def _human(n: int) -> str:
@@ -194,6 +180,9 @@ def _open_run(path: str):
 
 
 def cmd_info(args) -> int:
+    from .cli_analysis import info_analysis
+    if info_analysis(args.path):      # a dropout / connect result file
+        return 0
     run = _open_run(args.path)
     sizes = run.sizes()
     a = run.attrs
@@ -299,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sparse":
         from .cli_sparse import main as cmd_sparse
         return cmd_sparse(args)
+    from .cli_analysis import COMMANDS as analysis_commands
     handler = {"run": cmd_run, "info": cmd_info, "plot": cmd_plot, "validate": cmd_validate,
-               "compare": cmd_compare, "bench": cmd_bench}[args.command]
+               "compare": cmd_compare, "bench": cmd_bench, **analysis_commands}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:  # e.g. `mfpde info run.h5 | head`

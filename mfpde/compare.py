@@ -182,7 +182,8 @@ def _fits_from(spec: CompareConfig, errs) -> dict[str, RateFit]:
     return fits
 
 
-def run_compare(config, out_path, quiet=False, *, stream=None) -> CompareResult:
+def run_compare(config, out_path, quiet=False, *, stream=None,
+                figure_path=None) -> CompareResult:
     """Run a comparison (widths x seeds x step sizes), write ONE HDF5 file, fit the rates.
 
     Parameters
@@ -191,8 +192,11 @@ def run_compare(config, out_path, quiet=False, *, stream=None) -> CompareResult:
         A configuration with a ``[compare]`` section (or the table itself, or a TOML file);
         schema in docs/finite-width.md, validated before anything runs.
     out_path : path
-        HDF5 output (replaced). Figures ``<out_path stem>_<fit>.png`` go next to it when
-        ``compare.figure = true``.
+        HDF5 output (created or replaced; ``mfpde run`` / ``mfpde compare`` pass a temporary
+        ``OUT.h5.part`` and rename it, see :func:`mfpde.runner.run`). Its directory must exist.
+    figure_path : path, optional
+        Where the figures are named from (default ``out_path``): ``<stem>_<fit>.png`` next to
+        it when ``compare.figure = true``.
     quiet : bool
         No progress output.
     stream : text stream for progress (default stdout)
@@ -220,7 +224,7 @@ def run_compare(config, out_path, quiet=False, *, stream=None) -> CompareResult:
     _check_times(spec)
     model, data, sampler, test, test_kind = _build(spec)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig_path = Path(figure_path) if figure_path is not None else out_path
     t_start = time.perf_counter()
     widths = [tuple(w) if isinstance(w, list) else w for w in spec.widths]
     errs: dict = {(w, dt): {} for w in widths for dt in spec.dts}
@@ -261,7 +265,7 @@ def run_compare(config, out_path, quiet=False, *, stream=None) -> CompareResult:
     figures = []
     if spec.figure and fits:
         for name, fit in fits.items():
-            p = out_path.with_name(f"{out_path.stem}_{name}.png")
+            p = fig_path.with_name(f"{fig_path.stem}_{name}.png")
             plot_rate(fit, p, title=f"{spec.name}: {fit.quantity} vs {fit.x_name} ({fit.fixed})")
             figures.append(str(p))
             say(f"figure: {p}")

@@ -79,8 +79,7 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown, of the wrong type or out of range."""
+from .errors import ConfigError  # noqa: E402  (defined low so that every layer can raise it)
 
 
 _MISSING = dataclasses.MISSING

@@ -30,15 +30,13 @@ import copy
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Iterable, TextIO
 
 import numpy as np
 
 from .config import Config, ConfigError, load_config, parse_config
-from .build import (Built, _snapshot_index, build, build_config_only,  # noqa: F401
-                    resolve_config, snapshot_index)
+from .build import Built, _snapshot_index, build, build_config_only  # noqa: F401
 from .engine import (CheckpointTracker, Controller, FinitenessTracker, NumericalError,
                      ProgressTracker, SeriesTracker, SnapshotTracker, StopFlag, every)
 from .store import (RunStore, StoreError, StoreFullError, _h5_reason, in_use,
@@ -120,7 +118,12 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
         cfg = cfg.replace(output={"path": os.fspath(out_path)})
     path = Path(cfg.output.path)
     out = stream if stream is not None else sys.stderr
+    if cfg.job == "compare" and resume:
+        raise ConfigError("--resume: a [compare] job is not resumable; run it again (an "
+                          "existing output file is replaced with --set output.overwrite=true)")
     exists = _check_output(path, resume, cfg.output.overwrite)
+    if cfg.job == "compare":
+        return _compare_job(cfg, path, quiet, stream)
 
     # non-finite values are detected and reported by the finiteness tracker (NumericalError)
     with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -157,6 +160,29 @@ def _check_output(path: Path, resume: bool, overwrite: bool) -> bool:
         raise ConfigError(f"output.path = {str(path)[:80]!r}: {os.strerror(exc.errno)}"
                           if exc.errno else f"output.path: {exc}") from None
     return exists
+
+
+def _compare_job(cfg: Config, path: Path, quiet: bool, stream) -> Path:
+    """A ``[compare]`` job (:func:`mfpde.compare.run_compare`) under the output rules of a run:
+    built in ``OUT.h5.part`` and renamed when complete, so an old ``OUT.h5`` is replaced only by
+    a complete file (and never one that another process has open); on any failure or Ctrl-C the
+    partial file is removed and the old file is untouched."""
+    from .build import check_memory
+    from .compare import run_compare
+    check_memory(cfg)
+    partial = path.with_name(path.name + ".part")
+    try:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run_compare(cfg, partial, quiet=quiet, stream=stream, figure_path=path)
+        if path.exists() and (not cfg.output.overwrite or in_use(path)):
+            raise ConfigError(f"output file {path} appeared or was opened by another process "
+                              f"while the comparison ran; it is not replaced")
+        os.replace(partial, path)
+    except BaseException:
+        if partial.exists():
+            partial.unlink()
+        raise
+    return path
 
 
 def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
@@ -236,11 +262,21 @@ def _trackers(store: RunStore, built: Built, quiet: bool, out: TextIO, write_sna
     checkpoints = CheckpointTracker(store, every(cfg.output.checkpoint_every), initial=False)
     trackers.append(checkpoints)
     header = None
-    if driver.k < built.n_steps:
-        header = (f"mfpde: running {built.n_steps} steps from step {driver.k} "
-                  f"(N = {cfg.dynamics.N}, dt = {cfg.dynamics.dt:g}) -> {store.path}")
-    trackers.append(ProgressTracker(built.n_steps, quiet=quiet, log_every=cfg.observe.log_every,
-                                    stream=out, header=header))
+    what = ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
+                     for k, v in (("N", getattr(driver, "N", None)), ("dt", driver.dt))
+                     if v is not None) or "adaptive steps"
+    if built.n_steps is not None:
+        total, unit = built.n_steps, "step"
+        if driver.k < built.n_steps:
+            header = (f"mfpde: running {built.n_steps} steps from step {driver.k} ({what}) "
+                      f"-> {store.path}")
+    else:
+        total, unit = built.t_end, "time"
+        if driver.t < built.t_end:
+            header = (f"mfpde: running to t = {built.t_end:g} from t = {driver.t:g} "
+                      f"({type(driver).__name__}, {what}) -> {store.path}")
+    trackers.append(ProgressTracker(total, quiet=quiet, log_every=cfg.observe.log_every,
+                                    stream=out, header=header, unit=unit))
     return trackers, checkpoints
 
 
@@ -299,7 +335,8 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
             partial = None
         else:
             ck = store.read_checkpoint()          # verified: a corrupt one is an error
-            if ck is not None and int(ck["meta"].get("step", 0)) > built.n_steps:
+            if ck is not None and built.n_steps is not None and \
+                    int(ck["meta"].get("step", 0)) > built.n_steps:
                 raise ConfigError(
                     f"dynamics.steps = {built.n_steps}: {path} has already run "
                     f"{ck['meta']['step']} steps; give at least that many to resume it")
@@ -333,6 +370,8 @@ def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: Stop
     driver = built.driver
     if trackers is None:
         trackers, checkpoints = _trackers(store, built, quiet, out, write_snapshot)
+        if built.n_steps is None:
+            t_end = built.t_end
     ctl = Controller(driver, trackers, n_steps=None if t_end is not None else built.n_steps,
                      t_end=t_end, stop=stop)
     try:
@@ -428,7 +467,7 @@ def record(driver, path: str | os.PathLike, *, observers=None, n_steps: int | No
         total = n_steps if n_steps is not None else t_end
         tr.append(ProgressTracker(total, quiet=quiet, stream=stream,
                                   unit="step" if n_steps is not None else "time"))
-        built = Built(None, None, None, None, None, driver, observers, n_steps)
+        built = Built(None, driver=driver, observers=observers, n_steps=n_steps, t_end=t_end)
         _control(store, built, quiet, stream, stop, None, trackers=tr, checkpoints=checkpoints,
                  t_end=t_end)
     return path

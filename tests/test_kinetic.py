@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from mfpde.observables import Observers
 from mfpde.dynamics.base import make_rng
 from mfpde.dynamics.kinetic import INTEGRATORS, KineticSolver
 from mfpde.dynamics.langevin import LangevinSolver
@@ -227,9 +228,10 @@ def test_hamiltonian_value(nc):
                       rW0=np.full((model.p, model.q), 2.0))
     expect = (model.regularized_risk(s.theta, data.X, data.Y, s.W)
               + 0.5 * model.D + 0.5 * 4.0 * model.p * model.q)
-    assert s.hamiltonian() == pytest.approx(expect, rel=1e-14)
-    assert s.dissipation_rate() == pytest.approx(1.0 * model.D + 4.0 * model.p * model.q, rel=1e-14)
-    assert s.kinetic_free_energy() == s.hamiltonian()                  # beta = inf
+    v = Observers(["hamiltonian", "dissipation", "kinetic_free_energy"], model, data)(s)
+    assert v["hamiltonian"] == pytest.approx(expect, rel=1e-14)
+    assert v["dissipation"] == pytest.approx(1.0 * model.D + 4.0 * model.p * model.q, rel=1e-14)
+    assert v["kinetic_free_energy"] == v["hamiltonian"]                  # beta = inf
 
 
 def test_first_order_W_dissipation(nc):
@@ -237,11 +239,12 @@ def test_first_order_W_dissipation(nc):
     s = KineticSolver(model, data, N=30, dt=0.05, gamma=1.0, W_momentum=False)
     assert s.r_W is None
     gW = model.gradient(s.theta, data.X, data.Y, s.W).W
-    assert s.dissipation_rate() == pytest.approx(float(np.sum(gW ** 2)), rel=1e-12)   # r = 0
-    H = [s.hamiltonian()]
+    obs = Observers(["hamiltonian", "dissipation"], model, data)
+    assert obs(s)["dissipation"] == pytest.approx(float(np.sum(gW ** 2)), rel=1e-12)   # r = 0
+    H = [obs(s)["hamiltonian"]]
     for _ in range(100):
         s.step()
-        H.append(s.hamiltonian())
+        H.append(obs(s)["hamiltonian"])
     assert np.all(np.diff(H) < 0)
 
 
@@ -249,10 +252,12 @@ def test_kinetic_free_energy_is_labelled_estimate():
     model, data = toy_linear()
     s = KineticSolver(model, data, N=2000, dt=0.1, gamma=2.0, beta=10.0, seed=1)
     s.step(80)
-    obs = s.observables()
-    assert {"kinetic_entropy_knn", "kinetic_free_energy_knn", "hamiltonian"} <= set(obs)
-    assert obs["kinetic_free_energy_knn"] == pytest.approx(
-        obs["hamiltonian"] - obs["kinetic_entropy_knn"] / 10.0, rel=1e-12)
+    from mfpde.metrics.entropy import knn_entropy
+    from mfpde.observables import describe
+    obs = Observers(["hamiltonian", "kinetic_free_energy"], model, data, beta=10.0)(s)
+    S = knn_entropy(np.hstack([s.theta, s.r]), k=3)
+    assert obs["kinetic_free_energy"] == pytest.approx(obs["hamiltonian"] - S / 10.0, rel=1e-12)
+    assert "ESTIMATE" in describe()["kinetic_free_energy"]
 
 
 # ----------------------------------------------------------------------------- accuracy
@@ -307,10 +312,11 @@ def test_pn_kinetic():
     from mfpde.validation.cases_kinetic import toy_pn
     model, data, w0 = toy_pn(n1=12, n2=10)
     s = PNKineticSolver(model, data, dt=0.1, gamma=0.5, weights0=w0)
-    H = [s.hamiltonian()]
+    obs = Observers(["hamiltonian"], model, data)
+    H = [obs(s)["hamiltonian"]]
     for _ in range(100):
         s.step()
-        H.append(s.hamiltonian())
+        H.append(obs(s)["hamiltonian"])
     assert np.all(np.diff(H) < 0) and s.n_force == 101
     # the PN heavy-ball recursion is the finite-width SHB of PNDriver, iterate for iterate
     a = PNKineticSolver(model, data, dt=0.05, gamma=0.5, weights0=w0, integrator="shb")

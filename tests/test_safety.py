@@ -176,3 +176,86 @@ def test_too_long_file_name(env, tmp_path):
     r = call(env, "run", EXAMPLE, "-o", out, "--quiet", *SETS)
     assert r.returncode == 2 and "too long" in one_line(r)
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------------------------
+# mfpde compare: the output rules of mfpde run
+# --------------------------------------------------------------------------------------------
+
+SMALL_COMPARE = """
+[compare]
+name = "small"
+method = "gd"
+widths = [8, 16]
+seeds = 2
+dts = [0.05]
+T = 0.2
+n_records = 2
+test_n = 32
+figure = false
+[compare.model]
+kind = "two_layer"
+d = 3
+[compare.data]
+kind = "teacher_student"
+n = 32
+d = 3
+k_star = 2
+seed = 0
+[compare.reference]
+N = 64
+[compare.fit]
+x = "N"
+quantity = "coupling_rms"
+n_boot = 50
+"""
+
+
+def test_compare_refuses_existing_output_and_missing_directory(env, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL_COMPARE)
+    out = tmp_path / "c.h5"
+    out.write_bytes(b"precious result")
+    r = call(env, "compare", cfg, "-o", out, "--quiet")
+    assert r.returncode == 2 and "exists" in one_line(r)
+    assert out.read_bytes() == b"precious result"
+    r = call(env, "compare", cfg, "-o", tmp_path / "no" / "such" / "c.h5", "--quiet")
+    assert r.returncode == 2 and "does not exist" in one_line(r)
+    assert not (tmp_path / "no").exists()
+    r = call(env, "compare", cfg, "-o", out, "--quiet", "--set", "output.overwrite=true")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "complete"
+    assert not list(tmp_path.glob("*.part"))
+
+
+def test_compare_bad_toml_one_line(env, tmp_path):
+    for name, data in (("bad.toml", b"[compare\nname = 1\n"), ("latin.toml", "name = 'é'".encode("latin-1")),
+                       ("huge.toml", SMALL_COMPARE.replace("N = 64", "N = 1000000000000").encode())):
+        cfg = tmp_path / name
+        cfg.write_bytes(data)
+        r = call(env, "compare", cfg, "-o", tmp_path / "x.h5", "--quiet")
+        assert r.returncode == 2, (name, r.stderr)
+        one_line(r)
+        assert not (tmp_path / "x.h5").exists()
+
+
+def test_ctrl_c_during_compare_keeps_the_old_file(env, tmp_path):
+    import signal
+    import time
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL_COMPARE.replace("T = 0.2", "T = 2000.0").replace("n_records = 2",
+                                                                          "n_records = 4"))
+    out = tmp_path / "c.h5"
+    out.write_bytes(b"old result")
+    p = subprocess.Popen([sys.executable, "-m", "mfpde", "compare", str(cfg), "-o", str(out),
+                          "--set", "output.overwrite=true"], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert out.read_bytes() == b"old result"
+    assert not list(tmp_path.glob("*.part"))

@@ -57,7 +57,7 @@ from typing import Any, Mapping, TextIO
 import numpy as np
 
 from .._blas import blas_threads
-from ..config import ConfigError
+from ..errors import ConfigError
 from .driver import CURVATURES, ETA_RULES, METHODS, SparseDivergence, SparseDriver
 from .problems import (LogisticRegression, QuadraticProblem, _sigmoid, digits_target,
                        gaussian_design, gaussian_target, image_target, load_images, uniform_init)

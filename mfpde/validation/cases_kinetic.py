@@ -37,16 +37,16 @@ from . import Check, register
 # ============================================================================ set-ups
 
 
-def _record_H(s, K):
-    """Step a kinetic solver ``K`` times; return ``H`` and the dissipation rate at every step,
-    arrays of shape (K + 1,)."""
-    H = np.empty(K + 1)
-    Dr = np.empty(K + 1)
-    H[0], Dr[0] = s.hamiltonian(), s.dissipation_rate()
-    for k in range(K):
-        s.step()
-        H[k + 1], Dr[k + 1] = s.hamiltonian(), s.dissipation_rate()
-    return H, Dr
+def _record_H(s, K, data):
+    """Run a kinetic driver ``K`` steps with the controller, observing ``hamiltonian`` and
+    ``dissipation`` (the registry's quantities on ``data``) at every step; arrays (K + 1,)."""
+    from ..engine import Controller, MemorySink, SeriesTracker, every
+    from ..observables import Observers
+    sink = MemorySink()
+    obs = Observers(["hamiltonian", "dissipation"], s.model, data)
+    Controller(s, [SeriesTracker(obs, sink, every(steps=1))], n_steps=s.k + K).run()
+    a = sink.arrays()
+    return a["hamiltonian"], a["dissipation"]
 
 def toy_two_layer(n=30, lam=0.01):
     """1-D regression, two-layer tanh network with ``theta = (a, u)`` (``D = 2``):
@@ -109,7 +109,7 @@ def experiment_lyapunov(model, data, *, integrator="splitting", h=0.05, T=20.0, 
     from ..dynamics.kinetic import KineticSolver
     s = KineticSolver(model, data, N=N, dt=h, gamma=gamma, integrator=integrator, seed=seed, **kw)
     K = int(round(T / h))
-    H, Dr = _record_H(s, K)
+    H, Dr = _record_H(s, K, data)
     dH = np.diff(H)
     pred = -0.5 * (Dr[1:] + Dr[:-1])
     res = float(np.max(np.abs(dH / h - pred)) / np.max(Dr))
@@ -299,9 +299,11 @@ def experiment_gibbs(*, integrator="baoab", N=10000, h=0.05, T=15.0, t_mid=1.5, 
     at ``h = 0.05`` (the default); the stationary ``theta``-law of BAOAB is exact for any ``h``."""
     from ..dynamics.kinetic import KineticSolver
     from ..metrics.entropy import knn_entropy
+    from ..observables import Observers
     model, data = toy_linear(d=d, lam=lam)
     s = KineticSolver(model, data, N=N, dt=h, gamma=gamma, beta=beta, integrator=integrator,
                       seed=seed)
+    kfe = Observers(["kinetic_free_energy"], model, data, beta=beta)
     K = int(round(T / h))
     k_mid = int(round(t_mid / h))
     f_steps = set(np.unique(np.geomspace(max(1, int(round(0.5 / h))), K, n_free).astype(int)))
@@ -313,7 +315,7 @@ def experiment_gibbs(*, integrator="baoab", N=10000, h=0.05, T=15.0, t_mid=1.5, 
             out["z_mid"] = _z_scores(s.theta, s.r, m, v, C, N)
         if k in f_steps:
             out["F_t"].append(s.t)
-            out["F"].append(s.kinetic_free_energy())
+            out["F"].append(kfe(s)["kinetic_free_energy"])
             m, v, C = linear_kinetic_moments(model, data, s.t, gamma, beta)
             out["F_exact"].append(_kinetic_free_energy_gaussian(model, data, m, v, C, beta))
     X = np.asarray(data.X)
@@ -625,7 +627,7 @@ def experiment_pn(*, gamma=0.5, h=0.05, T=20.0, hs=(0.2, 0.1, 0.05, 0.025), T_or
     model, data, w0 = toy_pn()
     s = PNKineticSolver(model, data, dt=h, gamma=gamma, weights0=w0)
     K = int(round(T / h))
-    H, Dr = _record_H(s, K)
+    H, Dr = _record_H(s, K, data)
     dH = np.diff(H)
     tol = 64 * np.finfo(float).eps * float(np.max(np.abs(H)))
     res = float(np.max(np.abs(dH / h + 0.5 * (Dr[1:] + Dr[:-1]))) / np.max(Dr))
