@@ -996,6 +996,13 @@ class DynamicsConfig(_Section):
     lr_W: float | None = option(None, type="float", gt=0.0, only_for=("trainer",),
                                 doc="raw units: learning rate of W; omitted: lr")
     seed: int = option(0, type="int", ge=0, doc="seed of the run's random generator")
+    # noise stream of the particle drivers (mfpde.dynamics.base; docs/hpc.md)
+    noise_stream: str = option("blocks", type="str", choices=("blocks", "single"),
+                               only_for=("langevin", "kinetic", "trainer"),
+                               ignored_elsewhere="blocks",
+                               doc="noise of the particles: blocks (one generator per particle "
+                                   "chunk: the same run on any number of MPI ranks) or single "
+                                   "(the run's generator, as in files of schema version 1)")
 
     _name = "dynamics"
     _kind_key = "solver"

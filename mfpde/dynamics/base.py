@@ -14,9 +14,27 @@ Every driver (overdamped Langevin, kinetic / heavy ball, finite-width training) 
   batches), served ``batch`` rows per step. The buffer refills every ``K`` steps counted from the
   first step, so the random stream depends only on the sequence of steps, not on how they are split
   into :meth:`step` calls;
+- the noise stream (``noise_stream``): ``"single"`` (the default of the Python constructors, and
+  of every run file of schema version 1) draws the Gaussian noise ``g^k`` (N, D) of a step from
+  the run's generator, after the step's data; ``"blocks"`` (the default of ``mfpde run`` from
+  schema version 2 on) gives every particle chunk ``c`` of
+  :func:`~mfpde.kernels.readout.chunk_bounds` ``(N)`` (a function of ``N`` only) its own
+  generator, PCG64 from :func:`noise_seed` ``(seed, c)``, which draws the rows of that chunk,
+  step after step. Block streams let a process that holds some chunks draw only their noise
+  (particles split over processes, ``part``; :mod:`mfpde.parallel`), so the result is bitwise
+  the same for any split; the run's generator then draws only the initial particles, ``W``,
+  batches and samples;
 - the complete state for checkpoints (``state_dict`` / ``load_state_dict``: particles, ``k``, the
-  generator, the epoch permutation and the unused part of the sample buffer), extended by drivers
-  through :meth:`ParticleDriver._extra_state`;
+  generator, the epoch permutation, the block streams' states ``noise_streams`` (``"blocks"`` with
+  noise) and the unused part of the sample buffer), extended by drivers through
+  :meth:`ParticleDriver._extra_state`;
+- particles split over processes (``part``, a :class:`mfpde.parallel.Partition`): the driver
+  holds rows ``[part.lo, part.hi)`` — whole chunks — of ``theta`` and of every per-particle
+  array (velocities, cached forces), replicates ``W``, the generator, batches and samples, and
+  passes ``part`` to the model's gradient pass; ``N`` stays the number of all particles and
+  :attr:`ParticleDriver.n_rows` is the number held. Its ``state_dict`` covers the rows held
+  (keys :data:`PARTICLE_ROWS` by particle, :data:`CHUNK_ROWS` by chunk; the rest is the same on
+  every process);
 - the driver protocol of :mod:`mfpde.engine.protocol`: ``k``, ``t = k*dt``, the fixed step ``dt``,
   ``step(n, t_end)`` (``t_end`` ignored: the controller converts times to steps), ``state_dict``,
   ``load_state_dict``, ``fields()`` (views of ``theta`` and ``W``; drivers with velocities add
@@ -30,9 +48,19 @@ from typing import Callable
 
 import numpy as np
 
+from ..kernels.readout import chunk_bounds
+
 
 #: steps of fresh samples an online driver draws with one sampler call (small batches)
 ONLINE_CHUNK = 256
+#: noise streams (module docstring)
+NOISE_STREAMS = ("single", "blocks")
+#: first word of the spawn key of the block noise streams (:func:`noise_seed`)
+NOISE_SPAWN_KEY = 0x6E6F6973
+#: state keys holding one row per particle (rows held by a process of a split run)
+PARTICLE_ROWS = frozenset({"theta", "r", "force", "theta_prev", "buf"})
+#: state keys holding one row per particle chunk
+CHUNK_ROWS = frozenset({"noise_streams"})
 #: bytes of one chunk of fresh samples; large batches or inputs get fewer steps per chunk
 ONLINE_CHUNK_BYTES = 1 << 24
 
@@ -64,6 +92,35 @@ def make_rng(seed) -> np.random.Generator:
     """The run's generator: PCG64 seeded through a ``SeedSequence`` (int, sequence or SeedSequence)."""
     ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
     return np.random.Generator(np.random.PCG64(ss))
+
+
+def noise_seed(seed, chunk: int) -> np.random.SeedSequence:
+    """Seed of the noise stream of particle chunk ``chunk`` (``noise_stream = "blocks"``): the
+    run's ``SeedSequence`` with the spawn key extended by ``(NOISE_SPAWN_KEY, chunk)`` —
+    independent of the run's generator, of the other chunks and of ``SeedSequence.spawn``
+    children (whose keys have one word less)."""
+    ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    return np.random.SeedSequence(ss.entropy, spawn_key=tuple(ss.spawn_key)
+                                  + (NOISE_SPAWN_KEY, int(chunk)), pool_size=ss.pool_size)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def pcg64_words(gen: np.random.Generator) -> np.ndarray:
+    """The state of a PCG64 generator as 6 uint64 words (state, increment, 32-bit cache)."""
+    st = gen.bit_generator.state
+    s, inc = int(st["state"]["state"]), int(st["state"]["inc"])
+    return np.array([s >> 64, s & _MASK64, inc >> 64, inc & _MASK64, int(st["has_uint32"]),
+                     int(st["uinteger"])], dtype=np.uint64)
+
+
+def set_pcg64_words(gen: np.random.Generator, words) -> None:
+    """Restore a state written by :func:`pcg64_words`."""
+    w = [int(x) for x in np.asarray(words, dtype=np.uint64)]
+    gen.bit_generator.state = {"bit_generator": "PCG64",
+                               "state": {"state": (w[0] << 64) | w[1], "inc": (w[2] << 64) | w[3]},
+                               "has_uint32": w[4], "uinteger": w[5]}
 
 
 def _as_schedule(xi) -> Callable[[float], float]:
@@ -108,10 +165,17 @@ class ParticleDriver:
         Initial particles (default: ``model.init_particles(N, rng)``).
     W0 : ndarray (p, q), optional
         Initial ``W`` (default: ``model.init_W(rng)``).
+    noise_stream : {"single", "blocks"}
+        Where the Gaussian noise comes from (module docstring); default ``"single"``.
+    part : Partition, optional
+        The particles held by this process of a split run (module docstring). A driver that
+        would not split (:meth:`_splits`: e.g. the fused small-batch path) ignores it and
+        holds every particle (the run is then replicated on every process).
     """
 
     def __init__(self, model, data=None, *, N, dt, beta=np.inf, batch=None, sampler=None,
-                 xi=None, xi_W=1.0, train_W=True, seed=0, theta0=None, W0=None):
+                 xi=None, xi_W=1.0, train_W=True, seed=0, theta0=None, W0=None,
+                 noise_stream="single", part=None):
         self.model = model
         if not isinstance(N, (int, np.integer)) or isinstance(N, bool) or N < 1:
             raise ValueError(f"N must be an integer >= 1, got {N!r}")
@@ -127,11 +191,28 @@ class ParticleDriver:
         self.xi_W = float(xi_W)
         self.train_W = bool(train_W) and model.has_W
         self._init_data(model, data, batch, sampler)
+        if noise_stream not in NOISE_STREAMS:
+            raise ValueError(f"noise_stream must be one of {', '.join(NOISE_STREAMS)}, got "
+                             f"{noise_stream!r}")
+        self.noise_stream = noise_stream
+        self.part = None
+        if part is not None:
+            if int(part.N) != self.N:
+                raise ValueError(f"the partition is of N = {part.N} particles, the driver has "
+                                 f"N = {self.N}")
+            if self._splits():
+                self.part = part
+        lo, hi = (int(self.part.lo), int(self.part.hi)) if self.part is not None else (0, self.N)
+        self._rows = (lo, hi)
         self.rng = make_rng(seed)
-        self.theta = (model.init_particles(self.N, self.rng) if theta0 is None
-                      else np.array(model.check_theta(theta0), dtype=np.float64, order="C"))
-        if self.theta.shape[0] != self.N:
-            raise ValueError(f"theta0 has {self.theta.shape[0]} rows, expected N = {self.N}")
+        if theta0 is None:
+            self.theta = model.init_particles(self.N, self.rng, rows=(lo, hi)) \
+                if self.part is not None else model.init_particles(self.N, self.rng)
+        else:
+            theta0 = np.asarray(model.check_theta(theta0), dtype=np.float64)
+            if theta0.shape[0] != self.N:
+                raise ValueError(f"theta0 has {theta0.shape[0]} rows, expected N = {self.N}")
+            self.theta = np.array(theta0[lo:hi], dtype=np.float64, order="C")
         if model.has_W:
             W = model.init_W(self.rng) if W0 is None else W0
             self.W = np.array(model.check_W(W), dtype=np.float64, order="C")
@@ -142,7 +223,20 @@ class ParticleDriver:
         self.k = 0
         self._perm = np.zeros(0, dtype=np.int64)
         self._cursor = 0
-        self._noise = np.empty((0, 0))        # (N, D) noise buffer, allocated on first use
+        self._noise = np.empty((0, 0))        # (n_rows, D) noise buffer, allocated on first use
+        # block noise streams of the chunks held (noise_stream = "blocks", finite beta)
+        self._streams: list[np.random.Generator] | None = None
+        self._stream_rows: list[tuple[int, int]] = []
+        self._stream_at: dict[int, int] = {}
+        if noise_stream == "blocks" and math.isfinite(beta):
+            bounds = chunk_bounds(self.N)
+            c0, c1 = (int(self.part.c0), int(self.part.c1)) if self.part is not None \
+                else (0, bounds.size - 1)
+            self._streams = [np.random.Generator(np.random.PCG64(noise_seed(seed, c)))
+                             for c in range(c0, c1)]
+            self._stream_rows = [(int(bounds[c] - lo), int(bounds[c + 1] - lo))
+                                 for c in range(c0, c1)]
+            self._stream_at = {r[0]: i for i, r in enumerate(self._stream_rows)}
         #: risk on the data of the last step (batch risk for SGD), before the update
         self.last_risk = float("nan")
 
@@ -184,6 +278,24 @@ class ParticleDriver:
         """Mean-field time ``t = k * dt``."""
         return self.k * self.dt
 
+    # ------------------------------------------------------------------ split runs
+    @property
+    def n_rows(self) -> int:
+        """Particles held by this driver: ``N``, or ``part.hi - part.lo`` on a split run."""
+        rows = getattr(self, "_rows", None)
+        return self.N if rows is None else rows[1] - rows[0]
+
+    def _splits(self) -> bool:
+        """Whether the driver holds only the rows of a partition it is given (default True);
+        a driver whose step needs every particle in one process returns False."""
+        return True
+
+    def _gradient(self, X, Y):
+        """``model.gradient`` at the current state on ``X, Y`` (the rows held on a split run)."""
+        if self.part is None:
+            return self.model.gradient(self.theta, X, Y, self.W)
+        return self.model.gradient(self.theta, X, Y, self.W, part=self.part)
+
     # ------------------------------------------------------------------ data
     #: Optional hooks for synchronous coupling (:mod:`mfpde.coupling`); None keeps the driver's
     #: own draws. ``batch_source() -> (X, Y)`` replaces the data of a step (e.g. the mini-batch the
@@ -191,6 +303,11 @@ class ParticleDriver:
     #: (e.g. rows ``:N`` of the reference's noise). Set them on an instance.
     batch_source = None
     noise_source = None
+
+    #: defaults for drivers that do not run this class's ``__init__`` (e.g. Pham–Nguyen)
+    part = None
+    noise_stream = "single"
+    _streams = None
 
     def next_batch(self):
         """The data of the next step: full set, next epoch slice, or fresh samples ``(X, Y)``
@@ -259,21 +376,51 @@ class ParticleDriver:
         self._scursor = 0
 
     def draw_noise(self) -> np.ndarray:
-        """Standard Gaussian ``g^k`` of shape (N, D) drawn from the run's generator (or from
-        :attr:`noise_source` when that hook is set)."""
+        """Standard Gaussian ``g^k`` of shape (N, D) (the rows held, (n_rows, D), on a split
+        run) drawn from the noise stream (or from :attr:`noise_source` when that hook is set)."""
         if self.noise_source is not None:
             g = self.noise_source()
-            if g.shape != (self.N, self.model.D):
+            if g.shape != (self.n_rows, self.model.D):
                 raise ValueError(f"noise_source returned shape {g.shape}, expected "
-                                 f"({self.N}, {self.model.D})")
+                                 f"({self.n_rows}, {self.model.D})")
             return g
         return self.sample_noise()
 
     def sample_noise(self) -> np.ndarray:
-        """The driver's own draw of ``g^k`` (N, D) from its generator (a reused buffer)."""
-        if self._noise.shape != (self.N, self.model.D):
-            self._noise = np.empty((self.N, self.model.D))
-        return self.rng.standard_normal(out=self._noise)
+        """The driver's own draw of ``g^k`` (n_rows, D) (a reused buffer): from the run's
+        generator (``"single"``; on a split run all ``N * D`` numbers are drawn and the rows
+        held kept), or every chunk's rows from its block stream (``"blocks"``)."""
+        D = self.model.D
+        if self._noise.shape != (self.n_rows, D):
+            self._noise = np.empty((self.n_rows, D))
+        if self._streams is not None:
+            for (lo, hi), gen in zip(self._stream_rows, self._streams):
+                gen.standard_normal(out=self._noise[lo:hi])
+            return self._noise
+        if self.part is None:
+            return self.rng.standard_normal(out=self._noise)
+        lo, hi = self._rows
+        piece = 1 << 16
+        for s in range(0, self.N, piece):
+            e = min(self.N, s + piece)
+            g = self.rng.standard_normal((e - s, D))
+            a, b = max(s, lo), min(e, hi)
+            if a < b:
+                self._noise[a - lo:b - lo] = g[a - s:b - s]
+        return self._noise
+
+    def chunk_noise(self, lo: int, hi: int) -> np.ndarray:
+        """The noise of the step for the chunk of rows ``[lo, hi)`` (held rows) from its block
+        stream (``"blocks"`` only), shape (hi - lo, D)."""
+        return self._streams[self._stream_at[lo]].standard_normal((hi - lo, self.model.D))
+
+    def block_noise(self, m: int) -> np.ndarray:
+        """The noise of ``m`` consecutive steps, (m, n_rows, D), from the block streams
+        (``"blocks"`` only): the numbers of ``m`` calls of :meth:`sample_noise`."""
+        out = np.empty((m, self.n_rows, self.model.D))
+        for (lo, hi), gen in zip(self._stream_rows, self._streams):
+            out[:, lo:hi] = gen.standard_normal((m, hi - lo, self.model.D))
+        return out
 
     # ------------------------------------------------------------------ state
     def step(self, n: int = 1, t_end: float = math.inf) -> None:  # pragma: no cover - abstract
@@ -298,8 +445,9 @@ class ParticleDriver:
 
     def state_dict(self) -> dict:
         """Complete state (copies): ``theta``, ``W``, ``k``, ``rng`` (JSON text), ``perm``,
-        ``cursor``, the unused online samples ``sample_X``, ``sample_Y`` (None when the buffer is
-        empty) and the subclass's extra arrays."""
+        ``cursor``, ``noise_streams`` (block streams with noise: (chunks, 6) uint64 PCG64 states,
+        :func:`pcg64_words`), the unused online samples ``sample_X``, ``sample_Y`` (None when
+        the buffer is empty) and the subclass's extra arrays."""
         out = {
             "theta": self.theta.copy(),
             "W": None if self.W is None else self.W.copy(),
@@ -308,6 +456,9 @@ class ParticleDriver:
             "perm": self._perm.copy(),
             "cursor": int(self._cursor),
         }
+        if self._streams is not None:
+            out["noise_streams"] = (np.stack([pcg64_words(g) for g in self._streams])
+                                    if self._streams else np.zeros((0, 6), dtype=np.uint64))
         out.update(self._sample_state())
         out.update(self._extra_state())
         return out
@@ -325,5 +476,19 @@ class ParticleDriver:
         self.rng.bit_generator.state = json.loads(rng_state) if isinstance(rng_state, (str, bytes)) else rng_state
         self._perm = np.asarray(state.get("perm", np.zeros(0)), dtype=np.int64).copy()
         self._cursor = int(state.get("cursor", 0))
+        streams = state.get("noise_streams")
+        if self._streams is not None:
+            if streams is None:
+                raise ValueError("the checkpoint has no block noise streams (noise_stream = "
+                                 "'single'); the driver uses noise_stream = 'blocks'")
+            streams = np.asarray(streams, dtype=np.uint64)
+            if streams.shape != (len(self._streams), 6):
+                raise ValueError(f"checkpoint noise_streams has shape {streams.shape}, the "
+                                 f"driver has {len(self._streams)} block streams")
+            for gen, words in zip(self._streams, streams):
+                set_pcg64_words(gen, words)
+        elif streams is not None and math.isfinite(self.beta):
+            raise ValueError("the checkpoint has block noise streams (noise_stream = 'blocks'); "
+                             "the driver uses noise_stream = 'single'")
         self._load_sample_state(state)
         self._load_extra_state(state)

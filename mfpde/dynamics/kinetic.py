@@ -84,9 +84,10 @@ class KineticSolver(HeavyBall, ParticleDriver):
 
     Parameters
     ----------
-    model, data, N, dt, beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0
+    model, data, N, dt, beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0, noise_stream, part
         As for :class:`~mfpde.dynamics.base.ParticleDriver` (``dt`` is the step ``h`` of the
-        splitting schemes and the per-neuron step ``eps`` of SHB; time ``t = k*dt``).
+        splitting schemes and the per-neuron step ``eps`` of SHB; time ``t = k*dt``). On a split
+        run (``part``) ``r``, the cached force and the noise cover the rows held.
     gamma : float
         Friction :math:`\\gamma > 0` (heavy-ball momentum ``mu = 1 - gamma*dt``).
     integrator : {"shb", "splitting", "baoab", "obabo"}
@@ -101,9 +102,11 @@ class KineticSolver(HeavyBall, ParticleDriver):
 
     def __init__(self, model, data=None, *, N, dt, gamma, integrator="baoab", beta=np.inf,
                  batch=None, sampler=None, xi=None, xi_W=1.0, train_W=True, seed=0,
-                 theta0=None, W0=None, r0=None, W_momentum=True, rW0=None):
+                 theta0=None, W0=None, r0=None, W_momentum=True, rW0=None,
+                 noise_stream="single", part=None):
         super().__init__(model, data, N=N, dt=dt, beta=beta, batch=batch, sampler=sampler,
-                         xi=xi, xi_W=xi_W, train_W=train_W, seed=seed, theta0=theta0, W0=W0)
+                         xi=xi, xi_W=xi_W, train_W=train_W, seed=seed, theta0=theta0, W0=W0,
+                         noise_stream=noise_stream, part=part)
         if integrator not in INTEGRATORS:
             raise ValueError(f"integrator must be one of {', '.join(INTEGRATORS)}, got {integrator!r}")
         if integrator == "splitting" and math.isfinite(self.beta):
@@ -123,13 +126,14 @@ class KineticSolver(HeavyBall, ParticleDriver):
             raise ValueError(f"SHB needs gamma*dt*xi < 1 (momentum mu = 1 - gamma*dt*xi > 0); "
                              f"got gamma*dt*xi = {gamma * self.dt * self.xi(0.0):.4g}")
         D = model.D
+        lo, hi = self._rows
         if r0 is None:
-            self.r = np.zeros((self.N, D))
+            self.r = np.zeros((self.n_rows, D))
         else:
             r0 = np.asarray(r0, dtype=np.float64)
             if r0.shape != (self.N, D):
                 raise ValueError(f"r0 must have shape ({self.N}, {D}), got {r0.shape}")
-            self.r = np.array(r0, order="C")
+            self.r = np.array(r0[lo:hi], order="C")
         self.W_momentum = bool(W_momentum) and self.train_W
         if self.W_momentum:
             self.r_W = np.zeros_like(self.W) if rW0 is None else np.array(
@@ -140,9 +144,9 @@ class KineticSolver(HeavyBall, ParticleDriver):
                                  "W_momentum only)")
             self.r_W = None
         noisy = math.isfinite(self.beta)
-        self._g1 = np.empty((self.N, D)) if noisy else np.empty((0, 0))
+        self._g1 = np.empty((self.n_rows, D)) if noisy else np.empty((0, 0))
         # cached force at the current positions (splitting schemes; first-same-as-last)
-        self._f = np.zeros((self.N, D))
+        self._f = np.zeros((self.n_rows, D))
         self._fW = None
         self._f_risk = float("nan")
         self._f_valid = False
@@ -153,7 +157,7 @@ class KineticSolver(HeavyBall, ParticleDriver):
     def _eval_force(self) -> None:
         """Draw the next batch and evaluate ``grad Psi`` (and ``grad_W F``) at the current state."""
         Xb, Yb = self.next_batch()
-        g = self.model.gradient(self.theta, Xb, Yb, self.W)
+        g = self._gradient(Xb, Yb)
         self._f[...] = g.theta
         self._fW = None if g.W is None else np.array(g.W)
         self._f_risk = g.risk

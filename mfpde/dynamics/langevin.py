@@ -21,9 +21,17 @@ Since a width-N network trained with per-neuron step ``eps`` performs exactly th
 Randomness: one ``numpy.random.Generator`` (PCG64, from a ``SeedSequence``) draws, in this order
 at every step, the data of the step (a new epoch permutation when an epoch starts; for an online
 sampler, a chunk of fresh samples for the next steps when the sample buffer is empty, see
-:mod:`mfpde.dynamics.base`) and then the Gaussian noise, outside the compiled kernels; the result is
-bitwise independent of the thread count and of how the steps are split into :meth:`step` calls, and
-:meth:`state_dict` / :meth:`load_state_dict` capture everything needed for a bitwise resume.
+:mod:`mfpde.dynamics.base`) and then the Gaussian noise (``noise_stream = "single"``; with
+``"blocks"`` every particle chunk's noise comes from that chunk's own stream), outside the compiled
+kernels; the result is bitwise independent of the thread count and of how the steps are split into
+:meth:`step` calls, and :meth:`state_dict` / :meth:`load_state_dict` capture everything needed for
+a bitwise resume.
+
+Particles split over processes (``part``, :mod:`mfpde.parallel`): the generic path runs on the
+rows held (the force plan exchanges the per-chunk partial features), bitwise the same for any
+split with block streams. The fused path needs every particle in one process, so a driver that
+would take it does not split (it holds all particles: the run is replicated on every process;
+these are small problems by construction, :data:`FUSED_MAX_WORK`).
 
 Fused path: mini-batch and online SGD with small batches (``batch <= FUSED_MAX_BATCH``) of a
 two-layer read-out model (no ``W``; the model says so and gives the kernel's parameters through
@@ -66,7 +74,8 @@ FUSED_NOISE_BYTES = 1 << 24
 _NO_NOISE = np.empty((0, 0))
 
 
-def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None):
+def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None,
+                        draw=None, part=None):
     """One Euler–Maruyama step of the particles, in place, fused with the model's gradient pass
     (dynamics.md §3): :math:`\\theta_j \\leftarrow \\theta_j - \\varepsilon\\nabla\\Psi(\\theta_j)
     + s\\,g_j` with ``dt`` :math:`= \\varepsilon`, ``noise_scale`` :math:`s` and ``noise``
@@ -78,7 +87,10 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
     :func:`~mfpde.kernels.readout.em_update`, bit for bit, without forming the (N, D) force.
     With ``rng`` (a ``numpy.random.Generator``) instead of ``noise``, the noise is drawn chunk by
     chunk of particles in order: the same numbers as ``rng.standard_normal((N, D))``, without an
-    (N, D) buffer.
+    (N, D) buffer. With ``draw`` (a callable ``(lo, hi) -> (hi - lo, D)`` array, e.g. a chunk's
+    block stream) each chunk's noise is ``draw(lo, hi)``. ``part``: the particles held by this
+    process of a split run (``theta`` holds rows ``[part.lo, part.hi)``; the force plan's
+    ``part``).
 
     ``theta`` must be a writeable C-contiguous float64 (N, D) array. Returns ``(risk, grad_W)``
     (``grad_W`` (p, q) or None without ``W``), both evaluated before the update.
@@ -89,13 +101,15 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
                          "C-contiguous float64 array")
     step, ns = float(dt), float(noise_scale)
     produce = None
-    if ns != 0.0 and rng is not None:
-        if noise is not None:
-            raise ValueError("give either noise or rng, not both")
+    if ns != 0.0 and (rng is not None or draw is not None):
+        if sum(x is not None for x in (noise, rng, draw)) > 1:
+            raise ValueError("give one of noise, rng and draw")
         D = theta.shape[1]
-
-        def produce(lo, hi):
-            return rng.standard_normal((hi - lo, D))
+        if draw is not None:
+            produce = draw
+        else:
+            def produce(lo, hi):
+                return rng.standard_normal((hi - lo, D))
     elif ns != 0.0:
         noise = np.asarray(noise, dtype=np.float64)
         if noise.shape != theta.shape:
@@ -108,6 +122,8 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
             g = item if item is not None else noise[lo:hi]
         em_rows(theta[lo:hi], force, g, step, ns, 0, hi - lo)
 
+    if part is not None:
+        return model.force_chunks(theta, X, Y, W, on_chunk, produce, part=part)
     return model.force_chunks(theta, X, Y, W, on_chunk, produce)
 
 
@@ -115,7 +131,7 @@ class LangevinSolver(ParticleDriver):
     """Euler–Maruyama particle solver (see module docstring for the scheme).
 
     Parameters are those of :class:`~mfpde.dynamics.base.ParticleDriver`: ``model, data, N, dt,
-    beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0``.
+    beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0, noise_stream, part``.
     """
 
     #: use the fused multi-step kernel when the configuration allows it (module docstring); set
@@ -139,15 +155,19 @@ class LangevinSolver(ParticleDriver):
             scale = math.sqrt(2.0 * eps / self.beta) if noisy else 0.0
             if fuse_update:
                 # the update is applied per chunk inside the pass; the driver's own noise is drawn
-                # chunk by chunk there (the same numbers as one (N, D) draw, no (N, D) buffer)
+                # chunk by chunk there (the same numbers as one (N, D) draw, no (N, D) buffer;
+                # block streams: each chunk's from its stream)
                 own = noisy and self.noise_source is None
-                noise = self.draw_noise() if (noisy and not own) else None
-                self.last_risk, gW = euler_maruyama_step(model, self.theta, Xb, Yb, self.W, eps,
-                                                         noise, scale,
-                                                         rng=self.rng if own else None)
+                blocks = own and self._streams is not None
+                by_rng = own and not blocks and self.part is None
+                noise = self.draw_noise() if (noisy and not (blocks or by_rng)) else None
+                self.last_risk, gW = euler_maruyama_step(
+                    model, self.theta, Xb, Yb, self.W, eps, noise, scale,
+                    rng=self.rng if by_rng else None, draw=self.chunk_noise if blocks else None,
+                    part=self.part)
             else:
                 noise = self.draw_noise() if noisy else None
-                g = model.gradient(self.theta, Xb, Yb, self.W)
+                g = self._gradient(Xb, Yb)
                 self.last_risk, gW = g.risk, g.W
                 em_update(self.theta, g.theta, self._noise if noise is None else noise, eps,
                           scale)
@@ -156,6 +176,10 @@ class LangevinSolver(ParticleDriver):
             self.k += 1
 
     # ------------------------------------------------------------------ fused path
+    def _splits(self) -> bool:
+        """The fused path needs every particle in one process: no split when it is taken."""
+        return not self._fused_ok()
+
     def _fused_plan(self):
         """The model's plan for the fused kernel (``model.fused_plan()``), or None."""
         plan = getattr(self.model, "fused_plan", None)
@@ -202,7 +226,8 @@ class LangevinSolver(ParticleDriver):
                 eps = np.array([self.dt * self.xi(k * self.dt)
                                 for k in range(self.k, self.k + m)], dtype=np.float64)
             if noisy:
-                noise = self.rng.standard_normal((m, N, D))
+                noise = self.block_noise(m) if self._streams is not None else \
+                    self.rng.standard_normal((m, N, D))
                 scale = np.sqrt(2.0 * eps / self.beta)
             else:
                 noise, scale = no_noise, eps

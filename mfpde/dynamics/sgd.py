@@ -287,8 +287,9 @@ class SHBTrainer(HeavyBall, ParticleDriver):
 
     Parameters
     ----------
-    model, data, N, beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0
-        As for :class:`~mfpde.dynamics.base.ParticleDriver`.
+    model, data, N, beta, batch, sampler, xi, xi_W, train_W, seed, theta0, W0, noise_stream, part
+        As for :class:`~mfpde.dynamics.base.ParticleDriver` (on a split run, ``part``, the
+        velocities and ``theta_prev`` cover the rows held).
     dt, gamma : float
         Per-neuron step :math:`\\varepsilon` and friction :math:`\\gamma` (``0 < gamma*dt < 1``).
     alpha, mu : float
@@ -304,7 +305,8 @@ class SHBTrainer(HeavyBall, ParticleDriver):
 
     def __init__(self, model, data=None, *, N, dt=None, gamma=None, alpha=None, mu=None,
                  form="velocity", beta=np.inf, batch=None, sampler=None, xi=None, xi_W=1.0,
-                 gamma_W=None, train_W=True, seed=0, theta0=None, W0=None, r0=None):
+                 gamma_W=None, train_W=True, seed=0, theta0=None, W0=None, r0=None,
+                 noise_stream="single", part=None):
         if form not in ("velocity", "polyak"):
             raise ValueError(f"form must be 'velocity' or 'polyak', got {form!r}")
         if (dt is None) == (alpha is None):
@@ -318,7 +320,8 @@ class SHBTrainer(HeavyBall, ParticleDriver):
                 raise ValueError("with alpha give mu (not gamma)")
             dt, gamma = shb_velocity_from_polyak(alpha, mu)
         super().__init__(model, data, N=N, dt=dt, beta=beta, batch=batch, sampler=sampler, xi=xi,
-                         xi_W=xi_W, train_W=train_W, seed=seed, theta0=theta0, W0=W0)
+                         xi_W=xi_W, train_W=train_W, seed=seed, theta0=theta0, W0=W0,
+                         noise_stream=noise_stream, part=part)
         self.gamma = float(gamma)
         self.gamma_W = self.gamma if gamma_W is None else _pos("gamma_W", gamma_W)
         self.form = form
@@ -330,9 +333,9 @@ class SHBTrainer(HeavyBall, ParticleDriver):
         r = np.zeros_like(self.theta)
         if r0 is not None:
             r0 = np.asarray(r0, dtype=np.float64)
-            if r0.shape != self.theta.shape:
-                raise ValueError(f"r0 must have shape {self.theta.shape}, got {r0.shape}")
-            r[...] = r0
+            if r0.shape != (self.N, self.model.D):
+                raise ValueError(f"r0 must have shape {(self.N, self.model.D)}, got {r0.shape}")
+            r[...] = r0[self._rows[0]:self._rows[1]]
         self._h_prev = h0
         #: ``W`` (NC model, trained) has its own heavy ball in both forms
         self.W_momentum = self.train_W
@@ -367,7 +370,7 @@ class SHBTrainer(HeavyBall, ParticleDriver):
         for _ in range(int(n)):
             h, a = self._shb_step(self.t)
             Xb, Yb = self.next_batch()
-            g = model.gradient(self.theta, Xb, Yb, self.W)
+            g = self._gradient(Xb, Yb)
             self.last_risk = g.risk
             self._heavy_ball_update(h, a, g.theta, g.W)
             self._h_prev = h
@@ -513,7 +516,8 @@ def _with_decay(model, lam, lam_W):
 def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="mean_field",
                  momentum=None, gamma=None, weight_decay=None, weight_decay_W=None, beta=None,
                  noise_std=None, lr_W=None, xi_W=None, gamma_W=None, batch=None, sampler=None,
-                 xi=None, train_W=True, seed=0, theta0=None, W0=None, r0=None):
+                 xi=None, train_W=True, seed=0, theta0=None, W0=None, r0=None,
+                 noise_stream="single", part=None):
     """Build a finite-width trainer from mean-field or raw (framework) hyper-parameters.
 
     Parameters
@@ -548,6 +552,8 @@ def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="m
         ``gamma_W`` friction of the ``W`` heavy ball (mean field; default ``gamma``).
     r0 : ndarray, optional
         Initial velocity (heavy ball).
+    noise_stream, part
+        Noise stream and split over processes (:class:`~mfpde.dynamics.base.ParticleDriver`).
 
     Returns
     -------
@@ -601,7 +607,8 @@ def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="m
         raise ValueError(broken.message)
     m = _with_decay(model, hyp.lam, hyp.lam_W)
     common = dict(N=N, beta=hyp.beta, batch=batch, sampler=sampler, xi=xi, xi_W=hyp.xi_W,
-                  train_W=train_W, seed=seed, theta0=theta0, W0=W0)
+                  train_W=train_W, seed=seed, theta0=theta0, W0=W0, noise_stream=noise_stream,
+                  part=part)
     if hb:
         tr = SHBTrainer(m, data, dt=hyp.eps, gamma=hyp.gamma, gamma_W=hyp.gamma_W,
                         form="velocity" if method == "shb" else "polyak", r0=r0, **common)

@@ -20,6 +20,13 @@ parameter). With the output weight fixed to 1 the particle is ``u`` alone and ``
 The data are streamed in blocks of samples so memory stays ``O(N*D + block*N)``: the ``n x N``
 matrices are never formed. Every product is a BLAS call; the element-wise work is fused in
 :mod:`mfpde.kernels.readout`.
+
+Particles split over processes (``part``, e.g. :class:`mfpde.parallel.Partition` on MPI ranks):
+the gradient pass of one process holds the rows of a contiguous range of the fixed chunks of
+:func:`~mfpde.kernels.readout.chunk_bounds` ``(N)``; after each block's forward phase the
+per-chunk partial features are exchanged (every process receives all ``C`` of them) and summed
+in chunk order, exactly as in the single-process pass, so the force of every particle, the risk
+and ``grad_W`` are bitwise those of one process holding all ``N`` particles.
 """
 from __future__ import annotations
 
@@ -201,9 +208,10 @@ class ReadoutModel:
         A = theta[:, :self.pa] if self.train_a else np.ones((theta.shape[0], 1))
         return A, U
 
-    def check_theta(self, theta):
+    def check_theta(self, theta, allow_empty=False):
         theta = np.asarray(theta, dtype=np.float64)
-        if theta.ndim != 2 or theta.shape[1] != self.D or theta.shape[0] < 1:
+        if theta.ndim != 2 or theta.shape[1] != self.D or theta.shape[0] < (0 if allow_empty
+                                                                             else 1):
             raise ValueError(f"theta must have shape (N, {self.D}) with N >= 1, got {theta.shape}")
         return theta
 
@@ -251,11 +259,32 @@ class ReadoutModel:
         return int(max(1, min(n, TILE_BYTES // (8 * widest), self.block_bytes // (8 * N))))
 
     # ------------------------------------------------------------------ init
-    def init_particles(self, N, rng):
-        """Draw ``theta`` (N, D): i.i.d. ``N(0, diag(s_a^2 I_p, s_u^2 I_d))`` (models.md §1)."""
+    #: rows drawn per generator call by :meth:`init_particles` with ``rows``
+    INIT_PIECE = 1 << 16
+
+    def init_particles(self, N, rng, rows=None):
+        """Draw ``theta`` (N, D): i.i.d. ``N(0, diag(s_a^2 I_p, s_u^2 I_d))`` (models.md §1).
+
+        ``rows = (lo, hi)``: return only rows ``lo:hi`` (shape (hi - lo, D)) of the same draw.
+        All ``N * D`` numbers are drawn (in pieces of :data:`INIT_PIECE` rows, which gives the
+        numbers of one ``(N, D)`` call), so ``rng`` ends in the same state and every process
+        of a split run holds its rows of the one initial cloud, with memory ``O(hi - lo)``.
+        """
         if not isinstance(N, (int, np.integer)) or N < 1:
             raise ValueError(f"N must be an integer >= 1, got {N!r}")
-        theta = rng.standard_normal((int(N), self.D))
+        if rows is None:
+            theta = rng.standard_normal((int(N), self.D))
+        else:
+            lo, hi = int(rows[0]), int(rows[1])
+            if not 0 <= lo <= hi <= N:
+                raise ValueError(f"rows must satisfy 0 <= lo <= hi <= N = {N}, got {rows!r}")
+            theta = np.empty((hi - lo, self.D))
+            for s in range(0, int(N), self.INIT_PIECE):
+                e = min(int(N), s + self.INIT_PIECE)
+                piece = rng.standard_normal((e - s, self.D))
+                a, b = max(s, lo), min(e, hi)
+                if a < b:
+                    theta[a - lo:b - lo] = piece[a - s:b - s]
         theta[:, :self.pa] *= self.init_scale_a
         theta[:, self.pa:] *= self.init_scale_u
         return theta
@@ -265,7 +294,7 @@ class ReadoutModel:
 
     # ------------------------------------------------------------------ the pass
     def _pass(self, theta, X, Y, W, weights, grad=True, lap=False, features=False,
-              on_chunk=None, produce=None):
+              on_chunk=None, produce=None, part=None):
         """One streamed pass over the data (see the module docstring for the equations).
 
         Particles are split in fixed chunks (:func:`~mfpde.kernels.readout.chunk_bounds`) run
@@ -281,20 +310,39 @@ class ReadoutModel:
         and each chunk then recomputes its tiles block by block, so the ``block x N`` buffer and
         the (N, D) accumulators are replaced by per-chunk ones — one more forward evaluation for
         a memory of about the particle state alone.
+
+        With ``part`` (module docstring) ``theta`` holds rows ``[part.lo, part.hi)`` of the
+        ``N = part.N`` particles, the chunks ``[part.c0, part.c1)``; each block's partial
+        features go through ``part.allgather_chunks`` and every returned array (force, Laplacian)
+        covers the rows held. ``weights`` are not supported with ``part``.
         """
-        theta = self.check_theta(theta)
+        theta = self.check_theta(theta, allow_empty=part is not None)
         W = self.check_W(W) if Y is not None else None
         Xa = self.prepare_X(X)
         n = Xa.shape[0]
         Y = self.prepare_Y(Y, n) if Y is not None else None
-        N = theta.shape[0]
+        if part is None:
+            N = theta.shape[0]
+            gbounds = chunk_bounds(N)
+            c0, c1 = 0, gbounds.size - 1
+        else:
+            N = int(part.N)
+            gbounds = chunk_bounds(N)
+            c0, c1 = int(part.c0), int(part.c1)
+            if theta.shape[0] != gbounds[c1] - gbounds[c0]:
+                raise ValueError(f"theta has {theta.shape[0]} rows; chunks {c0}:{c1} of N = {N} "
+                                 f"particles have {gbounds[c1] - gbounds[c0]}")
+            if weights is not None:
+                raise ValueError("weights are not supported for particles split over processes")
         w = self._weights(weights, N)
         pa, p, d_in, code = self.pa, self.p, self.d_in, self.code
         grad = grad and Y is not None
-        bounds = chunk_bounds(N)
-        C = bounds.size - 1
-        rows = [slice(int(bounds[c]), int(bounds[c + 1])) for c in range(C)]
+        C = gbounds.size - 1                       # chunks of all N particles
+        bounds = gbounds[c0:c1 + 1] - gbounds[c0]  # the chunks held here, in local rows
+        CL = c1 - c0
+        rows = [slice(int(bounds[c]), int(bounds[c + 1])) for c in range(CL)]
         widths = [r.stop - r.start for r in rows]
+        NL = int(bounds[-1])
         blk = self.block_size(n, N)
         blocks = [(s, min(n, s + blk)) for s in range(0, n, blk)]
         sweep = grad and len(blocks) > 1 and self.low_memory(N)
@@ -310,7 +358,7 @@ class ReadoutModel:
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
         n_tiles = 1 + (0 if from_s else 1) + (1 if (lap and not from_s) else 0)
         if sweep:
-            tiles = _Scratch(n_tiles, blk * max(widths), bounds)  # one set per thread
+            tiles = _Scratch(n_tiles, blk * max(widths, default=1), bounds)  # one per thread
         else:
             tiles = _Tiles(n_tiles, blk, bounds)                 # one block x N buffer each
 
@@ -354,23 +402,25 @@ class ReadoutModel:
 
         H = np.empty((n, p)) if features else None
         G = np.empty((n, p)) if sweep else None
-        Hparts = np.empty((C, blk, p))
+        Hparts = np.empty((CL, blk, p))
         gW = np.zeros((p, self.q)) if (grad and W is not None) else None
         sq = 0.0
         g_scale = self.Gamma / n
         accs = None
         if grad and not sweep:
-            gU_all = np.empty((N, d_in)) if not low_d else None
+            gU_all = np.empty((NL, d_in)) if not low_d else None
             accs = [new_acc(m, None if low_d else gU_all[r]) for m, r in zip(widths, rows)]
         # chunks run concurrently on single-threaded BLAS; one chunk keeps the BLAS default for
         # large products (see mfpde._blas)
         with blas_threads(0 if C > 1 else blk * N * max(d_in, p)):
             for bi, (s, e) in enumerate(blocks):
                 nb = e - s
-                run_tasks(lambda c: fwd(c, s, e, tiles.get(c, nb), Hparts[c, :nb]), C)
-                Hb = Hparts[0, :nb].copy()
+                run_tasks(lambda c: fwd(c, s, e, tiles.get(c, nb), Hparts[c, :nb]), CL)
+                # every chunk's partial features, summed in chunk order (all processes alike)
+                Hall = Hparts if part is None else part.allgather_chunks(Hparts, nb)
+                Hb = Hall[0, :nb].copy()
                 for c in range(1, C):
-                    Hb += Hparts[c, :nb]
+                    Hb += Hall[c, :nb]
                 if w is None:
                     Hb /= N
                 if features:
@@ -389,13 +439,14 @@ class ReadoutModel:
                 if sweep:
                     G[s:e] = Gb
                 elif grad:
-                    run_tasks(lambda c: bwd(c, s, e, tiles.get(c, nb), Gb, accs[c], bi == 0), C)
+                    run_tasks(lambda c: bwd(c, s, e, tiles.get(c, nb), Gb, accs[c], bi == 0),
+                              CL)
             res = {"risk": sq / (2.0 * n) if Y is not None else float("nan"), "H": H}
             if not grad:
                 return res
             D, lam = self.D, self.lam
             if on_chunk is None:
-                out = np.empty((N, D))
+                out = np.empty((NL, D))
             else:
                 out = None
                 fbuf = threading.local()           # one force buffer per thread
@@ -417,17 +468,17 @@ class ReadoutModel:
                     return
                 buf = getattr(fbuf, "a", None)
                 if buf is None:
-                    buf = fbuf.a = np.empty((max(widths), D))
+                    buf = fbuf.a = np.empty((max(widths, default=1), D))
                 force = buf[:widths[c]]
                 assemble_chunk(force, acc[0], acc[1], acc[2], theta[r], lam, pa)
                 on_chunk(r.start, r.stop, force, item)
 
-            lapv = np.empty(N) if lap else None
+            lapv = np.empty(NL) if lap else None
             if produce is not None:
                 # items made in chunk order as the threads claim the chunks
-                run_tasks(finish, C, lambda c: produce(rows[c].start, rows[c].stop))
+                run_tasks(finish, CL, lambda c: produce(rows[c].start, rows[c].stop))
             else:
-                run_tasks(finish, C)
+                run_tasks(finish, CL)
         res["grad"] = out
         if gW is not None:
             res["gW"] = gW + self.lam_W * W
@@ -477,7 +528,7 @@ class ReadoutModel:
         :math:`L_{\\lambda,n}`; the free energy without entropy)."""
         return self.risk(theta, X, Y, W, weights) + self.penalty(theta, W, weights)
 
-    def gradient(self, theta, X, Y, W=None, weights=None, laplacian=False):
+    def gradient(self, theta, X, Y, W=None, weights=None, laplacian=False, part=None):
         """Per-particle force and the ``W`` gradient in one streamed pass.
 
         Parameters
@@ -490,6 +541,9 @@ class ReadoutModel:
             Weights of a weighted empirical measure (sum 1); None is uniform ``1/N``.
         laplacian : bool
             Also return :math:`\\Delta\\Psi(\\theta_j)` (metrics.md §4).
+        part : Partition or None
+            Particles split over processes (module docstring): ``theta`` holds rows
+            ``[part.lo, part.hi)`` and ``theta`` / ``lap`` of the result cover those rows.
 
         Returns
         -------
@@ -497,11 +551,11 @@ class ReadoutModel:
             ``theta`` (N, D) = :math:`\\nabla\\Psi(\\theta_j)` (dynamics.md §1.2 / §1.3),
             ``W`` (p, q) or None, ``risk``, ``lap`` (N,) or None.
         """
-        out = self._pass(theta, X, Y, W, weights, grad=True, lap=laplacian)
+        out = self._pass(theta, X, Y, W, weights, grad=True, lap=laplacian, part=part)
         return Gradient(out["grad"], out.get("gW"), out["risk"], out.get("lap"))
 
     # ------------------------------------------------------------------ force plans
-    def force_chunks(self, theta, X, Y, W, on_chunk, produce=None):
+    def force_chunks(self, theta, X, Y, W, on_chunk, produce=None, part=None):
         """The force plan of one streamed gradient pass, for an integrator that updates the
         particles chunk by chunk (dynamics.md §1.2 / §1.3; the pass of :meth:`gradient`).
 
@@ -523,6 +577,10 @@ class ReadoutModel:
         W : ndarray (p, q) or None
         on_chunk : callable ``(lo, hi, force, item) -> None``
         produce : callable ``(lo, hi) -> item`` or None
+        part : Partition or None
+            Particles split over processes (module docstring): ``theta`` holds rows
+            ``[part.lo, part.hi)``; ``lo, hi`` are rows of ``theta`` (add ``part.lo`` for the
+            particle index), and only the chunks held are handed over.
 
         Returns
         -------
@@ -530,7 +588,8 @@ class ReadoutModel:
             The risk on ``X, Y`` and :math:`\\nabla_W F` (p, q) (None without ``W``), both at
             the state before any update.
         """
-        out = self._pass(theta, X, Y, W, None, grad=True, on_chunk=on_chunk, produce=produce)
+        out = self._pass(theta, X, Y, W, None, grad=True, on_chunk=on_chunk, produce=produce,
+                         part=part)
         return out["risk"], out.get("gW")
 
     def fused_plan(self) -> "FusedPlan | None":
