@@ -36,6 +36,8 @@ __all__ = [
     "nc_oracle",
     "nc1_population",
     "nc1_papyan_population",
+    "balancedness_moments",
+    "balanced_error",
 ]
 
 _EPS = np.finfo(np.float64).eps
@@ -534,6 +536,88 @@ def balancedness(A, W) -> float:
         raise ValueError("A is zero: balancedness is undefined")
     c = float(np.sum(E * WW)) / nWW2
     return _opnorm_sym(E - c * WW) / nE
+
+
+def balancedness_moments(EaaT, WWT) -> float:
+    """Normalised balancedness NB from second moments (metrics.md §1.4, eqs. (25)--(26)).
+
+    Same quantity as :func:`balancedness`, with ``E[aa^T]`` and ``W W^T`` given as matrices, so
+    that time averages can be used (validation.md §V7: NB of time-averaged ``A^T A / N``):
+
+    .. math::
+
+        \\mathrm{NB} = \\frac{\\|E - c^* M\\|_{op}}{\\|E\\|_{op}}, \\qquad
+        c^* = \\frac{\\langle E, M\\rangle_F}{\\|M\\|_F^2},\\qquad E = E[aa^T],\\ M = WW^T.
+
+    Parameters
+    ----------
+    EaaT : array_like, shape (p, p)
+        Second moment of the outgoing weights (e.g. ``A^T A / N`` or its time average).
+    WWT : array_like, shape (p, p)
+        ``W W^T`` (or its time average).
+
+    Returns
+    -------
+    float
+        ``NB >= 0``; ``balancedness(A, W) == balancedness_moments(A.T @ A / N, W @ W.T)``.
+
+    Raises
+    ------
+    ValueError
+        On shape mismatch, NaN, or a zero matrix.
+    """
+    E = _as_matrix(EaaT, "EaaT")
+    WW = _as_matrix(WWT, "WWT")
+    if E.shape[0] != E.shape[1] or WW.shape != E.shape:
+        raise ValueError(f"EaaT and WWT must be square (p, p) of the same shape, got {E.shape} "
+                         f"and {WW.shape}")
+    E = 0.5 * (E + E.T)
+    WW = 0.5 * (WW + WW.T)
+    nWW2 = float(np.sum(WW * WW))
+    if nWW2 == 0.0:
+        raise ValueError("WWT is zero: balancedness is undefined")
+    nE = _opnorm_sym(E)
+    if nE == 0.0:
+        raise ValueError("EaaT is zero: balancedness is undefined")
+    c = float(np.sum(E * WW)) / nWW2
+    return _opnorm_sym(E - c * WW) / nE
+
+
+def balanced_error(outputs, labels) -> float:
+    """Class-balanced classification error (metrics.md §3; Wu--Mondelli Section 5).
+
+    .. math::  \\mathrm{err} = \\frac1q \\sum_k \\frac{\\#\\{i : c(i) = k,\\
+               \\arg\\max_l f(x_i)_l \\ne k\\}}{n_k}
+
+    A tie for the largest output counts as an error (metrics.md §3), so a constant output is
+    wrong everywhere.
+
+    Parameters
+    ----------
+    outputs : array_like, shape (n, q)
+        Network outputs ``f(x_i)`` as rows.
+    labels : array_like of int, shape (n,)
+        True classes ``0 .. q-1`` (every class non-empty).
+
+    Returns
+    -------
+    float
+        In ``[0, 1]``; chance level of a label-independent rule is ``1 - 1/q``.
+
+    Raises
+    ------
+    ValueError
+        On bad shapes, NaN outputs, empty classes or ``outputs`` with fewer than ``q`` columns.
+    """
+    F = _as_matrix(outputs, "outputs")
+    lab, q, counts = _as_labels(labels, F.shape[0])
+    if F.shape[1] < q:
+        raise ValueError(f"outputs must have at least q = {q} columns, got shape {F.shape}")
+    top = F.max(axis=1)
+    n_top = np.sum(F == top[:, None], axis=1)
+    correct = (F[np.arange(F.shape[0]), lab] == top) & (n_top == 1)
+    wrong = np.bincount(lab, weights=(~correct).astype(np.float64), minlength=q)
+    return float(np.mean(wrong / counts))
 
 
 def lemma45_residual(A, W, lam, lam_W, beta, relative: bool = False) -> float:
