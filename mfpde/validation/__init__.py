@@ -43,6 +43,7 @@ CASE_MODULES: list[str] = [
     "mfpde.validation.cases_compare",
     "mfpde.validation.cases_grid",
     "mfpde.validation.cases_sparse",
+    "mfpde.validation.cases_nc",
 ]
 
 LEVELS = ("quick", "full")
