@@ -1325,6 +1325,15 @@ class ObserveConfig(_Section):
                                          "random subset chosen once")
     log_every: float = option(10.0, type="float", gt=0.0,
                               doc="seconds between log lines when not on a terminal")
+    steady_quantities: list[str] = option([], type="str_list",
+                                          doc="stop the run (status complete) once these observed "
+                                              "quantities stop changing; [] = never")
+    steady_rtol: float = option(1e-6, type="float", ge=0.0,
+                                doc="steady state: |change| <= steady_rtol |value| + steady_atol "
+                                    "between consecutive observations")
+    steady_atol: float = option(0.0, type="float", ge=0.0, doc="steady state: absolute tolerance")
+    steady_patience: int = option(3, type="int", ge=1,
+                                  doc="steady state: observations in a row that must pass")
 
     _name = "observe"
     _kind_key = None
@@ -1347,6 +1356,10 @@ class ObserveConfig(_Section):
                 if x not in available:
                     raise ConfigError(f"observe.quantities: unknown quantity {x!r}"
                                       f"{_hint(x, available)}; available: " + ", ".join(available))
+        missing = [x for x in v.get("steady_quantities", []) if x not in q]
+        if missing:
+            raise ConfigError(f"observe.steady_quantities: {_quoted(missing)} not observed; add "
+                              f"them to observe.quantities")
         dyn = ctx.sections.get("dynamics")
         n = None if dyn is None else dyn.N
         if n is not None and v.get("snapshot_particles", 0) > n:
@@ -1365,6 +1378,13 @@ class OutputConfig(_Section):
     checkpoint_every: int = option(0, type="int", ge=0,
                                    doc="checkpoint every this many steps; 0 = only at the end")
     overwrite: bool = option(False, type="bool", doc="replace an existing output file")
+    time_limit: float = option(0.0, type="float", ge=0.0,
+                               doc="wall-clock seconds the run may take; it then stops cleanly "
+                                   "with a checkpoint (status interrupted, continue with "
+                                   "--resume); 0 = no limit")
+    time_margin: float = option(60.0, type="float", ge=0.0,
+                                doc="seconds before time_limit at which the run stops (time for "
+                                    "the last checkpoint)")
 
     _name = "output"
     _kind_key = None

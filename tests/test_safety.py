@@ -259,3 +259,40 @@ def test_ctrl_c_during_compare_keeps_the_old_file(env, tmp_path):
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     assert out.read_bytes() == b"old result"
     assert not list(tmp_path.glob("*.part"))
+
+
+# --------------------------------------------------------------------------------------------
+# wall-clock limit and steady state from the configuration
+# --------------------------------------------------------------------------------------------
+
+def test_wall_clock_limit_stops_with_a_checkpoint_and_resumes_bitwise(env, tmp_path, reference):
+    out = tmp_path / "wall.h5"
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", *SETS, "--set", "dynamics.steps=300",
+             "--set", "output.time_limit=0.5", "--set", "output.time_margin=0.2")
+    if r.returncode == 0:
+        pytest.skip("the run finished within the limit on this machine")
+    assert r.returncode == 75, r.stderr
+    assert "wall-clock limit" in r.stderr and "Traceback" not in r.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "interrupted"
+        assert f["checkpoint"].attrs["meta:step"] < 300
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--resume", *SETS)
+    assert r.returncode == 0, r.stderr
+    _same(out, reference)
+
+
+def test_steady_state_stops_the_run(env, tmp_path):
+    out = tmp_path / "steady.h5"
+    r = call(env, "run", EXAMPLE, "-o", out, "--quiet", "--set", "dynamics.steps=100000",
+             "--set", 'observe.steady_quantities=["loss"]', "--set", "observe.steady_atol=1e-3",
+             "--set", "observe.steady_rtol=0", "--set", "observe.steady_patience=2",
+             "--set", "observe.every=20")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out, "r") as f:
+        assert f.attrs["status"] == "complete" and "steady state" in f.attrs["message"]
+        loss = f["series/loss"][()]
+        assert f["series/step"][-1] < 100000
+        assert abs(loss[-1] - loss[-2]) <= 1e-3 and abs(loss[-2] - loss[-3]) <= 1e-3
+    r = call(env, "run", EXAMPLE, "-o", tmp_path / "x.h5", "--quiet",
+             "--set", 'observe.steady_quantities=["nc1"]')
+    assert r.returncode == 2 and "not observed" in one_line(r)

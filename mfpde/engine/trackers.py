@@ -370,10 +370,12 @@ class WallClockTracker(Tracker):
         self.limit, self.margin = float(limit), float(margin)
         self.interval = EACH_EVENT
 
+    fired = False
+
     def poll(self, driver, info) -> None:
         if info.elapsed >= self.limit - self.margin:
-            raise StopRun(f"wall-clock limit {self.limit:g} s reached at step {driver.k} "
-                          f"(continue with --resume)")
+            self.fired = True
+            raise StopRun(f"wall-clock limit {self.limit:g} s reached at step {driver.k}")
 
     handle = poll
 
