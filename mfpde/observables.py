@@ -78,6 +78,7 @@ class Observable:
     needs: frozenset
     doc: str
     uses_gradient: bool = False
+    may_be_nan: bool = False
 
 
 #: name -> variants, in registration order
@@ -95,17 +96,19 @@ TOKENS = {
 
 
 def observable(name: str, *, needs: Iterable[str] = (), doc: str = "",
-               uses_gradient: bool = False):
+               uses_gradient: bool = False, may_be_nan: bool = False):
     """Register ``fn(ctx) -> float`` as (a variant of) the quantity ``name``.
 
     ``needs``: driver fields and context tokens (module docstring). ``uses_gradient``: the
     function calls ``ctx.gradient()`` (then ``ctx.risk()`` takes the risk of that same pass, so
-    ``loss`` and ``grad_sq`` come from one evaluation).
+    ``loss`` and ``grad_sq`` come from one evaluation). ``may_be_nan``: NaN means "not defined
+    at this state" (e.g. a bound whose condition fails), recorded as such instead of stopping
+    the run as a numerical failure (an infinite value still stops it).
     """
     def deco(fn):
         _REGISTRY.setdefault(name, []).append(
             Observable(name, fn, frozenset(needs), doc or (fn.__doc__ or "").strip(),
-                       bool(uses_gradient)))
+                       bool(uses_gradient), bool(may_be_nan)))
         return fn
     return deco
 
@@ -233,6 +236,9 @@ class Observers:
             raise ValueError(f"unknown observed quantities {unknown}; allowed: "
                              f"{', '.join(_REGISTRY)}")
         self.quantities = quantities
+        #: quantities whose NaN means "not defined here" (the series tracker records it)
+        self.may_be_nan = frozenset(q for q in quantities
+                                    if any(v.may_be_nan for v in _REGISTRY[q]))
         self.model, self.data, self.test = model, data, test
         self.beta, self.knn_k = float(beta), int(knn_k)
         self._tokens = self._context_tokens()

@@ -51,7 +51,7 @@ __all__ = ["MAY_BE_NAN"]
 #: quantities that are NaN by design where they are not defined (``nc1_bound`` where the
 #: condition of Corollary 4.4 fails; ``r12``, ``r6``, ``E2_bound`` for the truncated read-out or
 #: ``lam = 0``); a series recorder must not treat their NaN as a numerical failure
-MAY_BE_NAN = frozenset({"nc1_bound", "r12", "r6", "E2_bound"})
+MAY_BE_NAN = frozenset({"nc1_bound", "r12", "r6", "E2_bound"})   # registered with may_be_nan
 
 
 def _A(ctx):
@@ -90,7 +90,7 @@ def _eps_S_free(ctx):
     return math.sqrt(float(np.einsum("ij,ij->", g, g)) / g.shape[0])
 
 
-@observable("r12", needs=("theta", "W", "model", "data"),
+@observable("r12", may_be_nan=True, needs=("theta", "W", "model", "data"),
             doc="identity (12) residual |H + K G/lam|_F/|H|_F")
 def _r12(ctx):
     if not _untruncated(ctx):
@@ -100,7 +100,7 @@ def _r12(ctx):
     return float(np.linalg.norm(H + _kernel(ctx) @ G / ctx.model.lam)) / nH if nH else math.nan
 
 
-@observable("r6", needs=("theta", "W", "model", "data"),
+@observable("r6", may_be_nan=True, needs=("theta", "W", "model", "data"),
             doc="eq. (6) residual |H - H_6(K, W)|_F/|H|_F")
 def _r6(ctx):
     if not _untruncated(ctx):
@@ -124,7 +124,7 @@ def _E2_risk_part(ctx):
     return 2.0 * ctx.data.X.shape[0] * R / (ctx.model.Gamma**2 * smin**2)
 
 
-@observable("E2_bound", needs=("theta", "W", "model", "data"),
+@observable("E2_bound", may_be_nan=True, needs=("theta", "W", "model", "data"),
             doc="measured bound of |E_2|^2: E2_risk_part + |H + K G/lam|_F^2")
 def _E2_bound(ctx):
     if not _untruncated(ctx):
@@ -139,7 +139,7 @@ def _cor44(ctx):
                                                       ctx.data.labels))
 
 
-@observable("nc1_bound", needs=("theta", "W", "model", "labels"),
+@observable("nc1_bound", may_be_nan=True, needs=("theta", "W", "model", "labels"),
             doc="Corollary 4.4 bound on NC1 with the measured E_2 (NaN where not applicable)")
 def _nc1_bound(ctx):
     return _cor44(ctx)[0]

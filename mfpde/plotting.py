@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_run", "series_panels", "coordinate_labels", "plot_rate"]
+__all__ = ["plot_run", "series_panels", "coordinate_labels", "plot_analysis", "plot_rate"]
 
 #: panel title -> quantities drawn in it (in this order)
 PANELS = (
@@ -161,6 +161,8 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
 
     if not isinstance(run, Run):
         run = load(run)
+    if run.attrs.get("format") in ("mfpde-dropout", "mfpde-connect"):
+        return plot_analysis(run, path, dpi=dpi)
     plt = _mpl()
     series = run.series
     t = np.asarray(series.get("t", np.zeros(0)), dtype=float)
@@ -208,6 +210,108 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
         row += 1
     kind = run.config.get("model", {}).get("kind", "") if run.config else ""
     fig.suptitle(f"{os.path.basename(run.path)}  ({kind}, status {run.status})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return os.fspath(path)
+
+
+def plot_analysis(source, path: str | os.PathLike, *, dpi: int = 110) -> str:
+    """Figure of a dropout or connectivity result file (``mfpde dropout`` / ``mfpde connect``,
+    :mod:`mfpde.analysis`); returns the path.
+
+    Dropout: the mean gap against ``M`` (log axes) with its standard errors, the exact-identity
+    curve ``(1/M - 1/N) E_x s_x^2 / 2`` and the worst subsets; next to it the quantile spread
+    ``q90 - q10`` with the exact s.d. of the linear term and reference slopes ``-1/2``, ``-1``.
+    Connect: the loss along the path with its segments marked (affine segments shaded), the
+    endpoint level ``max(L_A, L_B)`` and the bound ``max(L_A, L_B) + bound``; the straight line.
+    """
+    from .analysis import read_analysis
+    from .store import Run
+
+    r = read_analysis(source.path if isinstance(source, Run) else source)
+    a = r["attrs"]
+    plt = _mpl()
+    name = os.path.basename(str(a.get("source", a.get("source_A", ""))))
+    if r["format"] == "mfpde-dropout":
+        g = r["dropout"]
+        M = g["M"] if g["M"].ndim == 1 else g["M"][:, 1]
+        xlab = "M (kept neurons)" if g["M"].ndim == 1 else "M2 (kept second-layer units)"
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10.4, 4.0))
+        pos = g["mean"] > 0
+        ax.errorbar(M[pos], g["mean"][pos], yerr=g["se"][pos], fmt="o", ms=4, capsize=2,
+                    label=f"Monte Carlo mean ({a.get('n_subsets')} subsets) ± s.e.")
+        if np.isfinite(g["exact"]).any():
+            N = a.get("N", a.get("n2"))
+            mm = np.geomspace(max(1.0, M.min() * 0.8), min(float(N), M.max() * 1.25), 200)
+            ex = 0.5 * (1.0 / mm - 1.0 / N) * float(a.get("s2"))
+            ok = ex > 0
+            ax.plot(mm[ok], ex[ok], "k-", lw=1.2, label="exact: ½(1/M − 1/N) E_x s_x²")
+        wp = g["worst"] > 0
+        ax.plot(M[wp], g["worst"][wp], "v", color="C3", ms=4, label="worst sampled subset")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(xlab)
+        ax.set_ylabel("L_M − L_N")
+        ax.set_title("dropout gap")
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+        lv = list(np.atleast_1d(a.get("quantile_levels", [])))
+        if 0.1 in lv and 0.9 in lv:
+            sp = g["quantiles"][:, lv.index(0.9)] - g["quantiles"][:, lv.index(0.1)]
+            ok = sp > 0
+            ax2.plot(M[ok], sp[ok], "o-", ms=4, label="quantile spread q90 − q10")
+            if ok.any():
+                m0, s0 = M[ok][0], sp[ok][0]
+                ax2.plot(M, s0 * (M / m0) ** -0.5, "--", color="0.4", lw=0.9, label="slope −1/2")
+                ax2.plot(M, s0 * (M / m0) ** -1.0, ":", color="0.4", lw=0.9, label="slope −1")
+        ls = g["linear_sd"]
+        if np.isfinite(ls).any() and (ls > 0).any():
+            ok = ls > 0
+            ax2.plot(M[ok], 2.563 * ls[ok], "s-", ms=3, color="C2",
+                     label="2.563 × exact s.d. of the linear term")
+        ax2.set_xscale("log")
+        ax2.set_yscale("log")
+        import matplotlib.ticker as mticker
+        for axis in (ax, ax2):
+            axis.set_xticks(M)
+            axis.set_xticklabels([f"{int(v)}" for v in M], fontsize=8)
+            axis.xaxis.set_minor_locator(mticker.NullLocator())
+        ax2.set_xlabel(xlab)
+        ax2.set_title("spread over subsets")
+        ax2.legend(fontsize=7)
+        ax2.grid(True, which="both", alpha=0.3)
+        width = f"{a['n1']}×{a['n2']}" if "n1" in a else f"N = {a.get('N')}"
+        fig.suptitle(f"{name}: {a.get('kind')}, {width}, step {a.get('step')}", fontsize=10)
+    else:
+        p, st = r["path"], r.get("straight", {})
+        segs, aff = a.get("segments", []), a.get("affine", [])
+        fig, ax = plt.subplots(figsize=(8.4, 4.2))
+        for j, (s, af) in enumerate(zip(segs, aff)):
+            if af:
+                ax.axvspan(j, j + 1, color="C0", alpha=0.07, lw=0)
+            ax.axvline(j, color="0.6", lw=0.6)
+            ax.text(j + 0.5, 1.01, s, transform=ax.get_xaxis_transform(), ha="center",
+                    va="bottom", fontsize=8)
+        ax.axvline(len(segs), color="0.6", lw=0.6)
+        ax.plot(p["tau"], p["loss"], "-", color="C0", lw=1.5, label=f"{a.get('kind')} path")
+        if st.get("loss") is not None and np.size(st["loss"]):
+            ax.plot(st["tau"] * len(segs), st["loss"], "--", color="C3", lw=1.2,
+                    label=f"straight line (barrier {a.get('straight_barrier'):.3g})")
+        top = max(a.get("loss_A"), a.get("loss_B"))
+        ax.axhline(top, color="k", lw=0.8, label="max(L_A, L_B)")
+        ax.axhline(top + a.get("bound"), color="C2", lw=0.9, ls="-.",
+                   label=f"max(L_A, L_B) + bound ({a.get('bound'):.3g}); barrier "
+                         f"{a.get('barrier'):.3g}")
+        if np.all(p["loss"] > 0) and (not np.size(st.get("loss", [])) or np.all(st["loss"] > 0)):
+            ax.set_yscale("log")
+        ax.set_xlim(0, len(segs))
+        ax.set_xlabel("path parameter (segment j + s; shaded: output affine in s)")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=7, loc="best")
+        width = f"{a['n1']}×{a['n2']}" if "n1" in a else f"N = {a.get('N')}"
+        fig.suptitle(f"{name} ↔ {os.path.basename(str(a.get('source_B', '')))}: {width}",
+                     fontsize=10, y=0.995)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

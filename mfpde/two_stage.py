@@ -642,15 +642,9 @@ class StagedRun:
         return {k: np.concatenate(v) if v else np.zeros(0) for k, v in out.items()}
 
 
-class NanTolerantSeries(SeriesTracker):
-    """The engine's series tracker, except that the NaN of the quantities undefined by design
-    (:data:`mfpde.observables_nc.MAY_BE_NAN`, e.g. ``nc1_bound`` where Corollary 4.4 does not
-    apply) is recorded; any other non-finite value still stops the run."""
-
-    @staticmethod
-    def check_values(values, k) -> None:
-        SeriesTracker.check_values({n: v for n, v in values.items()
-                                    if not (n in MAY_BE_NAN and math.isnan(v))}, k)
+#: the engine's series tracker records the NaN of quantities undefined by design (registered
+#: with ``may_be_nan``, e.g. ``nc1_bound`` where Corollary 4.4 does not apply); kept as a name
+NanTolerantSeries = SeriesTracker
 
 
 class _OffsetSink:

@@ -92,11 +92,17 @@ def test_nc1_bound_nan_where_not_applicable_and_recorded_over_a_run():
     assert ok.any() and not ok.all()
     assert np.all(a["nc1"][ok] <= a["nc1_bound"][ok])
     assert np.all(np.isnan(a["nc1_bound"][~ok]))
-    # the engine's own tracker stops a run on any NaN (hence the tolerant tracker above)
+    # the engine's tracker records the NaN of a quantity registered with may_be_nan, and still
+    # stops on the NaN of any other quantity
+    assert obs.may_be_nan == {"nc1_bound"}
     s2 = _state(steps=0)[3]
-    with pytest.raises(Exception, match="nc1_bound"):
-        Controller(driver_view(s2), [SeriesTracker(obs, MemorySink(), every(steps=20))],
-                   n_steps=20).run()
+    sink2 = MemorySink()
+    Controller(driver_view(s2), [SeriesTracker(obs, sink2, every(steps=20))], n_steps=20).run()
+    assert np.isnan(sink2.arrays()["nc1_bound"][0])
+    from mfpde.engine import NumericalError
+    with pytest.raises(NumericalError, match="nc1 = nan"):
+        SeriesTracker.check_values({"nc1": float("nan"), "nc1_bound": float("nan")}, 0,
+                                   obs.may_be_nan)
 
 
 def test_truncated_readout_identity_observables_are_nan():

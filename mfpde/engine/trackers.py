@@ -156,16 +156,19 @@ class SeriesTracker(Tracker):
         self.values: dict[str, float] | None = None
 
     @staticmethod
-    def check_values(values: Mapping[str, float], k: int) -> None:
-        """Raise :class:`~mfpde.engine.controller.NumericalError` for a non-finite value."""
+    def check_values(values: Mapping[str, float], k: int, nan_ok=()) -> None:
+        """Raise :class:`~mfpde.engine.controller.NumericalError` for a non-finite value (a NaN
+        of a quantity in ``nan_ok`` means "not defined here" and is recorded)."""
         for name, v in values.items():
+            if name in nan_ok and math.isnan(v):
+                continue
             if not math.isfinite(v):
                 raise NumericalError(f"{name} = {v} at step {k}", k, name)
 
     def initialize(self, driver, info) -> None:
         if self.initial:
             values = self.observe(driver)
-            self.check_values(values, driver.k)
+            self.check_values(values, driver.k, getattr(self.observe, "may_be_nan", ()))
             self.sink.append_series(driver.k, driver.t, values)
             info.values.update(values)
 
@@ -176,7 +179,7 @@ class SeriesTracker(Tracker):
         values, self.values = self.values, None
         if values is None:
             return
-        self.check_values(values, driver.k)
+        self.check_values(values, driver.k, getattr(self.observe, "may_be_nan", ()))
         self.sink.append_series(driver.k, driver.t, values)
         info.values.update(values)
 

@@ -44,6 +44,7 @@ CASE_MODULES: list[str] = [
     "mfpde.validation.cases_grid",
     "mfpde.validation.cases_sparse",
     "mfpde.validation.cases_nc",
+    "mfpde.validation.cases_dropout",
 ]
 
 LEVELS = ("quick", "full")
