@@ -21,7 +21,16 @@ SIGINT / SIGTERM finish the current step, write a checkpoint, set status ``inter
 ``resume=True`` reopens the file, restores the checkpoint with ``driver.load_state_dict``, drops
 series rows and snapshots recorded after it and continues; the result is bitwise identical to an
 uninterrupted run because every random draw comes from the driver's generator, whose state is
-part of the checkpoint, and the observables draw no random numbers.
+part of the checkpoint, and the observables draw no random numbers. A file of schema version 1
+(no ``dynamics.noise_stream`` in its config) resumes with the single noise stream it was
+written with.
+
+Under MPI (``mpiexec -n R mfpde run ...``, or ``comm=`` an mpi4py communicator) the particles
+are split over the ranks (:mod:`mfpde.parallel`): every rank builds its part of the driver and
+runs the controller; rank 0 alone writes the file, from the full state gathered at the events;
+the file is bitwise the one of a single process, for every ``R``. Ranks other than 0 of an MPI
+launch write nothing to stdout / stderr (an error on any rank prints its traceback and aborts
+the job).
 """
 
 from __future__ import annotations
@@ -39,8 +48,8 @@ from .config import Config, ConfigError, load_config, parse_config
 from .build import Built, _snapshot_index, build, build_config_only  # noqa: F401
 from .engine import (CheckpointTracker, Controller, FinitenessTracker, NumericalError,
                      ProgressTracker, SeriesTracker, SnapshotTracker, StopFlag, every)
-from .store import (RunStore, StoreError, StoreFullError, _h5_reason, in_use,
-                    is_locked_error)
+from .store import (SCHEMA_VERSION, SINGLE_STREAM_SCHEMA, RunStore, StoreError, StoreFullError,
+                    _h5_reason, in_use, is_locked_error)
 
 __all__ = ["run", "record", "build", "Built", "NumericalError", "RunInterrupted", "EXIT_CODES"]
 
@@ -80,12 +89,12 @@ _IGNORED_ON_RESUME = {("output", "path"), ("output", "overwrite"), ("dynamics", 
                       ("output", "checkpoint_every")}
 
 
-def _config_diff(a: dict, b: dict) -> list[str]:
+def _config_diff(a: dict, b: dict, ignore=frozenset()) -> list[str]:
     out = []
     for sec in sorted(set(a) | set(b)):
         sa, sb = a.get(sec, {}), b.get(sec, {})
         for key in sorted(set(sa) | set(sb)):
-            if (sec, key) in _IGNORED_ON_RESUME:
+            if (sec, key) in _IGNORED_ON_RESUME or (sec, key) in ignore:
                 continue
             if sa.get(key) != sb.get(key):
                 out.append(f"{sec}.{key}: {sa.get(key)!r} in the file, {sb.get(key)!r} given")
@@ -94,7 +103,7 @@ def _config_diff(a: dict, b: dict) -> list[str]:
 
 def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None = None,
         resume: bool = False, quiet: bool = False, overrides: Iterable[str] = (),
-        stream: TextIO | None = None) -> Path:
+        stream: TextIO | None = None, comm="auto") -> Path:
     """Run a configuration and write the HDF5 run file; returns its path.
 
     Parameters
@@ -106,6 +115,9 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     quiet : no progress bar or log lines
     overrides : ``section.key=value`` strings applied on top of the config
     stream : where progress goes (default stderr)
+    comm : ``"auto"`` (default: ``MPI.COMM_WORLD`` when this process is one of several of an
+        MPI launch, else this process alone), an mpi4py communicator (the run is split over its
+        ranks, :mod:`mfpde.parallel`; rank 0 writes the file), or None (this process alone)
 
     Raises
     ------
@@ -113,6 +125,13 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     NumericalError : NaN/inf during the run (status ``failed``, last good checkpoint kept)
     RunInterrupted : SIGINT/SIGTERM (status ``interrupted``, checkpoint written)
     """
+    if isinstance(comm, str) and comm == "auto":
+        from .parallel import auto_comm
+        comm = auto_comm()
+        if comm is not None and comm.Get_rank() != 0:
+            _silence()
+    if comm is not None:
+        return _run_ranks(config, out_path, resume, quiet, overrides, stream, comm)
     cfg = _resolve(config, overrides)
     if out_path is not None:
         cfg = cfg.replace(output={"path": os.fspath(out_path)})
@@ -195,23 +214,48 @@ def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
                else _h5_reason(exc) if isinstance(exc, OSError) else str(exc))
         raise ConfigError(f"cannot resume {path}: {msg}") from None
     try:
-        stored = parse_config(store.config_text, name=f"{path} (stored config)")
-        built = build(stored)
-        given = build_config_only(cfg)
-        diff = _config_diff(stored.to_dict(), given.to_dict())
-        if diff:
-            raise ConfigError(f"cannot resume {path}: the config differs from the stored "
-                              f"one ({diff[0]})")
-        # steps / t_end may be extended on resume; output options follow the command line
-        stored = stored.replace(dynamics={"steps": cfg.dynamics.steps,
-                                          "t_end": cfg.dynamics.t_end},
-                                output=cfg.output, observe={"log_every": cfg.observe.log_every})
-        built.n_steps = stored.dynamics.n_steps
-        built.config = stored
+        built = _resume_build(cfg, path, store.config_text, _schema(store), build)
     except BaseException:
         store.close()
         raise
     return store, built
+
+
+def _schema(store: RunStore) -> int:
+    return int(store.f.attrs.get("schema_version", SCHEMA_VERSION))
+
+
+def _stored_config(text: str, schema: int, path: Path) -> Config:
+    """The stored config of a run file; files of schema version 1 drew their noise from the
+    single stream (``dynamics.noise_stream = "single"``)."""
+    stored = parse_config(text, name=f"{path} (stored config)")
+    if schema <= SINGLE_STREAM_SCHEMA and stored.dynamics.solver in _STREAM_DRIVERS:
+        stored = stored.replace(dynamics={"noise_stream": "single"})
+    return stored
+
+
+#: drivers with a noise stream (``dynamics.noise_stream``)
+_STREAM_DRIVERS = ("langevin", "kinetic", "trainer")
+
+
+def _resume_build(cfg: Config, path: Path, text: str, schema: int, make) -> Built:
+    """Build the stored run with ``make(config)`` and check it against the given config; steps,
+    output and logging options follow the command line."""
+    stored = _stored_config(text, schema, path)
+    built = make(stored)
+    given = build_config_only(cfg)
+    ignore = {("dynamics", "noise_stream")} if schema <= SINGLE_STREAM_SCHEMA else set()
+    diff = _config_diff(stored.to_dict(), given.to_dict(), ignore)
+    if diff:
+        raise ConfigError(f"cannot resume {path}: the config differs from the stored "
+                          f"one ({diff[0]})")
+    # steps / t_end may be extended on resume; output options follow the command line
+    stored = stored.replace(dynamics={"steps": cfg.dynamics.steps,
+                                      "t_end": cfg.dynamics.t_end},
+                            output=cfg.output, observe={"log_every": cfg.observe.log_every})
+    built.n_steps = stored.dynamics.n_steps
+    built.config = stored
+    return built
 
 
 def _snapshot_writer(store: RunStore, cfg: Config, driver):
@@ -305,6 +349,21 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
         store, built = _open_resume(cfg, path)
     else:
         built = build(cfg)
+    store, write_snapshot = _prepare(built, path, resuming, store)
+    try:
+        _control(store, built, quiet, out, stop, write_snapshot)
+    except BaseException:
+        store.close()
+        raise
+    store.close()
+    return path
+
+
+def _prepare(built: Built, path: Path, resuming: bool, store: RunStore | None):
+    """A new run: observe step 0, create the file (``OUT.h5.part``, renamed once it holds step 0
+    and a checkpoint); a resumed one: restore the checkpoint and drop what was recorded after
+    it. Returns ``(store, write_snapshot)``; on failure the store is closed and a partial file
+    removed."""
     driver, observers = built.driver, built.observers
     cfg = built.config
     partial: Path | None = None  # the file being created, until it is complete
@@ -352,19 +411,17 @@ def _run(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
                 driver.load_state_dict(ck["state"])
                 store.truncate(driver.k)
             store.set_status("running")
-        _control(store, built, quiet, out, stop, write_snapshot)
     except BaseException:
         if store is not None:
             store.close()
         if partial is not None and partial.exists():
             partial.unlink()
         raise
-    store.close()
-    return path
+    return store, write_snapshot
 
 
 def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: StopFlag,
-             write_snapshot, trackers=None, checkpoints=None, t_end=None) -> None:
+             write_snapshot, trackers=None, checkpoints=None, t_end=None, team=None) -> None:
     """Run the controller on the driver with the trackers of a stored run (default: those of
     :func:`_trackers`); set the status."""
     driver = built.driver
@@ -373,7 +430,7 @@ def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: Stop
         if built.n_steps is None:
             t_end = built.t_end
     ctl = Controller(driver, trackers, n_steps=None if t_end is not None else built.n_steps,
-                     t_end=t_end, stop=stop)
+                     t_end=t_end, stop=stop, team=team)
     try:
         info = ctl.run()
     except StoreFullError as exc:
@@ -399,6 +456,113 @@ def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: Stop
         store.set_status("interrupted", info.reason)
         raise RunInterrupted(info.signum, driver.k, str(store.path))
     store.set_status("complete", info.reason)
+
+
+# --------------------------------------------------------------------------------------------
+# one run on the ranks of an MPI communicator
+# --------------------------------------------------------------------------------------------
+
+def _silence() -> None:
+    """Ranks other than 0 of an MPI launch write nothing (rank 0 reports for the job; an error
+    report goes to the original stderr, :meth:`mfpde.parallel.Team.abort`)."""
+    sys.stdout = sys.stderr = open(os.devnull, "w")
+
+
+class _NullSink:
+    """The store of the ranks that do not write: every method does nothing."""
+
+    path = ""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
+def _run_ranks(config, out_path, resume: bool, quiet: bool, overrides, stream, comm) -> Path:
+    """:func:`run` split over the ranks of ``comm`` (module docstring, :mod:`mfpde.parallel`)."""
+    from .parallel import Team
+    team = Team(comm, expected=(ConfigError, StoreError, StoreFullError, NumericalError,
+                                RunInterrupted, FileNotFoundError))
+    with team.guard():
+        cfg = team.collective(lambda: _resolve(config, overrides))
+        if out_path is not None:
+            cfg = cfg.replace(output={"path": os.fspath(out_path)})
+        if cfg.job == "compare":
+            raise team.collective(lambda: _refuse(
+                "a [compare] job runs in one process: run it without mpiexec"))
+        path = Path(cfg.output.path)
+        out = stream if stream is not None else sys.stderr
+        exists = team.on_root(lambda: _check_output(path, resume, cfg.output.overwrite),
+                              share=True)
+        with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return _run_team(cfg, path, resume and exists, quiet, out, stop, team)
+
+
+def _refuse(message: str):
+    raise ConfigError(message)
+
+
+def _split_build(cfg: Config, team):
+    """Build this rank's part of the run (its :class:`~mfpde.parallel.Partition` of the
+    particles) and wrap the driver for the team."""
+    from .parallel import SPLIT_DRIVERS, DistributedDriver, Layout
+    solver = cfg.dynamics.solver
+    if solver in SPLIT_DRIVERS:
+        part = Layout(int(cfg.dynamics.N), team.size).partition(team.rank, team.comm)
+        built = build(cfg, part=part)
+    elif team.size > 1:
+        raise ConfigError(f"dynamics.solver = {solver!r} runs in one process; MPI runs split "
+                          f"the particles of solver = " + ", ".join(map(repr, SPLIT_DRIVERS))
+                          + " (run it without mpiexec)")
+    else:
+        built = build(cfg)
+    built.driver = DistributedDriver(built.driver, team)
+    return built
+
+
+def _run_team(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
+              stop: StopFlag, team) -> Path:
+    from .parallel import agreed, mark_agreed
+    root = team.is_root
+    store = None
+    if resuming:
+        def open_store():
+            nonlocal store
+            try:
+                store = RunStore.open(path)
+            except (OSError, StoreError) as exc:
+                msg = ("the file is in use by another process" if is_locked_error(exc)
+                       else _h5_reason(exc) if isinstance(exc, OSError) else str(exc))
+                raise ConfigError(f"cannot resume {path}: {msg}") from None
+            return store.config_text, _schema(store)
+        text, schema = team.on_root(open_store, share=True)
+        try:
+            built = team.collective(lambda: _resume_build(
+                cfg, path, text, schema, lambda c: _split_build(c, team)))
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+    else:
+        built = team.collective(lambda: _split_build(cfg, team))
+    if root and team.size > 1 and not built.driver.split and not quiet:
+        print(f"mfpde: this run holds every particle on each of the {team.size} ranks (the "
+              f"fused small-batch path needs them in one process); MPI gives no speed-up here",
+              file=out, flush=True)
+    prepared = team.on_root(lambda: _prepare(built, path, resuming, store))
+    if root:
+        store, write_snapshot = prepared
+    else:
+        store, write_snapshot = _NullSink(), (lambda k, t, f: None)
+    try:
+        _control(store, built, quiet or not root, out, stop, write_snapshot, team=team)
+    except BaseException as exc:
+        store.close()
+        ctx = exc.__context__
+        if agreed(exc) or isinstance(exc, RunInterrupted) or (ctx is not None and agreed(ctx)):
+            raise mark_agreed(exc)
+        raise
+    store.close()
+    return path
 
 
 def _checkpoint_bytes(ck) -> int:

@@ -44,7 +44,14 @@ __all__ = ["SCHEMA_VERSION", "STATUSES", "RunStore", "Run", "Snapshot", "load", 
            "StoreFullError", "free_bytes", "ensure_space", "in_use", "is_locked_error"]
 
 #: Version of the file layout; bumped on any incompatible change (see docs/hdf5-schema.md).
-SCHEMA_VERSION = 1
+#: Version 2: the noise of particle runs comes from the stream named by ``dynamics.noise_stream``
+#: of the stored config (``"blocks"``: one generator per particle chunk, the same for any number
+#: of MPI ranks; the checkpoint holds their states in ``noise_streams``). Version 1 files have
+#: no such field and always used the single stream of the run's generator; they load and resume
+#: with it.
+SCHEMA_VERSION = 2
+#: schema version of files whose particle runs draw their noise from the single stream
+SINGLE_STREAM_SCHEMA = 1
 #: Allowed values of the root attribute ``status``.
 STATUSES = ("running", "complete", "failed", "interrupted")
 

@@ -115,7 +115,9 @@ def test_run_schema_round_trip(reference):
     assert not path.with_name(path.name + ".part").exists()
     run = mfpde.load(path)
     assert run.status == "complete"
-    assert run.attrs["schema_version"] == 1 and run.attrs["seed"] == 3
+    # schema 2: the noise comes from the stream named in the stored config (block streams)
+    assert run.attrs["schema_version"] == 2 and run.attrs["seed"] == 3
+    assert run.config["dynamics"]["noise_stream"] == "blocks"
     assert run.attrs["mfpde_version"] == mfpde.__version__
     assert run.config["dynamics"]["N"] == 16 and run.config["model"]["q"] == 1
     assert run.config["data"]["seed"] == 4  # dynamics.seed + 1

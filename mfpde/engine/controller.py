@@ -20,6 +20,14 @@ A tracker stops a run by raising :class:`StopRun` (steady state reached, wall-cl
 controller then finalizes every tracker with ``info.status = "stopped"`` and returns. A signal
 gives ``"interrupted"``; a :class:`NumericalError` (finiteness tracker) or any other exception
 gives ``"failed"`` and is re-raised after the trackers were finalized.
+
+A run split over MPI ranks (``team``, a :class:`mfpde.parallel.Team`) runs the same loop on every
+rank over the same steps: the trackers' hooks (initialize, the events, finalize) run on rank 0
+while the other ranks serve its gathers (:meth:`~mfpde.parallel.Team.on_root`), and at every chunk
+boundary one collective agrees on the stop flag (a signal on any rank), on a stop raised by a
+tracker's poll and on the next chunk size (:meth:`~mfpde.parallel.Team.agree`), so every rank
+stops at the same step. An exception that is not raised alike on every rank is re-raised at once
+(no finalization: the caller aborts the job).
 """
 from __future__ import annotations
 
@@ -141,6 +149,8 @@ class Controller:
         ``round(t_end / dt)``).
     stop : StopFlag, optional
         Signal flag polled between chunks (default: none).
+    team : Team, optional
+        The ranks of a run split over MPI (module docstring); None for one process.
 
     Exactly one of ``n_steps`` / ``t_end`` is given.
     """
@@ -151,7 +161,7 @@ class Controller:
     max_chunk = 1 << 16
 
     def __init__(self, driver, trackers: Iterable = (), *, n_steps: int | None = None,
-                 t_end: float | None = None, stop: StopFlag | None = None):
+                 t_end: float | None = None, stop: StopFlag | None = None, team=None):
         check_driver(driver)
         if (n_steps is None) == (t_end is None):
             raise ValueError("give exactly one of n_steps and t_end")
@@ -168,8 +178,10 @@ class Controller:
             raise ValueError(f"t_end must be finite, got {t_end!r}")
         self.n_steps, self.t_end = n_steps, (None if t_end is None else float(t_end))
         self.stop = stop
+        self.team = team
         self.info = RunInfo(self.n_steps, self.t_end)
         self._chunk = 1
+        self._pending: str | None = None      # a poll's stop reason, to agree on (team)
 
     # ------------------------------------------------------------------ schedule
     def done(self) -> bool:
@@ -203,7 +215,46 @@ class Controller:
     def _poll(self) -> None:
         for tr in self.trackers:
             if tr.polls:
-                tr.poll(self.driver, self.info)
+                if self.team is None:
+                    tr.poll(self.driver, self.info)
+                    continue
+                try:
+                    tr.poll(self.driver, self.info)
+                except StopRun as exc:      # agreed on at the next chunk boundary
+                    if self._pending is None:
+                        self._pending = exc.reason
+
+    def _stopped(self) -> bool:
+        """Whether to stop before the next chunk (a signal); with a team, the collective that
+        agrees on the signal flag, a poll's stop and the chunk size."""
+        if self.team is None:
+            return bool(self.stop)
+        mine = self.stop.signum if self.stop is not None else None
+        sig, chunk, reason = self.team.agree(mine or 0, self._chunk, self._pending)
+        self._pending = None
+        self._chunk = chunk
+        if reason is not None:
+            from ..parallel import mark_agreed
+            raise mark_agreed(StopRun(reason))
+        if sig:
+            if self.stop is not None and self.stop.signum is None:
+                self.stop.signum = sig
+            return True
+        return False
+
+    def _section(self, fn) -> None:
+        """Run the trackers' hooks ``fn()`` (on rank 0 of a team, the others serving it)."""
+        if self.team is None:
+            fn()
+        else:
+            self.team.on_root(fn)
+
+    def _unshared(self, exc: BaseException) -> bool:
+        """An exception of one rank only (a team; the caller aborts the job)."""
+        if self.team is None:
+            return False
+        from ..parallel import agreed
+        return not agreed(exc)
 
     # ------------------------------------------------------------------ stepping
     def _advance(self, k_target: float, t_target: float) -> bool:
@@ -221,7 +272,7 @@ class Controller:
                 if d.t >= t_target or d.k >= k_target:
                     return True
                 left = k_target - d.k
-            if self.stop:
+            if self._stopped():
                 return False
             n = int(min(left, self._chunk))
             t0 = time.perf_counter()
@@ -242,8 +293,7 @@ class Controller:
         info.k_start = d.k
         info.started = time.monotonic()
         try:
-            for tr in self.trackers:
-                tr.initialize(d, info)
+            self._section(lambda: [tr.initialize(d, info) for tr in self.trackers])
             while not self.done():
                 k_next, t_next = self._next_event()
                 if not self._advance(k_next, t_next):
@@ -251,10 +301,8 @@ class Controller:
                 last = self.done()
                 info.last = last
                 due = [tr for tr in self.trackers if self._due(tr, last)]
-                for tr in due:
-                    tr.measure(d, info)
-                for tr in due:
-                    tr.handle(d, info)
+                if due:
+                    self._section(lambda: self._event(due))
             if self.stop and not self.done():
                 info.status = "interrupted"
                 info.signum = self.stop.signum
@@ -263,12 +311,16 @@ class Controller:
                 info.status = "complete"
         except StopRun as exc:
             info.status, info.reason = "stopped", exc.reason
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            if self._unshared(exc):
+                raise
             info.status, info.reason = "interrupted", f"SIGINT at step {d.k} (no checkpoint written)"
             info.signum = signal.SIGINT
             self._finalize(abort=True)
             raise
         except BaseException as exc:
+            if self._unshared(exc):
+                raise
             info.status = "failed"
             info.reason = (str(exc) if isinstance(exc, NumericalError)
                            else f"{type(exc).__name__}: {exc}")
@@ -277,13 +329,22 @@ class Controller:
         self._finalize()
         return info
 
+    def _event(self, due) -> None:
+        d, info = self.driver, self.info
+        for tr in due:
+            tr.measure(d, info)
+        for tr in due:
+            tr.handle(d, info)
+
     def _finalize(self, abort: bool = False) -> None:
-        for tr in self.trackers:
-            try:
-                tr.finalize(self.driver, self.info)
-            except Exception:
-                if not abort:
-                    raise
+        def fin():
+            for tr in self.trackers:
+                try:
+                    tr.finalize(self.driver, self.info)
+                except Exception:
+                    if not abort:
+                        raise
+        self._section(fin)
 
 
 def finite_fields(driver, step: int, since: int | None = None) -> None:
