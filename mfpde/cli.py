@@ -204,12 +204,15 @@ def cmd_info(args) -> int:
     else:
         print("series      (none)", file=out)
     if run.n_snapshots:
-        shape = sizes.get("snapshots/theta")
-        print(f"snapshots   {run.n_snapshots} x {tuple(shape[1:])}  at t = "
+        shapes = ", ".join(f"{k} {tuple(sizes[f'snapshots/{k}'][1:])}"
+                           for k in run.snapshot_fields if f"snapshots/{k}" in sizes)
+        print(f"snapshots   {run.n_snapshots} x ({shapes})  at t = "
               + ", ".join(f"{t:g}" for t in run.snapshot_times[:8])
               + (" ..." if run.n_snapshots > 8 else ""), file=out)
     else:
-        print("snapshots   (none)", file=out)
+        grid = sizes.get("grid/density")
+        print(f"snapshots   {grid[0]} densities {tuple(grid[1:])}" if grid else
+              "snapshots   (none)", file=out)
     ck = run.checkpoint()
     if ck is not None:
         meta = ck["meta"]

@@ -151,6 +151,27 @@ def _plot_grid(plt, axes, grid):
         ax.set_title(f"grid density, t = {t[i]:g}")
 
 
+def _plot_field_hists(plt, axes, run, snaps, names):
+    """Histograms (densities) of every entry of each stored field (e.g. the Pham–Nguyen weights
+    ``w1``, ``w2``, ``w3``) at up to five snapshot times."""
+    cmap = plt.get_cmap("viridis")
+    loaded = [(run.snapshot_times[i], run.fields(i)) for i in snaps]
+    for ax in axes[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes, names):
+        vals = [np.ravel(f[name]) for _, f in loaded]
+        lo = min(float(v.min()) for v in vals)
+        hi = max(float(v.max()) for v in vals)
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+        for c, ((t, _), v) in enumerate(zip(loaded, vals)):
+            ax.hist(v, bins=bins, density=True, histtype="step", lw=1.3,
+                    color=cmap(c / max(1, len(loaded) - 1)), label=f"t = {t:g}")
+        ax.set_xlabel(f"entries of {name}")
+        ax.set_ylabel("density")
+        ax.set_title(f"{name} {tuple(loaded[0][1][name].shape)}")
+        ax.legend(fontsize=7)
+
+
 def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -> str:
     """Draw the standard figure of a stored run to ``path`` (PNG); returns the path.
 
@@ -168,16 +189,20 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
     t = np.asarray(series.get("t", np.zeros(0)), dtype=float)
     panels = series_panels(series) if t.size else []
     snaps = _pick_snapshots(run.n_snapshots)
+    other = [] if "theta" in run.snapshot_fields else [f for f in run.snapshot_fields]
+    field_snaps = snaps if other else []
+    if other:
+        snaps = []
     D = 0
     if snaps:
         first = run.snapshot(snaps[0])
         D = first.theta.shape[1]
     n_coord = min(coords, D)
-    ncols = max(len(panels), n_coord, 1)
+    ncols = max(len(panels), n_coord, 1, min(len(other), 4))
     has_r = bool(snaps) and first.r is not None
     grid = run.grid()
-    nrows = (1 if panels or not (snaps or grid) else 0) + (1 if snaps else 0) + int(has_r) \
-        + int(grid is not None)
+    nrows = (1 if panels or not (snaps or grid or other) else 0) + (1 if snaps else 0) \
+        + int(has_r) + int(grid is not None) + (1 if other else 0)
     if grid is not None:
         ncols = max(ncols, 2)
     nrows = max(nrows, 1)
@@ -207,6 +232,9 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
             row += 1
     if grid is not None:
         _plot_grid(plt, axes[row], grid)
+        row += 1
+    if other:
+        _plot_field_hists(plt, axes[row], run, field_snaps, other[:ncols])
         row += 1
     kind = run.config.get("model", {}).get("kind", "") if run.config else ""
     fig.suptitle(f"{os.path.basename(run.path)}  ({kind}, status {run.status})", fontsize=10)
