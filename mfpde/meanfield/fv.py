@@ -111,15 +111,21 @@ class GridSolverBase:
             self._warned = False
 
     def _advance(self, t_end, callback, callback_every, max_steps):
-        """Step to ``t_end``; ``callback(solver)`` every ``callback_every`` steps and at the end
-        (returning True stops)."""
-        steps = 0
-        while self.t < t_end and steps < max_steps:
-            self.step(1, t_end=t_end)
-            steps += 1
-            if callback is not None and (steps % callback_every == 0 or self.t >= t_end):
-                if callback(self):
-                    break
+        """Step to ``t_end`` with the :class:`~mfpde.engine.Controller`; ``callback(solver)``
+        every ``callback_every`` steps and at the end (returning True stops), at most
+        ``max_steps`` steps."""
+        from ..engine import CallbackTracker, Controller, every
+        if self.t >= t_end:
+            return self
+        k0 = self.k
+        trackers = []
+        if callback is not None:
+            trackers.append(CallbackTracker(lambda d, info: bool(callback(d)),
+                                            every(steps=int(callback_every))))
+        if max_steps < 10 ** 12:
+            trackers.append(CallbackTracker(lambda d, info: d.k - k0 >= max_steps,
+                                            every(steps=1, at_end=False)))
+        Controller(self, trackers, t_end=float(t_end)).run()
         return self
 
 
