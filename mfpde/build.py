@@ -154,7 +154,12 @@ def make_model(mc, d: int, q: int, where: str = "model"):
             from .models.three_layer_pn import PNThreeLayer
             return PNThreeLayer(**mc.pn_kwargs(d=d))
         from .models import make_model as _make
-        return _make(**mc.make_kwargs(d=d, q=q))
+        model = _make(**mc.make_kwargs(d=d, q=q))
+        R = getattr(mc, "readout_R", math.inf)
+        if R is not None and math.isfinite(R):
+            from .two_stage import truncated
+            model = truncated(model, R)
+        return model
     except (ValueError, TypeError) as exc:
         raise _bad(f"[{where}]", exc) from None
 
@@ -227,7 +232,11 @@ def _particle_common(p: _Parts) -> dict[str, Any]:
 
 def _langevin(p: _Parts):
     from .dynamics import LangevinSolver
-    return LangevinSolver(p.model, p.train_data, **_particle_common(p)), None
+    driver = LangevinSolver(p.model, p.train_data, **_particle_common(p))
+    if p.cfg.dynamics.stages:
+        from .two_stage import StagedDriver
+        driver = StagedDriver(driver, p.cfg.dynamics.stages)
+    return driver, None
 
 
 def _kinetic(p: _Parts):

@@ -745,6 +745,9 @@ class ModelConfig(_Section):
     lam: float = option(0.0, type="float", ge=0.0, doc="weight decay lambda on particles")
     lam_W: float = option(0.0, type="float", ge=0.0, only_for=("nc",),
                           doc="weight decay lambda_W on W")
+    readout_R: float = option(math.inf, type="float_or_inf", gt=0.0, only_for=("nc",),
+                              doc="radius R of the truncated read-out tau_R of the two-stage "
+                                  "algorithm (Wu & Mondelli §5; models.md §2); inf = untruncated")
     init_scale_a: float = option(1.0, type="float", ge=0.0, not_for=(PN_KIND,),
                                  doc="std of the initial outgoing weights a")
     init_scale_u: float = option(1.0, type="float", ge=0.0, not_for=(PN_KIND,),
@@ -925,6 +928,50 @@ _GAMMA_DEFAULT = {"kinetic": 1.0, "pn_kinetic": 1.0, "phase_grid": 1.0}
 _RAW_ONLY = ("lr", "momentum", "weight_decay", "weight_decay_W", "noise_std", "lr_W")
 
 
+_STAGE_FIELDS = {"name": "a string", "steps": "an integer >= 1", "t_end": "a number > 0",
+                 "train_W": "true or false", "beta": "a number > 0 or inf"}
+
+
+def _check_stages(stages: Any, dt: Any) -> list[dict[str, Any]]:
+    """Validate ``[[dynamics.stages]]``: a non-empty array of tables with ``name``, exactly one
+    of ``steps`` / ``t_end`` (a duration; steps = round(t_end / dt)), optional ``train_W`` and
+    ``beta``; returns the resolved tables (``name``, ``steps``, ``train_W``, ``beta``)."""
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"dynamics.stages = {_fmt(stages)}: expected a non-empty array of "
+                          f"tables ([[dynamics.stages]])")
+    out = []
+    for i, st in enumerate(stages):
+        where = f"dynamics.stages[{i}]"
+        if not isinstance(st, Mapping):
+            raise ConfigError(f"{where} = {_fmt(st)}: expected a table")
+        for key in st:
+            if key not in _STAGE_FIELDS:
+                raise ConfigError(f"unknown key {where}.{key}{_hint(key, _STAGE_FIELDS)}; "
+                                  f"allowed: " + ", ".join(_STAGE_FIELDS))
+        if ("steps" in st) == ("t_end" in st):
+            raise ConfigError(f"{where}: give exactly one of steps and t_end")
+        if "steps" in st:
+            steps = _check_value(f"{where}.steps", st["steps"], dict(type="int", ge=1))
+        else:
+            t = _check_value(f"{where}.t_end", st["t_end"], dict(type="float", gt=0.0))
+            if not isinstance(dt, (int, float)):
+                raise ConfigError(f"{where}.t_end needs dynamics.dt")
+            steps = int(round(t / float(dt)))
+            if steps < 1:
+                raise ConfigError(f"{where}.t_end = {t:g}: shorter than one step dt = {dt:g}")
+        name = st.get("name", f"stage{i + 1}")
+        if not isinstance(name, str):
+            raise ConfigError(f"{where}.name = {_fmt(name)}: expected a string")
+        res = {"name": name, "steps": int(steps),
+               "train_W": _check_value(f"{where}.train_W", st.get("train_W", True),
+                                       dict(type="bool"))}
+        if "beta" in st:
+            res["beta"] = _check_value(f"{where}.beta", st["beta"],
+                                       dict(type="float_or_inf", gt=0.0))
+        out.append(res)
+    return out
+
+
 @dataclass(eq=True)
 class DynamicsConfig(_Section):
     """``[dynamics]``: the driver (``solver``, from :data:`mfpde.rules.DRIVERS`) and its step,
@@ -933,6 +980,11 @@ class DynamicsConfig(_Section):
     solver: str = option("langevin", type="str", choices=_drivers,
                          doc="the driver (mfpde.rules.DRIVERS); default langevin, pn for the "
                              "Pham–Nguyen model")
+    stages: list | None = option(None, type="any", only_for=("langevin",),
+                                 doc="a run in stages ([[dynamics.stages]] tables: name, steps "
+                                     "or t_end, train_W, beta), e.g. the two-stage algorithm; "
+                                     "dynamics.steps defaults to their sum (more: the last "
+                                     "stage goes on)")
     gamma: float | None = option(None, type="float", gt=0.0,
                                  only_for=("kinetic", "pn_kinetic", "phase_grid", "trainer", "pn",
                                            "quadrature"),
@@ -1051,6 +1103,12 @@ class DynamicsConfig(_Section):
         spec = DRIVERS[solver]
         raw_units = solver == "trainer" and v.get("units", "mean_field") == "raw"
         # duration
+        if v.get("stages") is not None:
+            # the run lasts the sum of its stages unless steps / t_end say otherwise (fewer:
+            # it stops inside a stage; more: the last stage goes on, e.g. on --resume)
+            v["stages"] = _check_stages(v["stages"], v.get("dt"))
+            if v.get("steps") is None and v.get("t_end") is None:
+                v["steps"] = sum(st["steps"] for st in v["stages"])
         if spec.fixed_step:
             if (v.get("steps") is None) == (v.get("t_end") is None):
                 given = "both" if v.get("steps") is not None else "neither"

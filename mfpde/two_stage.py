@@ -43,7 +43,8 @@ from .observables_nc import MAY_BE_NAN
 
 __all__ = ["tau_R", "tau_R_prime", "tau_R_second", "TruncatedNC", "truncated", "GibbsStage1",
            "stage1_gibbs", "Stage", "StageResult", "StagedRun", "run_stages", "two_stage",
-           "stages_from_config", "run_from_config", "driver_view", "NanTolerantSeries"]
+           "stages_from_config", "run_from_config", "driver_view", "NanTolerantSeries",
+           "StagedDriver"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -834,6 +835,9 @@ def run_from_config(raw: dict, *, scale_steps: float = 1.0) -> StagedRun:
     model_cfg = dict(raw.get("model", {}))
     data_cfg = dict(raw.get("data", {}))
     dyn = dict(raw.get("dynamics", {}))
+    if "stages" in dyn:                    # the [[dynamics.stages]] of a run file
+        raw = {**raw, "stages": dyn.pop("stages")}
+    dyn.pop("solver", None)
     obs = dict(raw.get("observe", {}))
     seed = int(dyn.get("seed", 0))
     test_cfg = data_cfg.pop("test", None)
@@ -872,3 +876,88 @@ def run_from_config(raw: dict, *, scale_steps: float = 1.0) -> StagedRun:
         b1 = beta if s1.stage.beta is None else s1.stage.beta
         run.gibbs = stage1_gibbs(s1.solver.model, data, s1.solver.W, b1, **dict(gcfg))
     return run
+
+
+# ============================================================================ staged driver
+class StagedDriver:
+    r"""A particle driver run in stages (``[[dynamics.stages]]``): one
+    :class:`~mfpde.dynamics.langevin.LangevinSolver` whose ``train_W`` (and ``beta``) change at
+    the stage boundaries, so the controller, the observables, snapshots and checkpoints see one
+    run (one time axis ``t = k dt``, one series). The two-stage algorithm of Section 5 is
+    ``[{train_W = false, steps = K_1}, {train_W = true, steps = K_2}]``: Stage 1 relaxes the
+    particles to the Gibbs minimiser of :math:`F^R(\cdot, W_0)` with ``W`` frozen, Stage 2 is the
+    joint flow (dynamics.md §7).
+
+    Parameters
+    ----------
+    base : LangevinSolver
+    stages : list of dict
+        ``{"name", "steps", "train_W", "beta" (optional)}`` in order.
+
+    The stage of step ``k`` is a function of ``k`` alone, so a checkpoint (the base driver's
+    state) resumes bitwise in the right stage.
+    """
+
+    def __init__(self, base, stages):
+        self.base = base
+        self.stages = [dict(s) for s in stages]
+        self.ends = np.cumsum([int(s["steps"]) for s in self.stages])
+        self._beta0 = base.beta
+        self._apply(self.stage_index(base.k))
+
+    # protocol
+    @property
+    def k(self) -> int:
+        return self.base.k
+
+    @property
+    def t(self) -> float:
+        return self.base.t
+
+    @property
+    def dt(self):
+        return self.base.dt
+
+    @property
+    def last_risk(self) -> float:
+        return self.base.last_risk
+
+    def __getattr__(self, name):
+        # model, N, W, theta, rng ... of the base driver (read by observables and the runner)
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
+    def stage_index(self, k: int) -> int:
+        """Index of the stage that step ``k -> k + 1`` belongs to (the last one past the end)."""
+        return int(min(np.searchsorted(self.ends, k, side="right"), len(self.stages) - 1))
+
+    @property
+    def stage(self) -> dict:
+        return self.stages[self.stage_index(self.base.k)]
+
+    def _apply(self, i: int) -> None:
+        st = self.stages[i]
+        self.base.train_W = bool(st["train_W"]) and self.base.model.has_W
+        self.base.beta = float(st.get("beta", self._beta0))
+
+    def step(self, n: int = 1, t_end: float = math.inf) -> None:
+        """Advance ``n`` steps, switching the stage's settings at its first step."""
+        left = int(n)
+        while left > 0:
+            i = self.stage_index(self.base.k)
+            self._apply(i)
+            room = int(self.ends[i]) - self.base.k if i < len(self.stages) - 1 else left
+            m = max(1, min(left, room))
+            self.base.step(m)
+            left -= m
+
+    def state_dict(self) -> dict:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.base.load_state_dict(state)
+        self._apply(self.stage_index(self.base.k))
+
+    def fields(self) -> dict:
+        return self.base.fields()

@@ -48,7 +48,7 @@ def test_bundled_example_builds_and_steps(path):
     after = _fields(d)
     values = b.observers(d)
     assert list(values) == list(b.quantities)
-    assert all(math.isfinite(v) for v in values.values())
+    assert all(math.isfinite(v) for q, v in values.items() if q not in b.observers.may_be_nan)
     # the complete state: restored, the driver repeats the same steps bitwise
     d.load_state_dict(state)
     assert d.k == 0

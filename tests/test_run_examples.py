@@ -18,7 +18,10 @@ def test_bundled_example_runs(path, tmp_path):
     out = tmp_path / "run.h5"
     cfg = load_config(path)
     overrides = []
-    if cfg.dynamics.n_steps is not None and cfg.dynamics.n_steps > 200:
+    if cfg.dynamics.stages:                                  # runs in stages: shorter stages
+        overrides = ["--set", 'dynamics.stages=[{name = "a", steps = 20, train_W = false}, '
+                              '{name = "b", steps = 20}]']
+    elif cfg.dynamics.n_steps is not None and cfg.dynamics.n_steps > 200:
         overrides = ["--set", "dynamics.steps=40"]          # the long particle examples
     assert main(["run", str(path), "-o", str(out), "-q", *overrides]) == 0
     run = load(out)

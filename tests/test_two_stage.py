@@ -237,12 +237,13 @@ def test_bundled_stage_examples_run(name):
     run = run_from_config(raw, scale_steps=0.004)
     ser = run.series()
     assert set(raw["observe"]["quantities"]) <= set(ser)
-    assert run.test is not None
+    assert run.test is not None or name == "example_digits.toml"
     if name == "example_two_stage.toml":
         assert isinstance(run.stages[0].solver.model, TruncatedNC)
         assert not run.stages[0].stage.train_W and run.stages[1].stage.train_W
     else:
-        assert run.stages[1].stage.dt == 1.0 and math.isinf(run.stages[0].solver.beta)
+        assert not run.stages[0].stage.train_W and not run.stages[1].stage.train_W
+        assert math.isinf(run.stages[0].solver.beta)
 
 
 def test_run_from_config_with_the_gibbs_reference():
@@ -293,3 +294,76 @@ def test_time_average_equals_the_mean_of_snapshots_in_the_window():
     empty = TimeAverage(model, data, every(steps=5), start=5.0)
     with pytest.raises(ValueError, match="no sample"):
         empty.averages()
+
+
+def test_staged_driver_switches_W_at_the_boundary_and_resumes_bitwise(tmp_path):
+    """``[[dynamics.stages]]`` through mfpde run: W frozen in stage 1, trained in stage 2; a run
+    interrupted inside stage 1 resumes bitwise into stage 2."""
+    import h5py
+
+    from mfpde.cli import main
+    cfg = tmp_path / "staged.toml"
+    cfg.write_text('''
+[model]
+kind = "nc"
+p = 4
+Gamma = 2.0
+lam = 0.01
+lam_W = 0.01
+readout_R = 5.0
+[data]
+kind = "well_separated"
+q = 3
+m = 4
+d = 5
+[dynamics]
+N = 200
+dt = 0.05
+beta = 100.0
+seed = 3
+[[dynamics.stages]]
+name = "one"
+steps = 30
+train_W = false
+[[dynamics.stages]]
+name = "two"
+steps = 30
+[observe]
+every = 10
+quantities = ["loss", "nc1"]
+snapshot_every = 10
+[output]
+checkpoint_every = 10
+''')
+    a = tmp_path / "a.h5"
+    assert main(["run", str(cfg), "-o", str(a), "-q"]) == 0
+    with h5py.File(a, "r") as f:
+        W, steps = f["snapshots/W"][()], f["snapshots/step"][()]
+    assert list(steps) == [0, 10, 20, 30, 40, 50, 60]
+    assert all(np.array_equal(W[0], W[i]) for i in range(4))          # stage 1: W frozen
+    assert not np.array_equal(W[3], W[4])                             # stage 2: trained
+    # dynamics.steps of a run in stages defaults to their sum; fewer stop inside a stage, and a
+    # resume with the default continues into stage 2, bitwise as the uninterrupted run
+    b = tmp_path / "b.h5"
+    assert main(["run", str(cfg), "-o", str(b), "-q", "--set", "dynamics.steps=20"]) == 0
+    with h5py.File(b, "r") as f:
+        assert f["snapshots/step"][-1] == 20
+        assert all(np.array_equal(f["snapshots/W"][0], w) for w in f["snapshots/W"][()])
+    assert main(["run", str(cfg), "-o", str(b), "-q", "--resume"]) == 0
+    with h5py.File(a, "r") as fa, h5py.File(b, "r") as fb:
+        for k in ("series/loss", "snapshots/theta", "snapshots/W", "checkpoint/theta"):
+            assert np.array_equal(fa[k][()], fb[k][()]), k
+    # a checkpoint inside stage 1 continues bitwise through the switch to stage 2
+    from mfpde.build import build
+    from mfpde.config import load_config
+    c = load_config(cfg)
+    drv = build(c).driver
+    drv.step(15)
+    mid = drv.state_dict()
+    drv2 = build(c).driver
+    drv2.load_state_dict(mid)
+    drv2.step(45)
+    drv.step(45)
+    assert np.array_equal(drv.theta, drv2.theta) and np.array_equal(drv.W, drv2.W)
+    with h5py.File(a, "r") as f:
+        assert np.array_equal(f["checkpoint/theta"][()], drv.theta)
