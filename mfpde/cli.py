@@ -179,9 +179,43 @@ def _open_run(path: str):
         _fail(f"{path}: not a readable HDF5 file ({str(exc).splitlines()[0]})", 2)
 
 
+def _info_compare(path: str) -> bool:
+    """Summary of a comparison file (``mfpde compare``); False if ``path`` is not one."""
+    from .store import COMPARE_FORMAT, StoreError, read_compare
+    try:
+        import h5py
+        with h5py.File(path, "r", locking=False) as f:
+            if f.attrs.get("format") != COMPARE_FORMAT:
+                return False
+        r = read_compare(path)
+    except (OSError, StoreError):
+        return False
+    a, c = r["attrs"], r["config"]
+    out = sys.stdout
+    print(f"file        {path} (mfpde compare, {_human(os.path.getsize(path))})", file=out)
+    print(f"status      {a.get('status')}   {a.get('seconds', float('nan')):.1f} s", file=out)
+    print(f"schema      {a.get('schema_version')}   mfpde {a.get('mfpde_version')}", file=out)
+    print(f"created     {a.get('created', '')}", file=out)
+    seeds = c.get("seeds")
+    print(f"comparison  {c.get('name')!r}: method {c.get('method')}, widths {c.get('widths')}, "
+          f"seeds {seeds}, dts {c.get('dts')}, T = {c.get('T')}, reference N = "
+          f"{c.get('reference', {}).get('N')}", file=out)
+    print(f"runs        {len(r['runs'])} networks, {len(r['references'])} references; held-out "
+          f"set: {a.get('test_set', '')}", file=out)
+    for name, fit in r["fits"].items():
+        fa = fit["attrs"]
+        print(f"fit {name:<10} {fa.get('quantity')} ~ C {fa.get('x_name')}^s: s = "
+              f"{fa.get('slope'):.4g} ({100 * fa.get('ci_level', 0.95):.0f}% CI "
+              f"[{fa.get('ci_low'):.4g}, {fa.get('ci_high'):.4g}]; reference "
+              f"{fa.get('ref_slope'):g}; {fa.get('fixed', '')})", file=out)
+    return True
+
+
 def cmd_info(args) -> int:
     from .cli_analysis import info_analysis
     if info_analysis(args.path):      # a dropout / connect result file
+        return 0
+    if _info_compare(args.path):      # a comparison file
         return 0
     run = _open_run(args.path)
     sizes = run.sizes()
@@ -263,11 +297,17 @@ def cmd_validate(args) -> int:
 def cmd_bench(args) -> int:
     import importlib
 
+    # the benchmarks ship with the source tree next to the package (an editable install, or
+    # a checkout on the path); they are not part of an installed wheel
+    root = Path(__file__).resolve().parent.parent
+    if (root / "benchmarks" / "__init__.py").is_file() and str(root) not in sys.path:
+        sys.path.insert(0, str(root))
     try:
         bench = importlib.import_module("benchmarks")
     except ImportError:
-        _fail("the benchmarks are not installed: run 'mfpde bench' from a source checkout "
-              "after pip install -e '.[bench]'", 2)
+        _fail("the benchmarks ship with the source tree: install mfpde from a checkout "
+              "(pip install -e '.[bench]') and run 'mfpde bench', or 'python -m benchmarks' "
+              "in the checkout", 2)
     main = getattr(bench, "main", None)
     if main is None:
         try:

@@ -184,6 +184,8 @@ def plot_run(run, path: str | os.PathLike, *, coords: int = 3, dpi: int = 110) -
         run = load(run)
     if run.attrs.get("format") in ("mfpde-dropout", "mfpde-connect"):
         return plot_analysis(run, path, dpi=dpi)
+    if run.attrs.get("format") == "mfpde-compare":
+        return plot_compare(run.path, path, dpi=dpi)
     plt = _mpl()
     series = run.series
     t = np.asarray(series.get("t", np.zeros(0)), dtype=float)
@@ -344,6 +346,28 @@ def plot_analysis(source, path: str | os.PathLike, *, dpi: int = 110) -> str:
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return os.fspath(path)
+
+
+def plot_compare(file, path: str | os.PathLike, *, dpi: int = 110) -> str:
+    """The rate-fit figure of a comparison file (``mfpde compare``): every fit stored in it,
+    rebuilt from ``/fits`` (:func:`plot_rate`)."""
+    from .metrics.rates import RateFit
+    from .store import read_compare
+    r = read_compare(file)
+    fits = []
+    for fit in r["fits"].values():
+        a = fit["attrs"]
+        fits.append(RateFit(x=np.asarray(fit["x"]), err=np.asarray(fit["err"]),
+                            agg=np.asarray(fit["agg"]), slope=float(a["slope"]), C=float(a["C"]),
+                            ci_low=float(a["ci_low"]), ci_high=float(a["ci_high"]),
+                            ci_level=float(a["ci_level"]), n_boot=int(a["n_boot"]),
+                            boot=np.asarray(fit["boot"]), ref_slope=float(a["ref_slope"]),
+                            x_name=str(a["x_name"]), quantity=str(a["quantity"]),
+                            at=str(a["at"]), agg_kind=str(a["agg"]), fixed=str(a["fixed"])))
+    if not fits:
+        raise ValueError(f"{file}: the comparison has no rate fits to draw")
+    name = r["config"].get("name", os.path.basename(os.fspath(file)))
+    return plot_rate(fits, path, title=f"{os.path.basename(os.fspath(file))}: {name}")
 
 
 def plot_rate(fits, path: str | os.PathLike, *, title: str | None = None,

@@ -296,3 +296,42 @@ def test_steady_state_stops_the_run(env, tmp_path):
     r = call(env, "run", EXAMPLE, "-o", tmp_path / "x.h5", "--quiet",
              "--set", 'observe.steady_quantities=["nc1"]')
     assert r.returncode == 2 and "not observed" in one_line(r)
+
+
+# --------------------------------------------------------------------------------------------
+# what the docs and the CLI say
+# --------------------------------------------------------------------------------------------
+
+def test_bench_runs_from_the_installed_command_outside_the_checkout(env, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "mfpde", "bench", "--help"], env=env,
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 0 and "benchmarks" in r.stdout, r.stderr
+
+
+def test_info_and_plot_of_a_comparison_file(env, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL_COMPARE)
+    out = tmp_path / "c.h5"
+    assert call(env, "compare", cfg, "-o", out, "--quiet").returncode == 0
+    r = call(env, "info", out)
+    assert r.returncode == 0, r.stderr
+    assert "seed None" not in r.stdout and "fit " in r.stdout and "s = " in r.stdout
+    assert "widths [8, 16]" in r.stdout
+    r = call(env, "plot", out, "-o", tmp_path / "c.png")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_quick_start_command_is_re_runnable(env, tmp_path):
+    line = next(ln for ln in (ROOT / "README.md").read_text().splitlines()
+                if "mfpde run validation/example_two_layer.toml -o run.h5" in ln)
+    assert "output.overwrite=true" in line
+    for _ in range(2):
+        r = call(env, "run", EXAMPLE, "-o", tmp_path / "run.h5", "--quiet", "--set",
+                 "output.overwrite=true", "--set", "dynamics.steps=20")
+        assert r.returncode == 0, r.stderr
+
+
+def test_validation_report_directory_of_the_readme_is_ignored_by_git():
+    lines = (ROOT / ".gitignore").read_text().splitlines()
+    assert "/report/" in lines and "/validation-report/" in lines
