@@ -65,32 +65,41 @@ def coordinate_labels(config: dict[str, Any], D: int) -> list[str]:
     return labels
 
 
+#: y-axis label of each panel title (the quantities' common meaning)
+YLABELS = {"risk": "risk", "free energy": "free energy", "NC1": "NC1"}
+
+
 def _plot_series(ax, t: np.ndarray, series: dict[str, np.ndarray], names: list[str],
                  title: str) -> None:
-    pos_t = t > 0
+    """Series against time. The time axis is logarithmic above the first positive time and
+    linear below it (symlog), so ``t = 0`` stays on the plot; a curve equal to one already
+    drawn (``reg_loss`` = ``loss`` when ``lambda = 0``) is drawn dashed on top and named as
+    equal in the legend instead of being hidden."""
     all_pos = True
-    drawn = False
+    drawn = []
     for name in names:
         y = np.asarray(series[name], dtype=float)
         ok = np.isfinite(y)
         if not ok.any():
             continue
-        x = t
-        mask = ok & pos_t if pos_t.any() else ok
-        if not mask.any():
-            mask = ok
-        if np.any(y[mask] <= 0):
+        if np.any(y[ok] <= 0):
             all_pos = False
-        style = "-" if mask.sum() > 1 else "o"
-        ax.plot(x[mask], y[mask], style, label=name, lw=1.4, ms=4)
-        drawn = True
-    if drawn and pos_t.any():
-        ax.set_xscale("log")
+        same = next((n for n, yy in drawn if yy.shape == y.shape and
+                     np.allclose(yy, y, rtol=1e-12, atol=0, equal_nan=True)), None)
+        style = ("--" if same else "-") if ok.sum() > 1 else "o"
+        label = f"{name} (= {same})" if same else name
+        ax.plot(t[ok], y[ok], style, label=label, lw=1.4 if not same else 2.2, ms=4,
+                alpha=1.0 if not same else 0.8)
+        drawn.append((name, y))
+    pos = t[t > 0]
+    if drawn and pos.size:
+        ax.set_xscale("symlog", linthresh=float(pos.min()), linscale=0.5)
     if drawn and all_pos:
         ax.set_yscale("log")
     if not drawn:
         ax.text(0.5, 0.5, "no finite values", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("t")
+    ax.set_xlabel("t (linear below the first observation, log above)" if pos.size else "t")
+    ax.set_ylabel(YLABELS.get(title, names[0] if len(names) == 1 else "value"))
     ax.set_title(title)
     if drawn and len(names) > 1:
         ax.legend(fontsize=8)
@@ -111,15 +120,24 @@ def _plot_marginals(plt, axes, loaded, field, prefix, labels, n_coord):
             ax.axis("off")
             continue
         name = labels[j] if j < len(labels) else f"theta_{j}"
+        spread = False
         for c, snap in enumerate(loaded):
             x = getattr(snap, field)[:, j]
             x = x[np.isfinite(x)]
             if x.size == 0:
                 continue
+            color = cmap(c / max(1, len(loaded) - 1))
+            if np.ptp(x) <= 1e-12 * max(1.0, float(np.abs(x).max())):
+                # a point mass (e.g. velocities at t = 0): a marker, not a spike that flattens
+                # the other histograms
+                ax.axvline(float(x[0]), color=color, lw=1.3, ls=":",
+                           label=f"t = {snap.t:g} (all at {float(x[0]):g})")
+                continue
+            spread = True
             ax.hist(x, bins=min(60, max(10, int(np.sqrt(x.size)))), density=True,
-                    histtype="step", color=cmap(c / max(1, len(loaded) - 1)), lw=1.3,
-                    label=f"t = {snap.t:g}")
+                    histtype="step", color=color, lw=1.3, label=f"t = {snap.t:g}")
         ax.set_xlabel(f"{prefix}{name}")
+        ax.set_ylabel("density" if spread else "")
         ax.set_title(f"marginal of {prefix}{name}")
         if j == 0:
             ax.legend(fontsize=7)
