@@ -335,3 +335,28 @@ def test_quick_start_command_is_re_runnable(env, tmp_path):
 def test_validation_report_directory_of_the_readme_is_ignored_by_git():
     lines = (ROOT / ".gitignore").read_text().splitlines()
     assert "/report/" in lines and "/validation-report/" in lines
+
+
+def test_figures_label_every_panel_keep_t0_and_show_equal_curves(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from mfpde.plotting import plot_run
+    from mfpde.runner import run
+
+    out = run(EXAMPLE, tmp_path / "k.h5", quiet=True,
+              overrides=["dynamics.steps=60", "dynamics.solver=\"kinetic\"", "observe.every=10",
+                         "observe.snapshot_every=20",
+                         'observe.quantities=["loss", "reg_loss", "kinetic_energy"]'])
+    figs = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda self, *a, **k: figs.append(self))
+    plot_run(out, tmp_path / "k.png")
+    axes = [ax for ax in figs[0].axes if ax.axison]
+    assert axes and all(ax.get_ylabel() for ax in axes if ax.has_data())
+    series_axes = [ax for ax in axes if ax.get_xscale() == "symlog"]
+    assert series_axes, "time axes keep t = 0 (symlog)"
+    for ax in series_axes:
+        assert min(line.get_xdata().min() for line in ax.get_lines()) == 0.0
+    labels = [t.get_text() for ax in axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert "reg_loss (= loss)" in labels                       # lambda = 0: equal, not hidden
+    assert any("(all at 0)" in lab for lab in labels)         # r = 0 at t = 0: a marker
