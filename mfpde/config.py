@@ -11,6 +11,8 @@ A configuration file has one table per section::
     [output]     where and how often to write                    (OutputConfig)
     [compare]    a comparison job: finite widths against the     (CompareConfig)
                  mean-field reference (with [output] only)
+    [sweep]      a sweep job: many runs of the rest of the file  (SweepConfig)
+                 over grid / zipped axes and seeds (docs/sweeps.md)
 
 Which sections a run needs follows from its driver (``dynamics.solver``, the registry
 :data:`mfpde.rules.DRIVERS`): particle drivers need ``[model]`` and ``[data]``, the grid drivers
@@ -67,6 +69,7 @@ __all__ = [
     "CompareConfig",
     "CompareReferenceConfig",
     "CompareFitConfig",
+    "SweepConfig",
     "Schedule",
     "load_config",
     "parse_config",
@@ -1639,6 +1642,135 @@ class CompareConfig(_Section):
         return out
 
 
+# ------------------------------------------------------------------------------------ [sweep]
+
+#: fields a sweep axis may not vary: the sweep names each point's run file itself
+_SWEEP_FIXED = ("output.path", "output.overwrite")
+
+
+def _sweep_axes(where: str, table: Any, prefix: str = "") -> dict[str, list]:
+    """``{"section.key": [values]}`` of a table of axes; nested tables (TOML dotted keys
+    ``dynamics.dt = [...]``) and quoted dotted keys (``"dynamics.dt" = [...]``) both name a field."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where} = {_fmt(table)} ({_typename(table)}): expected a table "
+                          f"{{\"section.key\" = [values, ...]}}")
+    out: dict[str, list] = {}
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_sweep_axes(where, value, path + "."))
+            continue
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{where}.{path} = {_fmt(value)}: expected a non-empty array of "
+                              f"values")
+        out[path] = list(value)
+    return out
+
+
+def _sweep_key(where: str, key: str) -> None:
+    """Check that ``key`` (``section.field[.sub]``) names a field of a run configuration."""
+    sections = {n: c for n, (c, _) in Config.sections().items()
+                if not getattr(c, "_job", False)}
+    parts = key.split(".")
+    if len(parts) < 2 or not all(parts):
+        raise ConfigError(f"{where}: axis {key!r}: expected section.key (e.g. 'dynamics.dt')")
+    sec = sections.get(parts[0])
+    if sec is None:
+        raise ConfigError(f"{where}: axis {key!r}: unknown section [{parts[0]}]"
+                          f"{_hint(parts[0], sections)}; a sweep varies the fields of "
+                          + ", ".join(f"[{n}]" for n in sections))
+    if key in _SWEEP_FIXED:
+        raise ConfigError(f"{where}: axis {key!r}: the sweep names each point's run file; "
+                          f"this field cannot be varied")
+    opts = sec.options()
+    if not sec._extra_keys and parts[1] not in opts:
+        raise ConfigError(f"{where}: axis {key!r}: unknown key {parts[0]}.{parts[1]}"
+                          f"{_hint(parts[1], opts)}; allowed keys in [{parts[0]}]: "
+                          + ", ".join(opts))
+
+
+@dataclass(eq=True)
+class SweepConfig(_Section):
+    """``[sweep]``: many runs of one base configuration (the rest of the file), one per point
+    of the product of the axes (docs/sweeps.md). A job section over a whole run configuration:
+    ``mfpde sweep init | run``.
+
+    Points are the product of the ``grid`` axes (in file order, the last varying fastest), then
+    of the ``zip`` groups (the axes of a group vary together), then of the seeds."""
+
+    name: str = option("sweep", type="str", doc="label of the sweep (manifest, job names)")
+    grid: dict = option({}, type="any",
+                        doc="{\"section.key\" = [values]}: every combination of the values")
+    zip: Any = option([], type="any",
+                      doc="a table (or array of tables) of axes of equal length varied together")
+    seeds: Any = option(None, type="any",
+                        doc="count (0..seeds-1) or list of values of seed_key (innermost axis)")
+    seed_key: str = option("dynamics.seed", type="str", doc="the field the seeds set")
+
+    _name = "sweep"
+    _kind_key = None
+    #: a job over a whole base configuration: the other sections of the file are the base run
+    _job = True
+    _job_over_base = True
+
+    @classmethod
+    def resolve(cls, name, v, extra, ctx):
+        grid = _sweep_axes(f"{name}.grid", v.get("grid", {}))
+        zraw = v.get("zip", [])
+        groups = [zraw] if isinstance(zraw, Mapping) else zraw
+        if not isinstance(groups, list):
+            raise ConfigError(f"{name}.zip = {_fmt(zraw)}: expected a table or an array of "
+                              f"tables of axes")
+        zips = []
+        for i, g in enumerate(groups):
+            where = f"{name}.zip" + (f"[{i}]" if len(groups) > 1 else "")
+            axes = _sweep_axes(where, g)
+            lengths = {k: len(x) for k, x in axes.items()}
+            if len(set(lengths.values())) > 1:
+                raise ConfigError(f"{where}: zipped axes need arrays of one length, got "
+                                  + ", ".join(f"{k} ({n})" for k, n in lengths.items()))
+            if axes:
+                zips.append(axes)
+        seeds = v.get("seeds")
+        if seeds is not None:
+            if isinstance(seeds, int) and not isinstance(seeds, bool):
+                if seeds < 1:
+                    raise ConfigError(f"{name}.seeds = {seeds}: expected a count >= 1 or a list "
+                                      f"of seeds")
+                seeds = list(range(seeds))
+            if not isinstance(seeds, list) or not seeds or not all(
+                    isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+                raise ConfigError(f"{name}.seeds = {_fmt(seeds)}: expected a count or a list of "
+                                  f"integers >= 0")
+            if len(set(seeds)) != len(seeds):
+                raise ConfigError(f"{name}.seeds: repeated seed in {_fmt(seeds)}")
+        keys = list(grid) + [k for g in zips for k in g]
+        if seeds is not None:
+            keys.append(v.get("seed_key", "dynamics.seed"))
+        if not keys:
+            raise ConfigError(f"[{name}] has no axes: give {name}.grid, {name}.zip or "
+                              f"{name}.seeds")
+        for k in keys:
+            _sweep_key(name, k)
+        dup = sorted({k for k in keys if keys.count(k) > 1})
+        if dup:
+            raise ConfigError(f"[{name}]: {_quoted(dup)} varied by more than one axis")
+        v["grid"], v["zip"], v["seeds"] = grid, zips, seeds
+        return v
+
+    @property
+    def axes(self) -> list[str]:
+        """The varied fields, in point order (grid, zipped, seed)."""
+        out = list(self.grid) + [k for g in self.zip for k in g]
+        return out + ([self.seed_key] if self.seeds is not None else [])
+
+    @property
+    def n_points(self) -> int:
+        n = math.prod(len(x) for x in self.grid.values())
+        n *= math.prod(len(next(iter(g.values()))) for g in self.zip)
+        return n * (len(self.seeds) if self.seeds is not None else 1)
+
+
 # --------------------------------------------------------------------------------------------
 # the whole configuration
 # --------------------------------------------------------------------------------------------
@@ -1660,6 +1792,7 @@ class Config(_Frozen):
     observe: ObserveConfig | None = section(ObserveConfig)
     output: OutputConfig = section(OutputConfig)
     compare: CompareConfig | None = section(CompareConfig, optional=True)
+    sweep: SweepConfig | None = section(SweepConfig, optional=True)
 
     # validation hooks (injectable for tests; default: ask mfpde.data / mfpde.observers)
     data_spec: Callable[[str], Mapping[str, Any]] | None = field(
@@ -1676,8 +1809,11 @@ class Config(_Frozen):
 
     @property
     def job(self) -> str:
-        """``"run"``, or the name of the job section that is set (``"compare"``)."""
-        for name, (scls, _) in self.sections().items():
+        """``"run"``, or the name of the job section that is set (``"compare"``, ``"sweep"``;
+        a job over a whole base configuration, such as ``[sweep]``, comes first)."""
+        items = sorted(self.sections().items(),
+                       key=lambda kv: not getattr(kv[1][0], "_job_over_base", False))
+        for name, (scls, _) in items:
             if getattr(scls, "_job", False) and getattr(self, name) is not None:
                 return name
         return "run"
@@ -1692,6 +1828,25 @@ class Config(_Frozen):
                 what = f"section [{key}]" if isinstance(value, Mapping) else f"top-level key {key!r}"
                 raise ConfigError(f"unknown {what}{_hint(key, sections)}; "
                                   f"allowed sections: " + ", ".join(sections))
+        over = [n for n, (scls, _) in sections.items()
+                if getattr(scls, "_job_over_base", False) and n in raw]
+        if over:
+            # a job over a whole base configuration ([sweep]): the other sections are the base run
+            base = cls.from_dict({k: v for k, v in raw.items() if k not in over},
+                                 data_spec=data_spec, quantities_available=quantities_available)
+            if base.job != "run":
+                raise ConfigError(f"section [{over[0]}] varies a run configuration; a "
+                                  f"[{base.job}] job has its own axes")
+            ctx = _Context(raw, data_spec=data_spec, quantities_available=quantities_available,
+                           sections={n: getattr(base, n) for n in sections})
+            for n in over:
+                ctx.sections[n] = sections[n][0].from_dict(n, raw[n], ctx)
+            cfg = cls(**ctx.sections, data_spec=data_spec,
+                      quantities_available=quantities_available)
+            for n in over:
+                getattr(cfg, n).check(cfg)
+            cfg._freeze()
+            return cfg
         ctx = _Context(raw, data_spec=data_spec, quantities_available=quantities_available)
         built = ctx.sections
         jobs = [n for n, (scls, _) in sections.items()
