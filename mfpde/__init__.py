@@ -13,6 +13,7 @@ _LAZY = {
     "load": ("mfpde.store", "load"),
     "Run": ("mfpde.store", "Run"),
     "run": ("mfpde.runner", "run"),
+    "load_sweep": ("mfpde.sweep", "load_sweep"),
     "load_config": ("mfpde.config", "load_config"),
     "parse_config": ("mfpde.config", "parse_config"),
     "Config": ("mfpde.config", "Config"),

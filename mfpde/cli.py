@@ -1,4 +1,5 @@
-"""The ``mfpde`` command: ``run | info | plot | validate | bench``.
+"""The ``mfpde`` command: ``run | info | plot | validate | compare | sweep | bench`` (and the
+analysis and sparse commands).
 
 Exit codes: 0 success; 1 numerical failure (``run``) or a failed validation check
 (``validate``); 2 bad input (one line ``mfpde: error: ...``, nothing written); 130 / 143 a run
@@ -100,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_sparse import add_parser as add_sparse_parser
     add_sparse_parser(sub)
 
+    from .cli_sweep import add_parser as add_sweep_parser
+    add_sweep_parser(sub)
+
     b = sub.add_parser("bench", help="performance benchmarks (source checkout)",
                        description="Dispatch to the benchmarks package.", add_help=False)
     b.add_argument("args", nargs=argparse.REMAINDER)
@@ -120,6 +124,9 @@ def cmd_run(args) -> int:
     t0 = time.monotonic()
     try:
         cfg = load_config(args.config, getattr(args, "overrides", ()))
+        if cfg.job == "sweep":
+            _fail(f"{args.config}: has a [sweep] section; run it with 'mfpde sweep run "
+                  f"{args.config} -d DIR'", 2)
         path = run(cfg, args.output, resume=getattr(args, "resume", False), quiet=args.quiet)
     except (ConfigError, StoreError) as exc:
         _fail(str(exc), 2)
@@ -331,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sparse":
         from .cli_sparse import main as cmd_sparse
         return cmd_sparse(args)
+    if args.command == "sweep":
+        from .cli_sweep import main as cmd_sweep
+        return cmd_sweep(args)
     from .cli_analysis import COMMANDS as analysis_commands
     handler = {"run": cmd_run, "info": cmd_info, "plot": cmd_plot, "validate": cmd_validate,
                "compare": cmd_compare, "bench": cmd_bench, **analysis_commands}[args.command]

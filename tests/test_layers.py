@@ -19,7 +19,7 @@ LAYERS = [
     ("build", 7),
     ("runner", 8), ("compare", 8), ("analysis", 8), ("plotting", 8), ("sweep", 8),
     ("parallel", 3),
-    ("validation", 9), ("cli", 10), ("cli_sparse", 10), ("cli_analysis", 10),
+    ("validation", 9), ("cli", 10), ("cli_sparse", 10), ("cli_analysis", 10), ("cli_sweep", 10),
     ("__main__", 10), ("__init__", 11),
 ]
 

@@ -10,7 +10,7 @@ from mfpde.store import load
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [p for p in sorted((ROOT / "validation").glob("example_*.toml"))
-        if "[compare]" not in p.read_text() and "[sparse]" not in p.read_text()]
+        if not any(job in p.read_text() for job in ("[compare]", "[sparse]", "[sweep]"))]
 
 
 @pytest.mark.parametrize("path", RUNS, ids=[p.stem for p in RUNS])
