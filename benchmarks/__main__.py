@@ -164,6 +164,8 @@ def main(argv=None):
     s0 = cpu_steal()
     res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat)
     res["cases"]["sparse"] = bench_sparse.run(quick=args.quick, repeat=args.repeat)
+    from . import bench_mpi
+    res["cases"]["mpi"] = bench_mpi.run(quick=args.quick, repeat=args.repeat)
     res["wall_s"] = time.perf_counter() - t0
     s1 = cpu_steal()
     res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
@@ -172,6 +174,7 @@ def main(argv=None):
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(res, f, indent=1)
     md = to_markdown(res) + bench_sparse.to_markdown(res["cases"]["sparse"])
+    md += bench_mpi.to_markdown(res["cases"]["mpi"])
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(md)
     sys.stdout.write(md)
