@@ -251,12 +251,24 @@ class Team:
     # ------------------------------------------------------------------ agreement
     def agree(self, signum: int, chunk: int, reason: str | None) -> tuple[int, int, str | None]:
         """One collective between chunks of steps: the largest signal number seen by any rank
-        (0: none), the smallest proposed chunk size, the first rank's stop reason (or None)."""
+        (0: none), the smallest proposed chunk size, and rank 0's stop reason (or None): rank 0
+        runs the trackers, so its trackers' polls (a wall-clock limit) decide for every rank."""
         vals = self.comm.allgather((int(signum or 0), int(chunk), reason))
         sig = max(v[0] for v in vals)
         n = min(v[1] for v in vals)
-        why = next((v[2] for v in vals if v[2] is not None), None)
-        return sig, n, why
+        return sig, n, vals[self.root][2]
+
+    def outcome(self, exc: BaseException | None) -> None:
+        """End every rank the way rank 0 ended (``exc``: its exception or None): the others
+        raise rank 0's exception, or return when it returned."""
+        if self.is_root:
+            self.bcast(None if exc is None else _pack(exc))
+            if exc is not None:
+                raise mark_agreed(exc)
+            return
+        packed = self.bcast()
+        if packed is not None:
+            raise _unpack(packed)
 
     def collective(self, fn: Callable[[], Any]) -> Any:
         """Run ``fn()`` on every rank and agree on success: if it raised on some rank, every

@@ -521,7 +521,7 @@ def _split_build(cfg: Config, team):
 
 def _run_team(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
               stop: StopFlag, team) -> Path:
-    from .parallel import agreed, mark_agreed
+    from .parallel import agreed
     root = team.is_root
     store = None
     if resuming:
@@ -553,15 +553,18 @@ def _run_team(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
         store, write_snapshot = prepared
     else:
         store, write_snapshot = _NullSink(), (lambda k, t, f: None)
+    result = None
     try:
         _control(store, built, quiet or not root, out, stop, write_snapshot, team=team)
     except BaseException as exc:
-        store.close()
         ctx = exc.__context__
-        if agreed(exc) or isinstance(exc, RunInterrupted) or (ctx is not None and agreed(ctx)):
-            raise mark_agreed(exc)
-        raise
-    store.close()
+        if not (agreed(exc) or isinstance(exc, RunInterrupted)
+                or (ctx is not None and agreed(ctx))):
+            raise                                # one rank's failure: the job is aborted
+        result = exc
+    finally:
+        store.close()
+    team.outcome(result if root else None)       # every rank ends as rank 0 did
     return path
 
 
