@@ -81,7 +81,8 @@ snapshot_particles = 50
 
 #: (name, config text, overrides): full batch, mini-batches and online samples of the Langevin,
 #: kinetic and trainer drivers, the NC model (W), a small-batch run of the fused path (held
-#: whole on every rank) and the single noise stream of schema-1 files
+#: whole on every rank), the single noise stream of schema-1 files, and the low-memory sweep
+#: over several sample blocks with a generic activation (BLAS projection)
 CASES = [
     ("langevin_full", BASE, []),
     ("langevin_minibatch", BASE, ["dynamics.batch=40"]),
@@ -95,6 +96,8 @@ CASES = [
     ("fused_online_replicated", BASE, ["dynamics.online=true", "dynamics.batch=4",
                                        "dynamics.N=700"]),
     ("single_stream_minibatch", BASE, ['dynamics.noise_stream="single"', "dynamics.batch=40"]),
+    ("low_memory_sweep_relu", BASE, ['model.memory="low"', 'model.activation="relu"',
+                                     "data.n=1500", "data.d=12"]),
 ]
 
 
