@@ -10,8 +10,8 @@ model, noisy full-batch Langevin step with block noise streams, the default of `
   one per block of samples), the number of collectives per step, and the fraction of a step a
   rank spends inside them (waiting for the other rank included);
 - the same collectives timed alone (same message sizes, after a barrier): the transfer cost
-  without load imbalance, and the latency ``alpha`` (8-byte messages) and bandwidth ``bw``
-  (8 MiB, latency removed) of ``t = alpha + M / bw``, the inputs of the scaling model of
+  without load imbalance, and the latency ``alpha`` (64-byte allgathers) and bandwidth ``bw``
+  (32 MiB, latency removed) of ``t = alpha + M / bw``, the inputs of the scaling model of
   docs/hpc.md.
 
 Usage: ``python -m benchmarks.bench_mpi [--repeat 5] [--steps 5] [--rounds 3]`` (needs the
@@ -125,7 +125,7 @@ def _collectives_alone(comm, part, s, repeat):
             part.allgather_chunks(local, nb)
         times.append(time.perf_counter() - t0)
     step_alone = float(np.median(times))
-    # latency / bandwidth: allgather of M bytes in total, M from 8 B to 8 MiB
+    # latency / bandwidth: allgathers of 64 B to 32 MiB in total
     sizes, tm = [], []
     for k in range(0, 21, 2):
         m = max(1, (1 << k) // part.layout.size)
@@ -138,7 +138,7 @@ def _collectives_alone(comm, part, s, repeat):
         tm.append((time.perf_counter() - t0) / reps)
         sizes.append(8 * m * buf.shape[0] * part.layout.size)
     sizes, tm = np.array(sizes, float), np.array(tm)
-    # latency: the smallest message; bandwidth: the largest one, latency removed
+    # latency: the smallest message (64 B); bandwidth: the largest (32 MiB), latency removed
     alpha = float(tm[0])
     bw = float(sizes[-1] / (tm[-1] - alpha)) if tm[-1] > alpha else None
     return {"t_step_collectives_alone": step_alone, "fit_alpha_s": alpha,
