@@ -47,7 +47,8 @@ import numpy as np
 from .config import Config, ConfigError, load_config, parse_config
 from .build import Built, _snapshot_index, build, build_config_only  # noqa: F401
 from .engine import (CheckpointTracker, Controller, FinitenessTracker, NumericalError,
-                     ProgressTracker, SeriesTracker, SnapshotTracker, StopFlag, every)
+                     ProgressTracker, SeriesTracker, SnapshotTracker, SteadyStateTracker,
+                     StopFlag, WallClockTracker, every)
 from .store import (SCHEMA_VERSION, SINGLE_STREAM_SCHEMA, RunStore, StoreError, StoreFullError,
                     _h5_reason, in_use, is_locked_error)
 
@@ -58,17 +59,22 @@ EXIT_CODES = {"ok": 0, "numerical": 1, "bad_input": 2, "SIGINT": 130, "SIGTERM":
 
 
 class RunInterrupted(Exception):
-    """The run stopped on SIGINT / SIGTERM after writing a checkpoint."""
+    """The run stopped on SIGINT / SIGTERM, or at its wall-clock limit (``signum`` None), after
+    writing a checkpoint."""
 
-    def __init__(self, signum: int, step: int, path: str):
-        name = signal.Signals(signum).name
-        super().__init__(f"interrupted by {name} at step {step}; checkpoint written to {path} "
+    #: exit code of a run stopped at its wall-clock limit (EX_TEMPFAIL: continue it later)
+    TIME_LIMIT_EXIT = 75
+
+    def __init__(self, signum: int | None, step: int, path: str, reason: str = ""):
+        what = f"interrupted by {signal.Signals(signum).name}" if signum is not None else \
+            (reason or f"stopped at the wall-clock limit at step {step}")
+        super().__init__(f"{what}; checkpoint at step {step} written to {path} "
                          f"(continue with --resume)")
         self.signum, self.step, self.path = signum, step, path
 
     @property
     def exit_code(self) -> int:
-        return 128 + int(self.signum)
+        return self.TIME_LIMIT_EXIT if self.signum is None else 128 + int(self.signum)
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,7 +92,8 @@ def _resolve(config: Config | str | os.PathLike, overrides: Iterable[str]) -> Co
 
 _IGNORED_ON_RESUME = {("output", "path"), ("output", "overwrite"), ("dynamics", "steps"),
                       ("dynamics", "t_end"), ("observe", "log_every"),
-                      ("output", "checkpoint_every")}
+                      ("output", "checkpoint_every"), ("output", "time_limit"),
+                      ("output", "time_margin")}
 
 
 def _config_diff(a: dict, b: dict, ignore=frozenset()) -> list[str]:
@@ -303,6 +310,15 @@ def _trackers(store: RunStore, built: Built, quiet: bool, out: TextIO, write_sna
     if cfg.observe.snapshot_every:
         trackers.append(SnapshotTracker(store, every(cfg.observe.snapshot_every),
                                         write=write_snapshot))
+    ob = cfg.observe
+    if ob.steady_quantities:
+        trackers.append(SteadyStateTracker(ob.steady_quantities, every(ob.every),
+                                           rtol=ob.steady_rtol, atol=ob.steady_atol,
+                                           patience=ob.steady_patience))
+    if cfg.output.time_limit > 0:
+        trackers.append(WallClockTracker(cfg.output.time_limit,
+                                         margin=min(cfg.output.time_margin,
+                                                    0.5 * cfg.output.time_limit)))
     checkpoints = CheckpointTracker(store, every(cfg.output.checkpoint_every), initial=False)
     trackers.append(checkpoints)
     header = None
@@ -328,7 +344,7 @@ def _first_observation(driver, observers) -> dict[str, float]:
     """Observe step 0 and check it (before any file exists)."""
     values = observers(driver)
     FinitenessTracker().initialize(driver, None)
-    SeriesTracker.check_values(values, driver.k)
+    SeriesTracker.check_values(values, driver.k, getattr(observers, "may_be_nan", ()))
     return values
 
 
@@ -455,6 +471,10 @@ def _control(store: RunStore, built: Built, quiet: bool, out: TextIO, stop: Stop
     if info.status == "interrupted":
         store.set_status("interrupted", info.reason)
         raise RunInterrupted(info.signum, driver.k, str(store.path))
+    wall = next((t for t in trackers if isinstance(t, WallClockTracker) and t.fired), None)
+    if info.status == "stopped" and wall is not None:
+        store.set_status("interrupted", info.reason)
+        raise RunInterrupted(None, driver.k, str(store.path), reason=info.reason)
     store.set_status("complete", info.reason)
 
 
