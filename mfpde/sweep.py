@@ -286,7 +286,9 @@ class Sweep:
         try:
             r = load(run)
         except (StoreError, OSError) as exc:
-            return PointState(i, "failed", f"unreadable run file: {exc}", None, ov)
+            # e.g. killed in the middle of a write: 'sweep run' starts it anew
+            return PointState(i, "interrupted", f"damaged run file, started anew by 'mfpde "
+                                                f"sweep run' ({exc})", None, ov)
         step = int(r.series["step"][-1]) if len(r.series.get("step", [])) else None
         st, msg = r.status, r.message
         if st == "running" and not in_use(run):
@@ -396,7 +398,7 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_NO_SPACE = 0, 1, 2, 3
 
 def _plan(sw: Sweep, i: int, retry_failed: bool) -> str:
     """What ``sweep run`` does with point ``i``: ``skip`` | ``skip_failed`` | ``busy`` |
-    ``new`` | ``resume`` | ``retry``."""
+    ``new`` | ``resume`` | ``retry`` | ``restart`` (a damaged run file: start anew)."""
     from .store import StoreError, in_use, load
     run = sw.path(i)
     if not run.exists():
@@ -406,7 +408,7 @@ def _plan(sw: Sweep, i: int, retry_failed: bool) -> str:
     try:
         st = load(run).status
     except (StoreError, OSError):
-        st = "failed"
+        return "busy" if in_use(run) else "restart"
     if st == "complete":
         return "skip"
     if st == "failed":
@@ -446,8 +448,12 @@ def run_point(sweep: Sweep | str | os.PathLike, i: int, *, retry_failed: bool = 
     if plan == "busy":
         return EXIT_BAD_INPUT, f"{sw.path(i)} is being written by another process"
     cfg = sw.config(i, settings)
-    if plan == "retry":
+    if plan in ("retry", "restart"):
         cfg = cfg.replace(output={"overwrite": True})
+        if stream is not None or not quiet:
+            what = "failed run" if plan == "retry" else "damaged run file"
+            print(f"mfpde sweep: point {i}: {what} {sw.path(i)}: starting it anew",
+                  file=stream if stream is not None else sys.stderr, flush=True)
     code, msg = EXIT_OK, "complete"
     try:
         run(cfg, sw.path(i), resume=(plan == "resume"), quiet=quiet, stream=stream,

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from mfpde.config import ConfigError, load_config, parse_config
-from mfpde.store import load
+from mfpde.store import in_use, load
 from mfpde.sweep import (collect, expand, format_status, init_sweep, load_sweep, open_sweep,
                          parse_time, run_point, slurm_script, status)
 
@@ -317,9 +317,13 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     finally:
         os.killpg(p.pid, signal.SIGKILL)     # the executor and its run, as a lost node
         p.wait()
+    # the run process (a child of the executor) is gone once it no longer holds its file lock
+    deadline = time.monotonic() + 30
+    while in_use(runs / "00001.h5") and time.monotonic() < deadline:
+        time.sleep(0.05)
     states = status(d)
     assert states[0].status == "complete"
-    assert states[1].status == "interrupted" and "killed" in states[1].message
+    assert states[1].status == "interrupted" and "killed" in states[1].message, states[1]
     assert states[2].status == "pending"
     mtime0 = os.stat(runs / "00000.h5").st_mtime_ns
 
@@ -337,6 +341,15 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
     ref = init_sweep(cfg, tmp_path / "R")
     assert run_point(ref, 1) == (0, "complete")
     _same_files(runs / "00001.h5", ref.path(1))
+
+
+def test_damaged_run_file_is_started_anew(tmp_path):
+    sw = init_sweep(_write(tmp_path, "s.toml", LIGHT, "[sweep]\nseeds = 1\n"), tmp_path / "D")
+    sw.path(0).write_bytes(b"not an HDF5 file")     # e.g. killed in the middle of a write
+    st = status(sw.dir)[0]
+    assert st.status == "interrupted" and "damaged" in st.message
+    assert run_point(sw, 0) == (0, "complete")
+    assert status(sw.dir)[0].status == "complete"
 
 
 # --------------------------------------------------------------------------------------------
