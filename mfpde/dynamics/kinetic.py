@@ -52,7 +52,10 @@ start of the step), outside the compiled kernels: results do not depend on the t
 The Pham–Nguyen velocity-augmented ODEs (dynamics.md §6.3) are
 :class:`~mfpde.dynamics.pham_nguyen.PNKineticSolver`.
 
-Lyapunov functions (§5.4), evaluated on the full training data (or on ``X, Y`` passed in):
+Lyapunov functions (§5.4); they are measured by the observables ``hamiltonian``,
+``kinetic_energy``, ``dissipation`` and ``kinetic_free_energy`` of :mod:`mfpde.observables`
+(functions :func:`~mfpde.observables.hamiltonian`, :func:`~mfpde.observables.dissipation_rate`,
+...), not by the driver:
 
 .. math::
 
@@ -61,7 +64,7 @@ Lyapunov functions (§5.4), evaluated on the full training data (or on ``X, Y`` 
     \frac{dH}{dt} = -\gamma\,\xi\,E\|r\|^2 - \gamma\,\xi_W\|r_W\|_F^2\ (\beta=\infty),
 
 :math:`F_{kin} = H + \beta^{-1}E\log\rho` with the phase-space entropy ESTIMATED by the
-Kozachenko–Leonenko kNN estimator in dimension ``2D`` (:meth:`kinetic_free_energy`).
+Kozachenko–Leonenko kNN estimator in dimension ``2D`` (observable ``kinetic_free_energy``).
 """
 from __future__ import annotations
 
@@ -70,7 +73,6 @@ import math
 import numpy as np
 
 from ..kernels.kinetic import baoa_update, bo_update, oba_update
-from ..metrics.entropy import knn_entropy
 from .base import ParticleDriver
 from .heavy_ball import HeavyBall, descent_step
 from .pham_nguyen import PNKineticSolver  # noqa: F401  (its former home; re-exported)
@@ -239,91 +241,8 @@ class KineticSolver(HeavyBall, ParticleDriver):
             self.r_W -= 0.5 * hW * self._fW
             self.r_W *= math.exp(-0.5 * self.gamma * hW)
 
-    # ------------------------------------------------------------------ observables
-    # Drivers do not observe themselves (mfpde.engine.protocol): the quantities below are moving
-    # to the observable registry (mfpde.observables); they stay, delegating there later, until
-    # every caller reads them from the registry.
-    def _eval_data(self, X, Y):
-        if X is None:
-            if self.X is None:
-                raise ValueError("an online run has no training set: pass evaluation data X, Y")
-            return self.X, self.Y
-        return X, Y
-
-    def kinetic_energy(self) -> float:
-        """:math:`\\frac12 E_\\rho\\|r\\|^2 + \\frac12\\|r_W\\|_F^2` (dynamics.md §5.4).
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        ke = 0.5 * float(np.einsum("ij,ij->", self.r, self.r)) / self.N
-        if self.r_W is not None:
-            ke += 0.5 * float(np.sum(self.r_W * self.r_W))
-        return ke
-
-    def hamiltonian(self, X=None, Y=None) -> float:
-        """Lyapunov function :math:`H = R + \\frac\\lambda2E\\|\\theta\\|^2 + \\frac{\\lambda_W}2\\|W\\|^2
-        + \\frac12E\\|r\\|^2 + \\frac12\\|r_W\\|^2` (dynamics.md §5.4) on the training data (or on
-        ``X, Y``). Non-increasing for ``beta = inf`` and full-batch forces.
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        X, Y = self._eval_data(X, Y)
-        return self.model.regularized_risk(self.theta, X, Y, self.W) + self.kinetic_energy()
-
-    def dissipation_rate(self, X=None, Y=None) -> float:
-        """:math:`-dH/dt` of the exact noiseless dynamics at the current state:
-        :math:`\\gamma\\xi E\\|r\\|^2 + \\gamma\\xi_W\\|r_W\\|^2` (plus :math:`\\xi_W\\|\\nabla_WF\\|^2`
-        when ``W`` follows the first-order flow), with ``xi`` at the current time.
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        xi = self.xi(self.t)
-        out = self.gamma * xi * float(np.einsum("ij,ij->", self.r, self.r)) / self.N
-        if self.r_W is not None:
-            out += self.gamma * xi * self.xi_W * float(np.sum(self.r_W * self.r_W))
-        elif self.train_W:
-            X, Y = self._eval_data(X, Y)
-            gW = self.model.gradient(self.theta, X, Y, self.W).W
-            out += xi * self.xi_W * float(np.sum(gW * gW))
-        return out
-
-    def kinetic_entropy(self, k: int = 3) -> float:
-        """ESTIMATE (Kozachenko–Leonenko kNN, metrics.md §5) of the phase-space entropy
-        :math:`-E\\log\\rho(\\theta, r)` from the ``N`` points ``(theta_i, r_i)`` in dimension
-        ``2D``; biased for large ``D`` and meaningless for ``beta = inf`` with ``r_0 = 0``
-        (the law is singular).
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        return knn_entropy(np.hstack([self.theta, self.r]), k=k)
-
-    def kinetic_free_energy(self, X=None, Y=None, k: int = 3) -> float:
-        """:math:`F_{kin} = H - \\beta^{-1}\\hat S` with :math:`\\hat S` the kNN ESTIMATE of the
-        phase-space entropy (:meth:`kinetic_entropy`); equals :meth:`hamiltonian` for
-        ``beta = inf``. An estimate, not an exact value (dynamics.md §5.4).
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        H = self.hamiltonian(X, Y)
-        if not math.isfinite(self.beta):
-            return H
-        return H - self.kinetic_entropy(k) / self.beta
-
-    def observables(self, X=None, Y=None, k: int = 3) -> dict[str, float]:
-        """The kinetic quantities in one dict (names for the observers / ``/series``):
-        ``hamiltonian``, ``kinetic_energy``, ``dissipation`` (:meth:`dissipation_rate`) and, for
-        ``beta < inf``, ``kinetic_entropy_knn`` and ``kinetic_free_energy_knn`` (ESTIMATES).
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        out = {"hamiltonian": self.hamiltonian(X, Y), "kinetic_energy": self.kinetic_energy(),
-               "dissipation": self.dissipation_rate(X, Y)}
-        if math.isfinite(self.beta):
-            S = self.kinetic_entropy(k)
-            out["kinetic_entropy_knn"] = S
-            out["kinetic_free_energy_knn"] = out["hamiltonian"] - S / self.beta
-        return out
-
+    # ------------------------------------------------------------------ what it shows
+    # (energies, free energies and dissipation are observables: mfpde.observables)
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Copies of the per-particle arrays for a snapshot: ``{"theta": (N, D), "r": (N, D)}``."""
         return {"theta": self.theta.copy(), "r": self.r.copy()}

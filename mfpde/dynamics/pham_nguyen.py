@@ -216,7 +216,8 @@ class PNKineticSolver:
         \frac{dH}{dt} = -\gamma\sum_\ell E\|r_\ell\|^2/\xi_\ell ,
 
     expectations over the neuron indices (``E|w_1|^2 = sum(w1**2)/n1``, ``E w_2^2 = mean(w2**2)``,
-    ``E w_3^2 = mean(w3**2)``).
+    ``E w_3^2 = mean(w3**2)``); measured by the observables ``hamiltonian``, ``kinetic_energy``
+    and ``dissipation`` (:func:`mfpde.observables.pn_hamiltonian`), not by the driver.
 
     Parameters
     ----------
@@ -312,38 +313,8 @@ class PNKineticSolver:
                     rl *= c
             self.k += 1
 
-    # ------------------------------------------------------------------ observables
-    @staticmethod
-    def _means(arrs):
-        a1, a2, a3 = arrs
-        return (float(np.sum(a1 * a1)) / a1.shape[0], float(np.mean(a2 * a2)), float(np.mean(a3 * a3)))
-
-    def kinetic_energy(self) -> float:
-        """``1/2 sum_l E|r_l|^2 / xi_l`` (``xi_l`` at the current time).
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        xis = [f(self.t) for f in self.xi_l]
-        return 0.5 * sum(m / x for m, x in zip(self._means(self.r), xis))
-
-    def hamiltonian(self) -> float:
-        """``H`` of the class docstring on the solver's data.
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        H = self.model.risk(self.w, self.X, self.Y) + self.kinetic_energy()
-        if self.model.lam:
-            H += 0.5 * self.model.lam * sum(self._means(self.w.arrays()))
-        return H
-
-    def dissipation_rate(self) -> float:
-        """``-dH/dt = gamma sum_l E|r_l|^2 / xi_l`` of the exact flow.
-
-        Delegates to :mod:`mfpde.observables` later (drivers do not observe themselves).
-        """
-        xis = [f(self.t) for f in self.xi_l]
-        return self.gamma * sum(m / x for m, x in zip(self._means(self.r), xis))
-
+    # ------------------------------------------------------------------ what it shows
+    # (the energies and the dissipation are observables: mfpde.observables)
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Copies of weights and velocities: ``w1, w2, w3, r1, r2, r3``."""
         out = {f"w{i + 1}": a.copy() for i, a in enumerate(self.w.arrays())}
