@@ -144,6 +144,9 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
         cfg = cfg.replace(output={"path": os.fspath(out_path)})
     path = Path(cfg.output.path)
     out = stream if stream is not None else sys.stderr
+    if cfg.job == "sweep":
+        raise ConfigError("the configuration has a [sweep] section: run it with 'mfpde sweep "
+                          "run CONFIG -d DIR' (mfpde.sweep), or remove [sweep] to run its base")
     if cfg.job == "compare" and resume:
         raise ConfigError("--resume: a [compare] job is not resumable; run it again (an "
                           "existing output file is replaced with --set output.overwrite=true)")
@@ -211,15 +214,20 @@ def _compare_job(cfg: Config, path: Path, quiet: bool, stream) -> Path:
     return path
 
 
-def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
-    """Open ``path`` for resuming and build the stored run (steps, output and logging options
-    follow the command line)."""
+def _open_store(path: Path) -> RunStore:
+    """Open a run file for resuming; one-line :class:`ConfigError` naming why it cannot be."""
     try:
-        store = RunStore.open(path)
+        return RunStore.open(path)
     except (OSError, StoreError) as exc:
         msg = ("the file is in use by another process" if is_locked_error(exc)
                else _h5_reason(exc) if isinstance(exc, OSError) else str(exc))
         raise ConfigError(f"cannot resume {path}: {msg}") from None
+
+
+def _open_resume(cfg: Config, path: Path) -> tuple[RunStore, Built]:
+    """Open ``path`` for resuming and build the stored run (steps, output and logging options
+    follow the command line)."""
+    store = _open_store(path)
     try:
         built = _resume_build(cfg, path, store.config_text, _schema(store), build)
     except BaseException:
@@ -547,12 +555,7 @@ def _run_team(cfg: Config, path: Path, resuming: bool, quiet: bool, out: TextIO,
     if resuming:
         def open_store():
             nonlocal store
-            try:
-                store = RunStore.open(path)
-            except (OSError, StoreError) as exc:
-                msg = ("the file is in use by another process" if is_locked_error(exc)
-                       else _h5_reason(exc) if isinstance(exc, OSError) else str(exc))
-                raise ConfigError(f"cannot resume {path}: {msg}") from None
+            store = _open_store(path)
             return store.config_text, _schema(store)
         text, schema = team.on_root(open_store, share=True)
         try:

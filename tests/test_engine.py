@@ -233,3 +233,25 @@ def test_stop_flag_interrupts_between_chunks():
                           n_steps=100, stop=stop).run()
     assert info.status == "interrupted" and info.signum == signal.SIGTERM
     assert sink.checkpoint_step == drv.k and drv.k < 100
+
+
+def test_a_poll_stop_at_an_event_step_lets_the_event_happen_first():
+    """A wall-clock style stop raised between chunks exactly at an event step: the series row
+    and the checkpoint of that step are both written (a resumed run misses no row)."""
+    from mfpde.engine import StopRun
+
+    class StopAt(Tracker):
+        polls = True
+
+        def poll(self, driver, info):
+            if driver.k >= 10:
+                raise StopRun(f"stop at {driver.k}")
+
+    drv = DecayDriver([1.0])
+    sink = MemorySink()
+    info = Controller(drv, [SeriesTracker(Observers(["test_mean_square"]), sink, every(steps=10)),
+                            StopAt(), CheckpointTracker(sink, every(steps=100))],
+                      n_steps=100).run()
+    assert info.status == "stopped" and drv.k == 10
+    assert list(sink.arrays()["step"]) == [0, 10]
+    assert sink.checkpoint_step == 10

@@ -215,19 +215,22 @@ class Controller:
     def _poll(self) -> None:
         for tr in self.trackers:
             if tr.polls:
-                if self.team is None:
-                    tr.poll(self.driver, self.info)
-                    continue
                 try:
                     tr.poll(self.driver, self.info)
-                except StopRun as exc:      # agreed on at the next chunk boundary
+                except StopRun as exc:
+                    # taken before the next chunk: the trackers due at the step just reached
+                    # (a series row, a snapshot) still act, so a resumed run misses nothing
                     if self._pending is None:
                         self._pending = exc.reason
 
     def _stopped(self) -> bool:
-        """Whether to stop before the next chunk (a signal); with a team, the collective that
-        agrees on the signal flag, a poll's stop and the chunk size."""
+        """Whether to stop before the next chunk (a signal; a poll's stop raises
+        :class:`StopRun`); with a team, the collective that agrees on the signal flag, a poll's
+        stop and the chunk size."""
         if self.team is None:
+            if self._pending is not None:
+                reason, self._pending = self._pending, None
+                raise StopRun(reason)
             return bool(self.stop)
         mine = self.stop.signum if self.stop is not None else None
         sig, chunk, reason = self.team.agree(mine or 0, self._chunk, self._pending)
