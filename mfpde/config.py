@@ -935,6 +935,21 @@ _STAGE_FIELDS = {"name": "a string", "steps": "an integer >= 1", "t_end": "a num
                  "train_W": "true or false", "beta": "a number > 0 or inf"}
 
 
+def _check_seeds(where: str, seeds: Any) -> list[int]:
+    """A count ``n`` (seeds ``0 .. n-1``) or a list of distinct integers >= 0."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ConfigError(f"{where} = {seeds}: expected a count >= 1 or a list of seeds")
+        seeds = list(range(seeds))
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+        raise ConfigError(f"{where} = {_fmt(seeds)}: expected a count or a list of integers "
+                          f">= 0")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{where}: repeated seed in {_fmt(seeds)}")
+    return list(seeds)
+
+
 def _check_stages(stages: Any, dt: Any) -> list[dict[str, Any]]:
     """Validate ``[[dynamics.stages]]``: a non-empty array of tables with ``name``, exactly one
     of ``steps`` / ``t_end`` (a duration; steps = round(t_end / dt)), optional ``train_W`` and
@@ -1605,19 +1620,7 @@ class CompareConfig(_Section):
             raise ConfigError(f"{name}.widths: repeated width in {_fmt(widths)}")
         v["widths"] = wl
         # seeds
-        seeds = v.get("seeds", 8)
-        if isinstance(seeds, int) and not isinstance(seeds, bool):
-            if seeds < 1:
-                raise ConfigError(f"{name}.seeds = {seeds}: expected a count >= 1 or a list of "
-                                  f"seeds")
-            seeds = list(range(seeds))
-        if not isinstance(seeds, list) or not seeds or not all(
-                isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise ConfigError(f"{name}.seeds = {_fmt(seeds)}: expected a count or a list of "
-                              f"integers >= 0")
-        if len(set(seeds)) != len(seeds):
-            raise ConfigError(f"{name}.seeds: repeated seed in {_fmt(seeds)}")
-        v["seeds"] = seeds
+        v["seeds"] = _check_seeds(f"{name}.seeds", v.get("seeds", 8))
         dts = v.get("dts", [0.05])
         if len(set(dts)) != len(dts):
             raise ConfigError(f"{name}.dts: repeated step size in {_fmt(dts)}")
@@ -1733,17 +1736,7 @@ class SweepConfig(_Section):
                 zips.append(axes)
         seeds = v.get("seeds")
         if seeds is not None:
-            if isinstance(seeds, int) and not isinstance(seeds, bool):
-                if seeds < 1:
-                    raise ConfigError(f"{name}.seeds = {seeds}: expected a count >= 1 or a list "
-                                      f"of seeds")
-                seeds = list(range(seeds))
-            if not isinstance(seeds, list) or not seeds or not all(
-                    isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-                raise ConfigError(f"{name}.seeds = {_fmt(seeds)}: expected a count or a list of "
-                                  f"integers >= 0")
-            if len(set(seeds)) != len(seeds):
-                raise ConfigError(f"{name}.seeds: repeated seed in {_fmt(seeds)}")
+            seeds = _check_seeds(f"{name}.seeds", seeds)
         keys = list(grid) + [k for g in zips for k in g]
         if seeds is not None:
             keys.append(v.get("seed_key", "dynamics.seed"))
