@@ -2,7 +2,9 @@
 
 Used around refactors: ``python data/golden/record.py record`` writes ``hashes.json`` (one
 SHA-256 per dataset of every run file, and per state array of the library-level runs);
-``python data/golden/record.py check`` recomputes them and lists every difference. Hashes
+``python data/golden/record.py check`` recomputes them and lists every difference
+(``check --single-stream`` runs with the noise stream of schema-1 files, the one of the recorded
+hashes of noisy runs before the per-chunk streams of schema 2). Hashes
 depend on the machine's BLAS and CPU, so they are compared on the machine that recorded them
 (the file names the numpy / numba versions and the CPU they were made with).
 """
@@ -73,12 +75,16 @@ def _cli(*args):
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+#: extra overrides of every run (``--single-stream``: the noise stream of schema-1 files)
+EXTRA: list[str] = []
+
+
 def run_files(tmp: Path) -> dict:
     out = {}
     for name, cfg, sets in RUNS:
         p = tmp / f"{name}.h5"
         args = ["run", cfg, "-o", str(p), "--quiet"]
-        for s in sets:
+        for s in sets + EXTRA:
             args += ["--set", s]
         _cli(*args)
         out[name] = hash_h5(p)
@@ -196,6 +202,11 @@ def diff(a, b, where=""):
 
 if __name__ == "__main__":
     mode = sys.argv[1] if len(sys.argv) > 1 else "check"
+    if "--single-stream" in sys.argv:
+        # the particle noise of schema-1 files (one stream from the run's generator): compares
+        # a run of today's code with the hashes recorded before the per-chunk noise streams
+        EXTRA.append('dynamics.noise_stream="single"')
+        VOLATILE.add("schema_version")
     os.environ.setdefault("NUMBA_NUM_THREADS", "2")
     res = compute()
     path = HERE / "hashes.json"
