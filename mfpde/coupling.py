@@ -53,6 +53,7 @@ import numpy as np
 from .data import Dataset, OnlineSampler
 from .dynamics.sgd import make_trainer
 from .engine import Controller, Tracker, every
+from .rules import HEAVY_BALL, method_violation
 from .metrics.ot import sliced_w2, sphere_directions, w2
 from .dynamics import PNDriver
 
@@ -502,9 +503,11 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
         ref_dt = dts[0]
     K, stride, ms = record_times(T, ref_dt, dts, n_records)
     batched = batch not in (None, 0)
-    if method == "gd" and batched:
-        raise ValueError("method 'gd' is full batch; use 'sgd' with a batch")
-    heavy = method in ("shb", "shb_polyak")
+    bad = method_violation(method, batch=batch or 0, beta=float(beta),
+                           gamma=gamma if method in HEAVY_BALL else None)
+    if bad is not None:
+        raise ValueError(bad.message)
+    heavy = method in HEAVY_BALL
     noisy = math.isfinite(float(beta))
 
     # ---- data of the networks and of the reference

@@ -57,6 +57,7 @@ import numpy as np
 from scipy import special
 
 from ..kernels.grid import div_axis0, div_axis1, run_local_1d
+from ..rules import GRID_SCHEMES
 
 __all__ = ["FVSolver", "BoundaryMassWarning", "GridSolverBase", "bernoulli"]
 
@@ -182,8 +183,9 @@ class FVSolver(GridSolverBase):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         if not 1.0 <= kappa <= 2.0:
             raise ValueError(f"kappa must be in [1, 2] (positivity), got {kappa!r}")
-        if method not in ("euler", "ssprk2", "implicit"):
-            raise ValueError(f"method must be 'euler', 'ssprk2' or 'implicit', got {method!r}")
+        if method not in GRID_SCHEMES:
+            raise ValueError(f"method must be one of {', '.join(map(repr, GRID_SCHEMES))}, "
+                             f"got {method!r}")
         if not 0.0 < cfl <= 1.0:
             raise ValueError(f"cfl must be in (0, 1], got {cfl!r}")
         if not 0.0 < c_diff <= 0.5:

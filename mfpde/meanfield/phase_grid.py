@@ -60,6 +60,7 @@ import numpy as np
 from scipy import special
 
 from ..kernels.grid import div_axis0, div_axis1, thomas_rows
+from ..rules import VELOCITY_METHODS
 from .fv import GridSolverBase, bernoulli
 from .grids import Grid1D, Grid2D, gaussian_cell_averages
 
@@ -121,8 +122,9 @@ class PhaseGridSolver(GridSolverBase):
         self.order, self.kappa = int(order), float(kappa)
         self.cfl, self.c_diff, self.dt_max = float(cfl), float(c_diff), float(dt_max)
         self.dpsi = dpsi
-        if velocity_method not in ("implicit", "explicit"):
-            raise ValueError(f"velocity_method must be 'implicit' or 'explicit', got {velocity_method!r}")
+        if velocity_method not in VELOCITY_METHODS:
+            raise ValueError(f"velocity_method must be one of "
+                             f"{', '.join(map(repr, VELOCITY_METHODS))}, got {velocity_method!r}")
         self.velocity_method = velocity_method
         self.boundary_tol, self.boundary_cells = float(boundary_tol), int(boundary_cells)
         self.floor = float(floor)

@@ -38,6 +38,7 @@ import numpy as np
 from ..activations import activation_info, evaluate
 from .._blas import blas_threads
 from .._pool import run_tasks
+from ..rules import MEMORY_MODES
 from ..kernels.readout import (FROM_S, assemble_chunk, backward_chunk, backward_s, chunk_bounds,
                                forward_chunk, forward_s, prepass, prepass_s, project)
 
@@ -193,8 +194,9 @@ class ReadoutModel:
         self.lam, self.lam_W = float(lam), float(lam_W)
         self.init_scale_a, self.init_scale_u = float(init_scale_a), float(init_scale_u)
         self.block_bytes = int(block_bytes)
-        if memory not in ("auto", "fast", "low"):
-            raise ValueError(f"memory must be 'auto', 'fast' or 'low', got {memory!r}")
+        if memory not in MEMORY_MODES:
+            raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY_MODES))}, "
+                             f"got {memory!r}")
         self.memory = memory
         self.pa = self.p if self.train_a else 0
         #: particle dimension D

@@ -13,6 +13,7 @@ Particle layout ``theta`` (N, D): columns ``[a (q), u (d [+1])]``, or ``[u]`` fo
 """
 from __future__ import annotations
 
+from ..rules import OUTPUTS
 from .readout import ReadoutModel
 
 
@@ -38,8 +39,9 @@ class TwoLayer(ReadoutModel):
 
     def __init__(self, d, q=1, activation="tanh", bias=False, output="trainable", lam=0.0,
                  init_scale_a=1.0, init_scale_u=1.0, **kw):
-        if output not in ("trainable", "fixed"):
-            raise ValueError(f"output must be 'trainable' or 'fixed', got {output!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(map(repr, OUTPUTS))}, "
+                             f"got {output!r}")
         if output == "fixed" and q != 1:
             raise ValueError(f"output='fixed' needs q = 1 (scalar neuron sigma(u^T x)), got q={q}")
         super().__init__(d=d, p=q, q=q, activation=activation, bias=bias,
