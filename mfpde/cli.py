@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "with --set output.overwrite=true, never while another process has it open")
     c.add_argument("--set", dest="overrides", metavar="SECTION.KEY=VALUE", action="append",
                    default=[], help="override a config field (value read as TOML); repeatable")
+    c.add_argument("--resume", action="store_true",
+                   help="continue OUT.h5.part, the file of an interrupted comparison, without "
+                   "running its finished units again (a missing file starts a new job)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     from .cli_analysis import add_parsers as add_analysis_parsers

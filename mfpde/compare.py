@@ -33,7 +33,7 @@ from .store import CompareWriter, read_compare
 
 __all__ = ["run_compare", "compare_config", "parse_compare", "CompareResult", "RateFit",
            "fit_rate", "plot_rate", "read_compare", "FORMAT", "SCHEMA_VERSION", "run_name",
-           "CompareConfigError"]
+           "unit_key", "CompareConfigError"]
 
 #: former error class of the ``[compare]`` validator: configuration errors are ConfigError
 CompareConfigError = ConfigError
@@ -182,8 +182,13 @@ def _fits_from(spec: CompareConfig, errs) -> dict[str, RateFit]:
     return fits
 
 
+def unit_key(seed, dts) -> str:
+    """Key of one unit of a comparison (a seed and a group of step sizes, one coupled run)."""
+    return f"seed{seed}_dt" + ",".join(f"{dt:g}" for dt in dts)
+
+
 def run_compare(config, out_path, quiet=False, *, stream=None,
-                figure_path=None) -> CompareResult:
+                figure_path=None, resume=False) -> CompareResult:
     """Run a comparison (widths x seeds x step sizes), write ONE HDF5 file, fit the rates.
 
     Parameters
@@ -200,6 +205,10 @@ def run_compare(config, out_path, quiet=False, *, stream=None,
     quiet : bool
         No progress output.
     stream : text stream for progress (default stdout)
+    resume : bool
+        Continue the unfinished file ``out_path`` of the same ``[compare]`` table: its finished
+        units (:class:`~mfpde.store.CompareWriter`) are kept and not run again. Every unit is
+        seeded by its seed alone, so the result equals that of an uninterrupted job.
 
     Returns
     -------
@@ -231,9 +240,18 @@ def run_compare(config, out_path, quiet=False, *, stream=None,
     f = spec.fit
     ref_N = list(spec.reference.N) if isinstance(spec.reference.N, list) else spec.reference.N
     config_json = json.dumps(_json_safe(spec.to_dict()))
-    with CompareWriter(out_path, config=config_json, test_set=test_kind) as w:
+    with CompareWriter(out_path, config=config_json, test_set=test_kind, resume=resume) as w:
+        done = w.done
         for seed in spec.seeds:
             for dts in _step_groups(spec):
+                key = unit_key(seed, dts)
+                names = {(N, dt): run_name(N, seed, dt) for N in widths for dt in dts}
+                if key in done:
+                    for wd, name in names.items():
+                        errs[wd][seed] = done[key][name]
+                    say(f"seed {seed}, dt {', '.join(f'{v:g}' for v in dts)}: kept from the "
+                        f"interrupted job")
+                    continue
                 t0 = time.perf_counter()
                 common = dict(dts=dts, T=spec.T, method=spec.method,
                               batch=spec.batch or None, sampling=spec.sampling, sampler=sampler,
@@ -247,11 +265,14 @@ def run_compare(config, out_path, quiet=False, *, stream=None,
                     run = couple_readout(model, data, N_ref=ref_N, widths=widths,
                                          beta=spec.beta, gamma=spec.gamma, **common)
                 ref = run.reference
-                w.add_reference(f"seed{seed}_dt{ref['ref_dt']:g}", ref)
+                ref_name = f"seed{seed}_dt{ref['ref_dt']:g}"
+                w.add_reference(ref_name, ref)
                 for (N, dt), res in run.results.items():
-                    w.add_run(run_name(N, seed, dt), res, ref, ref["seed"])
+                    w.add_run(names[(N, dt)], res, ref, ref["seed"])
                     errs[(N, dt)][seed] = res.value(f.quantity, f.at)
-                w.flush()
+                w.unit_done(key, [f"references/{ref_name}"]
+                            + [f"compare/{names[wd]}" for wd in run.results],
+                            {names[wd]: errs[wd][seed] for wd in run.results})
                 say(f"seed {seed}, dt {', '.join(f'{v:g}' for v in dts)}: reference "
                     f"{ref['seconds']:.1f} s, total {time.perf_counter() - t0:.1f} s; "
                     + ", ".join(f"{f.quantity}[{N}]={errs[(N, dt)][seed]:.3g}"

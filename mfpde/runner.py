@@ -39,6 +39,7 @@ import copy
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -75,6 +76,17 @@ class RunInterrupted(Exception):
     @property
     def exit_code(self) -> int:
         return self.TIME_LIMIT_EXIT if self.signum is None else 128 + int(self.signum)
+
+
+class CompareInterrupted(RunInterrupted):
+    """A comparison job stopped on SIGINT / SIGTERM with ``kept`` finished units in ``path``."""
+
+    def __init__(self, signum: int, path: str, kept: int):
+        what = f"interrupted by {signal.Signals(signum).name}"
+        Exception.__init__(self, f"{what}; {kept} finished units of the comparison kept in "
+                           f"{path} (continue with --resume)" if kept else
+                           f"{what} before a unit of the comparison finished; nothing written")
+        self.signum, self.step, self.path, self.kept = signum, 0, path, kept
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,12 +159,9 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     if cfg.job == "sweep":
         raise ConfigError("the configuration has a [sweep] section: run it with 'mfpde sweep "
                           "run CONFIG -d DIR' (mfpde.sweep), or remove [sweep] to run its base")
-    if cfg.job == "compare" and resume:
-        raise ConfigError("--resume: a [compare] job is not resumable; run it again (an "
-                          "existing output file is replaced with --set output.overwrite=true)")
     exists = _check_output(path, resume, cfg.output.overwrite)
     if cfg.job == "compare":
-        return _compare_job(cfg, path, quiet, stream)
+        return _compare_job(cfg, path, quiet, stream, resume)
 
     # non-finite values are detected and reported by the finiteness tracker (NumericalError)
     with StopFlag() as stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -191,27 +200,94 @@ def _check_output(path: Path, resume: bool, overwrite: bool) -> bool:
     return exists
 
 
-def _compare_job(cfg: Config, path: Path, quiet: bool, stream) -> Path:
+class _RaiseOnSignal:
+    """SIGINT and SIGTERM raise :class:`_Signalled` (main thread only) while a comparison runs:
+    its units are short-lived and independent, so it stops at once and keeps its finished
+    units rather than finishing the current one."""
+
+    def __enter__(self):
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise _Signalled(signum)
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = False) -> Path:
     """A ``[compare]`` job (:func:`mfpde.compare.run_compare`) under the output rules of a run:
     built in ``OUT.h5.part`` and renamed when complete, so an old ``OUT.h5`` is replaced only by
-    a complete file (and never one that another process has open); on any failure or Ctrl-C the
-    partial file is removed and the old file is untouched."""
+    a complete file (and never one that another process has open).
+
+    If the job stops (a signal, an error) after finishing some of its units (a seed and a group
+    of step sizes), ``OUT.h5.part`` is kept and ``resume`` continues it without running them
+    again (:class:`RunInterrupted` on a signal); otherwise the partial file is removed. The old
+    ``OUT.h5`` is untouched either way."""
     from .build import check_memory
     from .compare import run_compare
+    from .store import compare_units_done
     check_memory(cfg)
     partial = path.with_name(path.name + ".part")
+    if partial.exists() and in_use(partial):
+        raise ConfigError(f"{partial} is being written by another process; not started")
+    if resume and not partial.exists() and path.exists():
+        if compare_units_done(path) or not _complete_compare(path):
+            raise ConfigError(f"{path}: not a complete comparison file; nothing to resume")
+        if not quiet:
+            print(f"mfpde: {path} is complete; nothing to resume", file=stream or sys.stdout)
+        return path
+    continuing = resume and partial.exists()
+    if continuing and path.exists() and not cfg.output.overwrite:
+        raise ConfigError(f"output file {path} exists: continuing {partial} would replace it "
+                          f"(set output.overwrite = true)")
+    if partial.exists() and not continuing and compare_units_done(partial) and not quiet:
+        print(f"mfpde: starting over; the interrupted comparison in {partial} is replaced "
+              f"(--resume continues it)", file=stream or sys.stdout, flush=True)
+    finished = False
     try:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            run_compare(cfg, partial, quiet=quiet, stream=stream, figure_path=path)
+        with _RaiseOnSignal(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            run_compare(cfg, partial, quiet=quiet, stream=stream, figure_path=path,
+                        resume=continuing)
+        finished = True
         if path.exists() and (not cfg.output.overwrite or in_use(path)):
             raise ConfigError(f"output file {path} appeared or was opened by another process "
-                              f"while the comparison ran; it is not replaced")
+                              f"while the comparison ran; it is not replaced (the result is in "
+                              f"{partial})")
         os.replace(partial, path)
-    except BaseException:
-        if partial.exists():
+    except BaseException as exc:
+        if finished:
+            raise
+        kept = compare_units_done(partial) if partial.exists() else 0
+        if partial.exists() and not kept:
             partial.unlink()
+        if isinstance(exc, _Signalled):
+            raise CompareInterrupted(exc.signum, str(partial), kept) from None
+        if kept and not isinstance(exc, (ConfigError, StoreError)):
+            print(f"mfpde: {kept} finished units of the comparison kept in {partial} "
+                  f"(continue with --resume)", file=sys.stderr, flush=True)
         raise
     return path
+
+
+def _complete_compare(path: Path) -> bool:
+    try:
+        from .store import read_compare
+        return read_compare(path)["attrs"].get("status") == "complete"
+    except (OSError, ValueError, KeyError):
+        return False
 
 
 def _open_store(path: Path) -> RunStore:

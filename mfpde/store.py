@@ -810,7 +810,8 @@ def load(path: str | os.PathLike) -> Run:
 #
 #     /                             attrs: format, schema_version, mfpde_version, created, config
 #                                          (JSON of the resolved [compare] table), test_set,
-#                                          status (running | complete), seconds
+#                                          status (running | complete), seconds, units (JSON
+#                                          list of the finished units, see CompareWriter)
 #     /compare/<run>/               attrs: the run's attributes (width, step, method, W2 values,
 #                                          reference size and step, seed, ...)
 #         series/<quantity>         float64 (n_records + 1,)
@@ -834,20 +835,34 @@ _FIT_ATTRS = ("slope", "C", "ci_low", "ci_high", "ci_level", "n_boot", "ref_slop
 
 
 class CompareWriter:
-    """Write a comparison file (layout above) run by run; the file is flushed after every
-    :meth:`flush`, so a killed job keeps its finished seeds (``status`` stays ``running``).
+    """Write a comparison file (layout above) unit by unit.
+
+    A *unit* is one coupled run of a seed and a group of step sizes: its reference and its
+    networks. :meth:`unit_done` records a finished unit in the ``units`` root attribute (its
+    key, the names of its groups and the values fitted) and flushes the file, so a job that is
+    interrupted keeps its finished units (``status`` stays ``running``) and ``resume=True``
+    continues it: the groups of a unit that was being written when the job stopped are
+    deleted, the finished ones are kept (:attr:`done`).
 
     Parameters
     ----------
-    path : path of the file (replaced)
+    path : path of the file (replaced, or continued with ``resume``)
     config : str
         JSON text of the resolved ``[compare]`` table.
     test_set : str
         What the held-out set is (fresh samples, or the training set).
+    resume : bool
+        Continue the unfinished file at ``path``; a file of another comparison, or one that is
+        already complete, is a :class:`StoreError`.
     """
 
-    def __init__(self, path: str | os.PathLike, *, config: str, test_set: str):
+    def __init__(self, path: str | os.PathLike, *, config: str, test_set: str,
+                 resume: bool = False):
         self.path = os.fspath(path)
+        self._fits = None
+        if resume:
+            self._reopen(config)
+            return
         self.f = h5py.File(self.path, "w")
         a = self.f.attrs
         a["format"] = COMPARE_FORMAT
@@ -857,9 +872,52 @@ class CompareWriter:
         a["config"] = config
         a["test_set"] = test_set
         a["status"] = "running"
+        a["units"] = "[]"
+        self._units: list[dict] = []
         self._runs = self.f.create_group("compare")
         self._refs = self.f.create_group("references")
-        self._fits = None
+
+    def _reopen(self, config: str) -> None:
+        try:
+            self.f = h5py.File(self.path, "r+")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: cannot be continued ({exc}); remove it to start "
+                             f"over") from None
+        try:
+            a = self.f.attrs
+            if a.get("format") != COMPARE_FORMAT or "units" not in a:
+                raise StoreError(f"{self.path}: not a comparison file that can be continued")
+            if _py(a["status"]) != "running":
+                raise StoreError(f"{self.path}: the comparison is already {_py(a['status'])}")
+            if json.loads(_py(a["config"])) != json.loads(config):
+                raise StoreError(f"{self.path}: holds a comparison with another [compare] "
+                                 f"table; remove it, or resume with the configuration it was "
+                                 f"started with")
+            self._units = json.loads(_py(a["units"]))
+            self._runs, self._refs = self.f["compare"], self.f["references"]
+            keep = {n for u in self._units for n in u["groups"]}
+            for g in (self._runs, self._refs):
+                for name in [n for n in g if f"{g.name[1:]}/{n}" not in keep]:
+                    del g[name]      # a unit that was being written when the job stopped
+            if "fits" in self.f:
+                del self.f["fits"]
+            self.f.flush()
+        except BaseException:
+            self.f.close()
+            raise
+
+    @property
+    def done(self) -> dict[str, dict[str, float]]:
+        """``{unit key: {run name: fitted value}}`` of the finished units."""
+        return {u["key"]: u["values"] for u in self._units}
+
+    def unit_done(self, key: str, groups: list[str], values: Mapping[str, float]) -> None:
+        """Record a finished unit: ``groups`` (``compare/<run>``, ``references/<name>``) and
+        the fitted value of each run (JSON keeps floats exactly); then flush."""
+        self._units.append({"key": key, "groups": list(groups),
+                            "values": {k: float(v) for k, v in values.items()}})
+        self.f.attrs["units"] = json.dumps(self._units)
+        self.f.flush()
 
     def add_reference(self, name: str, record: Mapping[str, Any]) -> None:
         """A reference: arrays (``t``, ``risk_ref``) as datasets, everything else as attributes."""
@@ -951,3 +1009,15 @@ def read_compare(path: str | os.PathLike) -> dict[str, Any]:
                         item[k] = v[()]
                 out[key][name] = item
     return out
+
+
+def compare_units_done(path: str | os.PathLike) -> int:
+    """How many finished units an unfinished comparison file holds (0 if it holds none, is
+    complete, or cannot be read)."""
+    try:
+        with _open_read(path) as h5:
+            if h5.attrs.get("format") != COMPARE_FORMAT or _py(h5.attrs.get("status")) != "running":
+                return 0
+            return len(json.loads(_py(h5.attrs.get("units", "[]"))))
+    except (OSError, ValueError, KeyError):
+        return 0

@@ -261,6 +261,90 @@ def test_ctrl_c_during_compare_keeps_the_old_file(env, tmp_path):
     assert not list(tmp_path.glob("*.part"))
 
 
+def _same_compare(a, b):
+    """Two comparison files hold the same runs, references and fits (bitwise)."""
+    from mfpde.store import read_compare
+    ra, rb = read_compare(a), read_compare(b)
+    assert ra["attrs"]["status"] == rb["attrs"]["status"] == "complete"
+    for top in ("runs", "references", "fits"):
+        assert ra[top].keys() == rb[top].keys(), top
+        for name, item in ra[top].items():
+            other = rb[top][name]
+            for key, val in item.items():
+                if key == "attrs":
+                    assert {k: v for k, v in val.items() if k != "seconds"} == \
+                        {k: v for k, v in other[key].items() if k != "seconds"}, (top, name)
+                elif isinstance(val, dict):
+                    for q, arr in val.items():
+                        assert np.array_equal(arr, other[key][q], equal_nan=True), (name, q)
+                else:
+                    assert np.array_equal(val, other[key], equal_nan=True), (name, key)
+
+
+def test_sigterm_during_compare_keeps_finished_units_and_resume_completes_bitwise(env, tmp_path):
+    import signal
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(SMALL_COMPARE.replace("T = 0.2", "T = 100.0"))
+    out = tmp_path / "c.h5"
+    out.write_bytes(b"old result")
+    p = subprocess.Popen([sys.executable, "-m", "mfpde", "compare", str(cfg), "-o", str(out),
+                          "--set", "output.overwrite=true"], env=env, cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()                 # printed when the unit of seed 0 is written
+    assert line.startswith("seed 0"), line
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    if p.returncode == 0:
+        pytest.skip("the comparison finished before the signal arrived")
+    assert p.returncode == 143, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "1 finished units" in err and "--resume" in err
+    assert out.read_bytes() == b"old result"
+    part = tmp_path / "c.h5.part"
+    assert part.exists()
+    # another [compare] table cannot continue it, and leaves it in place
+    other = tmp_path / "other.toml"
+    other.write_text(SMALL_COMPARE.replace("T = 0.2", "T = 50.0"))
+    r = call(env, "compare", other, "-o", out, "--quiet", "--resume",
+             "--set", "output.overwrite=true")
+    assert r.returncode == 2 and "another [compare] table" in one_line(r)
+    assert part.exists() and out.read_bytes() == b"old result"
+    # resuming over an existing output needs overwrite
+    r = call(env, "compare", cfg, "-o", out, "--quiet", "--resume")
+    assert r.returncode == 2 and "overwrite" in one_line(r)
+    r = call(env, "compare", cfg, "-o", out, "--resume", "--set", "output.overwrite=true")
+    assert r.returncode == 0, r.stderr
+    assert "seed 0, dt 0.05: kept from the interrupted job" in r.stdout
+    assert not part.exists()
+    ref = tmp_path / "ref.h5"
+    assert call(env, "compare", cfg, "-o", ref, "--quiet").returncode == 0
+    _same_compare(out, ref)
+    r = call(env, "compare", cfg, "-o", out, "--resume")
+    assert r.returncode == 0 and "nothing to resume" in r.stdout
+
+
+def test_compare_writer_resume_drops_an_unfinished_unit(tmp_path):
+    from mfpde.store import CompareWriter, StoreError, compare_units_done
+
+    path = tmp_path / "c.h5"
+    ref = {"t": np.arange(3.0), "seconds": 1.0}
+    with CompareWriter(path, config='{"a": 1}', test_set="x") as w:
+        w.add_reference("seed0", ref)
+        w.unit_done("u0", ["references/seed0"], {"N8": 0.25})
+        w.add_reference("seed1", ref)               # the job stopped while writing this unit
+    assert compare_units_done(path) == 1
+    with pytest.raises(StoreError, match="another"):
+        CompareWriter(path, config='{"a": 2}', test_set="x", resume=True)
+    with CompareWriter(path, config='{"a": 1}', test_set="x", resume=True) as w:
+        assert w.done == {"u0": {"N8": 0.25}}
+        assert list(w.f["references"]) == ["seed0"]
+        w.finish(1.0)
+    assert compare_units_done(path) == 0
+    with pytest.raises(StoreError, match="already complete"):
+        CompareWriter(path, config='{"a": 1}', test_set="x", resume=True)
+
+
 # --------------------------------------------------------------------------------------------
 # wall-clock limit and steady state from the configuration
 # --------------------------------------------------------------------------------------------

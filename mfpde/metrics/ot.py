@@ -28,11 +28,19 @@ between two independent ``N``-samples) decays like ``N^{-1/D}`` for ``D > 4``; d
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from typing import NamedTuple
 
 import numpy as np
-import ot  # POT (absolute import: the top-level Python Optimal Transport package)
+
+if "ot" not in sys.modules:
+    # POT imports every array library it finds (PyTorch, JAX, ...) for its backends, which
+    # takes seconds; mfpde hands it NumPy arrays only. Set the variable to "" to keep them.
+    for _lib in ("PYTORCH", "JAX", "CUPY", "TENSORFLOW"):
+        os.environ.setdefault(f"POT_BACKEND_DISABLE_{_lib}", "1")
+import ot  # noqa: E402  POT (absolute import: the top-level Python Optimal Transport package)
 from scipy.special import logsumexp
 
 try:  # optional: keep the thin projection products single-threaded (see sliced_w2)
