@@ -1,8 +1,10 @@
-"""Run the benchmark suite: ``python -m benchmarks [--quick] [--out DIR] [--repeat 5]``.
+"""Run the benchmark suite: ``python -m benchmarks [--quick] [--out DIR] [--repeat 5] [--cases ...]``.
 
 Writes ``DIR/benchmarks.md`` (Markdown tables) and ``DIR/benchmarks.json`` (machine, versions,
-thread counts, sizes, medians, ratios). Every time is the median of ``--repeat`` (>= 5) calls after
-one warm-up call. See docs/performance.md for how to read the tables.
+thread counts, sizes, medians, ratios, the CPU steal of the run). Every time is the median of
+``--repeat`` (>= 5) calls after one warm-up call. ``--cases`` runs a subset (comma-separated names
+of :data:`CASES`), e.g. ``--cases scaling`` for the scaling series alone. See docs/performance.md
+for how to read the tables.
 """
 from __future__ import annotations
 
@@ -47,6 +49,12 @@ def machine_info() -> dict:
     except Exception:
         info["torch"] = None
     try:
+        import jax
+        info["jax"] = jax.__version__
+        info["jax_devices"] = [str(dv) for dv in jax.devices()]
+    except Exception:
+        info["jax"] = None
+    try:
         import ot
         info["pot"] = ot.__version__
     except Exception:
@@ -65,6 +73,10 @@ def cpu_steal():
     return (vals[7] if len(vals) > 7 else 0), sum(vals)
 
 
+CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling", "sparse",
+         "mpi")
+
+
 def _ms(t):
     return "—" if t is None else f"{t * 1e3:.2f}"
 
@@ -73,99 +85,226 @@ def _x(r):
     return "—" if r is None else f"{r:.2f}x"
 
 
+def _s(t):
+    return "—" if t is None else f"{t:.1f} s"
+
+
+def _missing(name, m):
+    return f"{name} not installed" if not m.get(name) else "—"
+
+
+def _peer_ms(r, name, m):
+    """A peer's time, or why it has none (library missing, or not run for this row)."""
+    t = r.get(f"t_{name}")
+    if t is not None:
+        return _ms(t)
+    lib = "torch" if name.startswith("torch") else name
+    return _missing(lib, m) if lib in ("torch", "jax") else "—"
+
+
+def _limits_md(lim):
+    L = ["## 6. Machine limits (all threads)", "",
+         "| square dgemm size | time | GFLOP/s |", "|---|---|---|"]
+    for r in lim["dgemm"]:
+        L.append(f"| {r['size']} | {_ms(r['t'])} ms | {r['gflops']:.1f} |")
+    L += ["", "| tanh (float64) | threads | layout | ns per element |", "|---|---|---|---|"]
+    for r in lim["tanh"]:
+        L.append(f"| {r['library']} | {r['threads']} | {r['layout']} | "
+                 f"{r['ns_per_element']:.2f} |")
+    L += ["", f"Peak dgemm {lim['peak_gflops']:.1f} GFLOP/s (size {lim['peak_size']}); fastest "
+          f"tanh {lim['tanh_ns']:.2f} ns per element ({lim['tanh_best']}), NumPy's best "
+          f"{lim['tanh_ns_numpy']:.2f} ns. Case 1 measures the same dgemm and tanh in every round "
+          "and uses that round's rates.", ""]
+    return L
+
+
+def _full_batch_md(rows, m):
+    L = ["## 1. Full-batch step (noiseless; ms per step)", "",
+         "| regime | model | N | n | d | D | mfpde | BLAS roofline | NumPy | PyTorch | "
+         "torch.compile | JAX jit | PyTorch products |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['regime']} | {r['model']} | {r['N']} | {r['n']} | {r['d']} | {r['D']} | "
+                 f"{_ms(r['t_mfpde'])} | {_ms(r['t_blas'])} | "
+                 + " | ".join(_peer_ms(r, k, m) for k in ("numpy", "torch", "torch_compile",
+                                                           "jax", "torch_blas")) + " |")
+    L += ["", "BLAS roofline: the step's matrix products alone, through numpy on the same arrays "
+          "and blocks. PyTorch products: the PyTorch peer's matrix products alone (its floor). "
+          "torch.compile runs on the two-layer rows (a compilation of 30 s or more per shape).",
+          "", "Speed-ups of mfpde (peer time / mfpde time, median of per-round ratios; > 1: mfpde "
+          "is faster) and the first call of the compiled peers (compilation + one step, "
+          "excluded from the times):", "",
+          "| regime | model | NumPy/mfpde | PyTorch/mfpde | torch.compile/mfpde | JAX/mfpde | "
+          "mfpde/roofline | torch.compile first call | JAX first call |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['regime']} | {r['model']} | "
+                 + " | ".join(_x(r.get(f"speedup_vs_{k}")) for k in ("numpy", "torch",
+                                                                    "torch_compile", "jax"))
+                 + f" | {_x(r['ratio_mfpde_over_blas'])} | "
+                 f"{_s(r.get('compile_s_torch_compile'))} | {_s(r.get('compile_s_jax'))} |")
+    if rows and rows[0].get("t_flop_limit") is not None:
+        L += ["", "Against the machine's limits, measured in the same rounds: FLOP time = the "
+              "step's matrix-product FLOPs at the round's square-dgemm rate; tanh time = n N "
+              "entries at the round's fastest-tanh rate; limit = their sum (both use the same "
+              "cores). BLAS f64/f32: the roofline in float64 over the same products in float32 "
+              "(the ceiling of a float32 step).", "",
+              "| regime | model | GFLOP | dgemm GFLOP/s | FLOP time | tanh time | mfpde | "
+              "mfpde / FLOP time | mfpde / (FLOP + tanh) | BLAS f64/f32 |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            L.append(f"| {r['regime']} | {r['model']} | {r['flops'] / 1e9:.2f} | "
+                     f"{r['dgemm_gflops']:.1f} | {_ms(r['t_flop_limit'])} ms | "
+                     f"{_ms(r['t_tanh_limit'])} ms | {_ms(r['t_mfpde'])} ms | "
+                     f"{_x(r['ratio_mfpde_over_flop'])} | {_x(r['ratio_mfpde_over_limit'])} | "
+                     f"{_x(r['ratio_blas64_over_blas32'])} |")
+    return L + [""]
+
+
+def _online_md(o, m):
+    names = [("mfpde", "mfpde"), ("numpy", "NumPy"), ("torch", "PyTorch"),
+             ("torch_compile", "torch.compile"), ("jax", "JAX lax.scan")]
+    sps = lambda v: "—" if v is None else f"{v:.0f}"  # noqa: E731
+    us = lambda v: "—" if v is None else f"{v * 1e6:.1f}"  # noqa: E731
+    L = [f"## 2. Online SGD, batch 1, MMN (N = {o['N']}, d = {o['d']}, {o['steps']} steps "
+         "per timed call)", "",
+         "| | " + " | ".join(t for _, t in names) + " |", "|---" * (len(names) + 1) + "|",
+         "| steps/s | " + " | ".join(sps(o.get(f"steps_per_s_{k}")) for k, _ in names) + " |",
+         "| µs/step | " + " | ".join(us(o.get(f"t_{k}")) for k, _ in names) + " |",
+         "| mfpde speed-up | | " + " | ".join(_x(o.get(f"speedup_vs_{k}")) for k, _ in names[1:])
+         + " |",
+         "", f"The sampler alone costs {o['t_sampler'] * 1e6:.1f} µs/step (a call per sample: "
+         "included in NumPy and PyTorch; mfpde draws 256 samples per call; the JAX scan runs over "
+         "samples drawn beforehand, so its time has none). First call (compilation + one timed "
+         f"call): torch.compile {_s(o.get('compile_s_torch_compile'))}, JAX "
+         f"{_s(o.get('compile_s_jax'))}." + ("" if m.get("jax") else " JAX not installed.")
+         + ("" if m.get("torch") else " torch not installed."), ""]
+    return L
+
+
+def _scaling_md(sc):
+    L = [f"## 7. Scaling: per-update throughput N n / t of one noiseless step (n = "
+         f"{sc['n_fixed']} in the series in N)", "",
+         "| series | d | N | n | runs | step | ns per update | updates/s | vs N = 10^5 | "
+         "RSS increase | note |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, key in (("N", "in_N"), ("n", "in_n")):
+        for d, ser in sc[key].items():
+            for r in ser["rows"]:
+                if "t_step" in r:
+                    L.append(f"| {label} | {d} | {r['N']} | {r['n']} | {r['runs']} | "
+                             f"{_ms(r['t_step'])} ms | {r['ns_per_update']:.2f} | "
+                             f"{r['updates_per_s']:.3g} | {_x(r.get('throughput_over_1e5'))} | "
+                             f"{r['rss_increment'] / 2 ** 20:.0f} MiB | |")
+                else:
+                    L.append(f"| {label} | {d} | {r['N']} | {r['n']} | | | | | | | "
+                             f"skipped: {r['skipped']} |")
+    L += ["", "| d | slope of log t in N | slope of log t in n (N) |", "|---|---|---|"]
+    f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
+    for d in sc["in_N"]:
+        nn = sc["in_n"].get(d)
+        L.append(f"| {d} | {f(sc['in_N'][d]['slope'])} | "
+                 + ("—" if nn is None else f"{f(nn['slope'])} (N = {nn['N']})") + " |")
+    lim = sc.get("mem_limit")
+    L += ["", f"Series wall time {sc['wall_s']:.0f} s; time budget {sc['budget_s']:.0f} s per "
+          "point; memory limit " + ("—" if lim is None else f"{lim / 2 ** 30:.1f} GiB") + ".", ""]
+    return L
+
+
 def to_markdown(res: dict) -> str:
-    m = res["machine"]
+    m, c = res["machine"], res["cases"]
     L = ["# mfpde benchmarks", "",
-         f"Machine: {m['platform']}, {m['cpu_count']} CPUs; Python {m['python']}, numpy "
-         f"{m['numpy']}, numba {m['numba']} ({m['numba_threads']} threads), torch "
-         f"{m.get('torch') or 'not installed'}, POT {m.get('pot') or 'not installed'}; BLAS: "
+         f"Machine: {m['platform']}, {m['cpu_count']} CPUs ({m.get('processor') or '?'}); "
+         f"Python {m['python']}, numpy {m['numpy']}, numba {m['numba']} ({m['numba_threads']} "
+         f"threads), torch {m.get('torch') or 'not installed'}, jax "
+         f"{m.get('jax') or 'not installed'}, POT {m.get('pot') or 'not installed'}; BLAS: "
          + ", ".join(f"{b['lib']} {b['version']} ({b['threads']} threads)" for b in m["blas"]
                      if b["api"] == "blas") + ".",
-         f"Median of {res['repeat']} runs after one warm-up; quick={res['quick']}; "
-         f"total wall time {res['wall_s']:.0f} s"
+         f"Median of {res['repeat']} runs after one warm-up; quick={res['quick']}; cases "
+         f"{', '.join(res.get('case_names', c))}; total wall time {res['wall_s']:.0f} s"
          + ("" if res.get("steal_fraction") is None else
             f"; CPU steal during the run {res['steal_fraction'] * 100:.0f} % (time the virtual "
-            "CPUs waited for the host: a noisy machine)") + ".", "",
-         "## 1. Full-batch step (noiseless; ms per step)", "",
-         "| regime | model | N | n | d | D | mfpde | BLAS roofline | NumPy | PyTorch | "
-         "PyTorch products | mfpde/roofline | NumPy/mfpde | PyTorch/mfpde |",
-         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in res["cases"]["full_batch"]:
-        L.append(f"| {r['regime']} | {r['model']} | {r['N']} | {r['n']} | {r['d']} | {r['D']} | "
-                 f"{_ms(r['t_mfpde'])} | {_ms(r['t_blas'])} | {_ms(r['t_numpy'])} | "
-                 f"{_ms(r['t_torch'])} | {_ms(r.get('t_torch_blas'))} | "
-                 f"{_x(r['ratio_mfpde_over_blas'])} | "
-                 f"{_x(r['speedup_vs_numpy'])} | {_x(r['speedup_vs_torch'])} |")
-    L += ["", "BLAS roofline: the step's matrix products alone, through numpy on the same arrays "
-          "and blocks. PyTorch products: the PyTorch peer's matrix products alone (its floor)."]
-    o = res["cases"]["online_sgd"]
-    sps = lambda v: "—" if v is None else f"{v:.0f}"  # noqa: E731
-    L += ["", f"## 2. Online SGD, batch 1, MMN (N = {o['N']}, d = {o['d']}, {o['steps']} steps "
-          "per timed call)", "",
-          "| | mfpde | NumPy | PyTorch |", "|---|---|---|---|",
-          f"| steps/s | {sps(o['steps_per_s_mfpde'])} | {sps(o['steps_per_s_numpy'])} | "
-          f"{sps(o['steps_per_s_torch'])} |",
-          f"| µs/step | {o['t_mfpde'] * 1e6:.1f} | {o['t_numpy'] * 1e6:.1f} | "
-          + ("—" if o['t_torch'] is None else f"{o['t_torch'] * 1e6:.1f}") + " |",
-          "", f"mfpde speed-up: {_x(o['speedup_vs_numpy'])} vs NumPy, "
-          f"{_x(o['speedup_vs_torch'])} vs PyTorch; the sampler alone costs "
-          f"{o['t_sampler'] * 1e6:.1f} µs/step (included in all three)."]
-    z = res["cases"]["noise"]
-    L += ["", f"## 3. Noise generation at N = {z['N']} (D = {z['D']}, n = {z['n']})", "",
-          "| memory mode | noiseless step | Langevin step | standard_normal((N, D)) | "
-          "in-place into buffer | noise / Langevin step |", "|---|---|---|---|---|---|",
-          f"| {z['memory_mode']} (default) | {_ms(z['t_step_noiseless'])} ms | "
-          f"{_ms(z['t_step_langevin'])} ms | "
-          f"{_ms(z['t_noise_alloc'])} ms | {_ms(z['t_noise_inplace'])} ms | "
-          f"{z['noise_fraction_of_step'] * 100:.1f} % |",
-          f"| fast | {_ms(z['t_step_noiseless_fast'])} ms | {_ms(z['t_step_langevin_fast'])} ms "
-          "| | | |"]
-    ot = res["cases"]["ot"]
-    L += ["", f"## 4. Sliced W2 ({ot['n_projections']} projections) vs POT emd2 (ms)", "",
-          "| M (per cloud) | D | sliced_w2 | emd2 + dist | emd2 / sliced |", "|---|---|---|---|---|"]
-    for r in ot["rows"]:
-        L.append(f"| {r['M']} | {r['D']} | {_ms(r['t_sliced_w2'])} | {_ms(r.get('t_emd2'))} | "
-                 f"{_x(r.get('emd2_over_sliced'))} |")
-    j = res["cases"]["jit_memory"]
-    mem = j["memory"]
-    MB = 2.0 ** 20
-    L += ["", "## 5. JIT warm-up (import + first step, fresh subprocess) and peak memory", "",
-          "| | import | import + first step | process wall |", "|---|---|---|---|",
-          f"| cold (empty NUMBA_CACHE_DIR) | {j['cold']['t_import']:.2f} s | "
-          f"{j['cold']['t_import_first_step']:.2f} s | {j['cold']['wall']:.2f} s |",
-          f"| cached (same dir, 2nd run) | {j['cached']['t_import']:.2f} s | "
-          f"{j['cached']['t_import_first_step']:.2f} s | {j['cached']['wall']:.2f} s |",
-          "",
-          f"Peak memory, N = {mem['N']}, d = {mem['d']}, n = {mem['n']}, 3 Langevin steps: "
-          f"particle state {mem['state_bytes'] / MB:.1f} MiB + one data block "
-          f"({mem['block']} x N buffer) {mem['block_buffer_bytes'] / MB:.1f} MiB = "
-          f"{(mem['state_bytes'] + mem['block_buffer_bytes'] + mem['data_bytes']) / MB:.1f} MiB; "
-          f"RSS before the run {mem['base_rss'] / MB:.0f} MiB, peak during it "
-          f"{mem['peak_rss_sampled'] / MB:.0f} MiB, increment {mem['increment'] / MB:.1f} MiB "
-          f"= **{mem['ratio_increment']:.2f}x** (memory mode {mem['memory_mode']}); read as "
-          f"1.5 x state + one block ({mem['budget_strict'] / MB:.1f} MiB): "
-          f"**{mem['ratio_strict']:.2f}x** of that budget; getrusage maxrss of the whole process "
-          f"{mem['maxrss_after'] / MB:.0f} MiB (before the run {mem['maxrss_before'] / MB:.0f} "
-          "MiB)."]
+            "CPUs waited for the host: a noisy machine)") + ".", ""]
+    if "limits" in c:
+        L += _limits_md(c["limits"])
+    if "full_batch" in c:
+        L += _full_batch_md(c["full_batch"], m)
+    if "online_sgd" in c:
+        L += _online_md(c["online_sgd"], m)
+    if "noise" in c:
+        z = c["noise"]
+        L += [f"## 3. Noise generation at N = {z['N']} (D = {z['D']}, n = {z['n']})", "",
+              "| memory mode | noiseless step | Langevin step | standard_normal((N, D)) | "
+              "in-place into buffer | noise / Langevin step |", "|---|---|---|---|---|---|",
+              f"| {z['memory_mode']} (default) | {_ms(z['t_step_noiseless'])} ms | "
+              f"{_ms(z['t_step_langevin'])} ms | "
+              f"{_ms(z['t_noise_alloc'])} ms | {_ms(z['t_noise_inplace'])} ms | "
+              f"{z['noise_fraction_of_step'] * 100:.1f} % |",
+              f"| fast | {_ms(z['t_step_noiseless_fast'])} ms | "
+              f"{_ms(z['t_step_langevin_fast'])} ms | | | |", ""]
+    if "ot" in c:
+        ot = c["ot"]
+        L += [f"## 4. Sliced W2 ({ot['n_projections']} projections) vs POT emd2 (ms)", "",
+              "| M (per cloud) | D | sliced_w2 | emd2 + dist | emd2 / sliced |",
+              "|---|---|---|---|---|"]
+        for r in ot["rows"]:
+            L.append(f"| {r['M']} | {r['D']} | {_ms(r['t_sliced_w2'])} | "
+                     f"{_ms(r.get('t_emd2'))} | {_x(r.get('emd2_over_sliced'))} |")
+        L.append("")
+    if "jit_memory" in c:
+        j = c["jit_memory"]
+        mem = j["memory"]
+        MB = 2.0 ** 20
+        L += ["## 5. JIT warm-up (import + first step, fresh subprocess) and peak memory", "",
+              "| | import | import + first step | process wall |", "|---|---|---|---|",
+              f"| cold (empty NUMBA_CACHE_DIR) | {j['cold']['t_import']:.2f} s | "
+              f"{j['cold']['t_import_first_step']:.2f} s | {j['cold']['wall']:.2f} s |",
+              f"| cached (same dir, 2nd run) | {j['cached']['t_import']:.2f} s | "
+              f"{j['cached']['t_import_first_step']:.2f} s | {j['cached']['wall']:.2f} s |",
+              "",
+              f"Peak memory, N = {mem['N']}, d = {mem['d']}, n = {mem['n']}, 3 Langevin steps: "
+              f"particle state {mem['state_bytes'] / MB:.1f} MiB + one data block "
+              f"({mem['block']} x N buffer) {mem['block_buffer_bytes'] / MB:.1f} MiB = "
+              f"{(mem['state_bytes'] + mem['block_buffer_bytes'] + mem['data_bytes']) / MB:.1f} "
+              f"MiB; RSS before the run {mem['base_rss'] / MB:.0f} MiB, peak during it "
+              f"{mem['peak_rss_sampled'] / MB:.0f} MiB, increment {mem['increment'] / MB:.1f} MiB "
+              f"= **{mem['ratio_increment']:.2f}x** (memory mode {mem['memory_mode']}); read as "
+              f"1.5 x state + one block ({mem['budget_strict'] / MB:.1f} MiB): "
+              f"**{mem['ratio_strict']:.2f}x** of that budget; getrusage maxrss of the whole "
+              f"process {mem['maxrss_after'] / MB:.0f} MiB (before the run "
+              f"{mem['maxrss_before'] / MB:.0f} MiB).", ""]
+    if "scaling" in c:
+        L += _scaling_md(c["scaling"])
     return "\n".join(L) + "\n"
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="shorter runs (default sizes kept)")
+    ap.add_argument("--quick", action="store_true",
+                    help="shorter runs (case 1 sizes kept; reduced scaling series)")
     ap.add_argument("--out", default="benchmark-results", help="output directory")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per median (>= 5)")
+    ap.add_argument("--cases", default=",".join(CASES),
+                    help="comma-separated cases to run (default: all): " + ", ".join(CASES))
     args = ap.parse_args(argv)
     if args.repeat < 5:
         ap.error("--repeat must be >= 5")
-    from . import bench_cases, bench_sparse
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    bad = sorted(set(cases) - set(CASES))
+    if bad:
+        ap.error(f"unknown case(s) {', '.join(bad)}; choose from {', '.join(CASES)}")
+    from . import bench_cases
     t0 = time.perf_counter()
-    res = {"quick": args.quick, "repeat": args.repeat, "machine": machine_info()}
+    res = {"quick": args.quick, "repeat": args.repeat, "case_names": cases,
+           "machine": machine_info()}
     s0 = cpu_steal()
-    res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat)
-    res["cases"]["sparse"] = bench_sparse.run(quick=args.quick, repeat=args.repeat)
-    from . import bench_mpi
-    res["cases"]["mpi"] = bench_mpi.run(quick=args.quick, repeat=args.repeat)
+    res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat,
+                                   cases=[c for c in cases if c in bench_cases.CASES])
+    if "sparse" in cases:
+        from . import bench_sparse
+        res["cases"]["sparse"] = bench_sparse.run(quick=args.quick, repeat=args.repeat)
+    if "mpi" in cases:
+        from . import bench_mpi
+        res["cases"]["mpi"] = bench_mpi.run(quick=args.quick, repeat=args.repeat)
     res["wall_s"] = time.perf_counter() - t0
     s1 = cpu_steal()
     res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
@@ -173,8 +312,13 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(res, f, indent=1)
-    md = to_markdown(res) + bench_sparse.to_markdown(res["cases"]["sparse"])
-    md += bench_mpi.to_markdown(res["cases"]["mpi"])
+    md = to_markdown(res)
+    if "sparse" in cases:
+        from . import bench_sparse
+        md += bench_sparse.to_markdown(res["cases"]["sparse"])
+    if "mpi" in cases:
+        from . import bench_mpi
+        md += bench_mpi.to_markdown(res["cases"]["mpi"])
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(md)
     sys.stdout.write(md)

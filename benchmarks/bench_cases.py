@@ -1,21 +1,30 @@
-"""Benchmark cases 1–5 of the performance issue, each with its peers measured in the same run.
+"""Benchmark cases of the performance targets, each with its peers measured in the same run.
 
 1. ``full_batch``: one noiseless full-batch particle step (two-layer and NC) in the low, middle
    and high regimes; peers: BLAS roofline (:func:`benchmarks.bench_step.blas_products` on the same
    arrays and block size — it covers the NC model too, whose extra products ``H W``, ``Z W^T``,
-   ``H^T Z`` are ``n x p x q`` and negligible), plain NumPy, PyTorch (CPU, float64).
+   ``H^T Z`` are ``n x p x q`` and negligible) in float64 and float32, plain NumPy, PyTorch (CPU,
+   float64, eager and ``torch.compile``), JAX (``jax.jit`` of the whole step, float64). In every
+   round the machine limits are measured too: a square dgemm on all threads (the step's FLOP time
+   ``F / rate``, :func:`benchmarks.bench_step.step_flops`) and the fastest tanh (``n N`` entries).
 2. ``online_sgd``: online SGD with batch 1 in the MMN regime (N = 800, d = 40, fixed output,
-   tanh), steps per second of ``LangevinSolver`` vs NumPy vs PyTorch; every implementation draws
-   its sample with the same sampler, so the sampler's cost is in all three.
+   tanh), steps per second of ``LangevinSolver`` vs NumPy vs PyTorch (eager, compiled), each
+   drawing its sample with the same sampler per step, and vs one ``jax.lax.scan`` over the same
+   number of samples drawn beforehand (the sampler is outside JAX's time).
 3. ``noise``: time of ``rng.standard_normal((N, D))`` at N = 10^6 vs one (noiseless) step.
 4. ``ot``: ``mfpde.metrics.ot.sliced_w2`` vs POT ``ot.emd2(a, b, ot.dist(X, Y))`` as the cloud grows.
 5. ``jit``: ``import + first step`` in a fresh subprocess with an empty ``NUMBA_CACHE_DIR`` (cold)
    and again with the same directory (cached); peak RSS of a 10^6-particle run in a subprocess.
+6. ``limits``: the machine's peak dgemm rate by matrix size and its tanh throughput
+   (:func:`benchmarks.bench_step.machine_limits`).
+7. ``scaling``: per-update throughput ``N n / t`` of one noiseless step as N and n grow, with the
+   fitted log-log slopes of ``t`` in N and in n.
 
-Every time is the median of ``repeat >= 5`` calls after one warm-up call. In cases 1 and 2 the
-implementations are timed in alternation (one call of each per round) and every ratio is the
-median of the per-round ratios, so a machine whose speed drifts (a shared virtual machine) affects
-all of them alike.
+Every time is the median of ``repeat >= 5`` calls after one warm-up call (case 7: fewer runs for
+steps longer than 2 s, see :func:`scaling`); the first call of a compiled peer (JIT compilation)
+is timed on its own and reported apart. In cases 1 and 2 the implementations are timed in
+alternation (one call of each per round) and every ratio is the median of the per-round ratios,
+so a machine whose speed drifts (a shared virtual machine) affects all of them alike.
 """
 from __future__ import annotations
 
@@ -31,8 +40,9 @@ import types
 
 import numpy as np
 
-from .bench_step import blas_products
-from .peers import NumpyPeer, TorchPeer, torch_available
+from .bench_step import (blas_products, machine_limits, make_dgemm, make_library_tanh, make_tanh,
+                         step_flops, tanh_elements)
+from .peers import JaxPeer, NumpyPeer, TorchPeer, jax_available, torch_available
 
 
 def median_time(fn, repeat=5, warmup=1):
@@ -75,6 +85,28 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def first_call(fn):
+    """Seconds of the first call of ``fn`` (a compiled peer's JIT compilation and one run)."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------- limits
+def limit_fns(limits, max_size=2048):
+    """The per-round probes of the machine limits of case 1: ``{"dgemm": (fn, flops), "tanh":
+    (fn, elements)}``: a square dgemm of the size (at most ``max_size``, to keep a round short)
+    that reached the highest rate in :func:`benchmarks.bench_step.machine_limits`, and the
+    fastest tanh found there, on all threads over ``2^22`` entries."""
+    size = max((r for r in limits["dgemm"] if r["size"] <= max_size),
+               key=lambda r: r["gflops"])["size"]
+    lib = limits["tanh_best"].split(",")[0]
+    tiles = "tiles" in limits["tanh_best"]
+    tanh = (make_tanh(1 << 22, tile=(1 << 17) if tiles else None) if lib == "numpy"
+            else make_library_tanh(lib, 1 << 22))
+    return {"dgemm": make_dgemm(size), "tanh": tanh}
+
+
 # ---------------------------------------------------------------------------- case 1
 REGIMES = {
     # name: (d, N, n, NC p, NC q)
@@ -91,7 +123,13 @@ def _make(kind, d, p, q):
     return make_model("nc", d=d, q=q, p=p, Gamma=1.0, lam=1e-3, lam_W=1e-3, activation="tanh")
 
 
-def full_batch(regime, kind, repeat=5, seed=0):
+def full_batch(regime, kind, repeat=5, seed=0, limits=None, compiled_torch=True):
+    """Case 1 for one regime and model: every implementation's median time (``t_<name>``), the
+    speed-ups ``t_peer / t_mfpde`` (median of per-round ratios), the first-call (compile) time of
+    the compiled peers, and with ``limits`` (:func:`limit_fns`) the step's FLOP time at the
+    dgemm rate of the same round, ``t_flop = F t_dgemm / (2 s^3)``, its tanh time
+    ``t_tanh = n N t_tanh_probe / elements``, and ``mfpde / t_flop``, ``mfpde / (t_flop +
+    t_tanh)`` (the two run on the same cores, so their sum bounds the step from below)."""
     from mfpde.dynamics import LangevinSolver
     d, N, n, p, q = REGIMES[regime]
     model = _make(kind, d, p, q)
@@ -102,33 +140,81 @@ def full_batch(regime, kind, repeat=5, seed=0):
     eps = 1e-3
     solver = LangevinSolver(model, data, N=N, dt=eps, beta=np.inf, seed=seed)
     out = {"case": "full_batch", "regime": regime, "model": kind, "N": N, "n": n, "d": d,
-           "D": model.D, "p": model.p, "q": model.q, "block": model.block_size(n, N)}
+           "D": model.D, "p": model.p, "q": model.q, "block": model.block_size(n, N),
+           "flops": step_flops(model, N, n), "tanh_elements": tanh_elements(model, N, n)}
     theta0 = solver.theta.copy()
-    npp = NumpyPeer(model)
-    th = theta0.copy()
     W = None if solver.W is None else solver.W.copy()
+    th32, X32 = theta0.astype(np.float32), X.astype(np.float32)
     fns = {"mfpde": lambda: solver.step(1),
            "blas": lambda: blas_products(model, theta0, X, Y),
-           "numpy": lambda: npp.step(th, X, Y, eps, W)}
-    if torch_available():
-        tp = TorchPeer(model)
-        tth, tX, tY, tW = (tp.to_torch(theta0.copy()), tp.to_torch(X), tp.to_torch(Y),
-                           tp.to_torch(W))
-        fns["torch"] = lambda: tp.step(tth, tX, tY, eps, tW)
-        fns["torch_blas"] = lambda: tp.products(tth, tX, tY)
+           "blas32": lambda: blas_products(model, th32, X32, Y, dtype=np.float32)}
+    for peer in _peers(model, compiled_torch):
+        fns.update(_peer_step_fns(peer, theta0, X, Y, eps, W, out))
+    if limits is not None:
+        fns.update({k: fn for k, (fn, _) in limits.items()})
     med, rounds = interleaved_times(fns, repeat)
-    for name in ("mfpde", "blas", "numpy", "torch", "torch_blas"):
+    for name in PEER_NAMES + ("mfpde", "blas", "blas32", "torch_blas", "dgemm", "tanh"):
         out[f"t_{name}"] = med.get(name)
     # ratios: median over rounds of the per-round ratio (same machine conditions in a round)
     out["ratio_mfpde_over_blas"] = median_ratio(rounds, "mfpde", "blas")
-    out["speedup_vs_numpy"] = median_ratio(rounds, "numpy", "mfpde")
-    out["speedup_vs_torch"] = (median_ratio(rounds, "torch", "mfpde") if "torch" in fns
-                               else None)
+    out["ratio_blas64_over_blas32"] = median_ratio(rounds, "blas", "blas32")
+    for name in PEER_NAMES:
+        out[f"speedup_vs_{name}"] = median_ratio(rounds, name, "mfpde") if name in fns else None
+    if limits is not None:
+        (_, dg_flops), (_, el) = limits["dgemm"], limits["tanh"]
+        t_flop = [out["flops"] * r["dgemm"] / dg_flops for r in rounds]
+        t_tanh = [out["tanh_elements"] * r["tanh"] / el for r in rounds]
+        out["dgemm_gflops"] = float(np.median([dg_flops / r["dgemm"] / 1e9 for r in rounds]))
+        out["t_flop_limit"], out["t_tanh_limit"] = float(np.median(t_flop)), float(np.median(t_tanh))
+        out["ratio_mfpde_over_flop"] = float(np.median(
+            [r["mfpde"] / f for r, f in zip(rounds, t_flop)]))
+        out["ratio_mfpde_over_limit"] = float(np.median(
+            [r["mfpde"] / (f + t) for r, f, t in zip(rounds, t_flop, t_tanh)]))
     return out
+
+
+PEER_NAMES = ("numpy", "torch", "torch_compile", "jax")
+
+
+def _peers(model, compiled_torch=True):
+    """The peers that can run here: NumPy always, PyTorch (eager; compiled when
+    ``compiled_torch``) when torch is installed, JAX when jax is installed."""
+    out = [NumpyPeer(model)]
+    if torch_available():
+        out.append(TorchPeer(model))
+        if compiled_torch:
+            out.append(TorchPeer(model, compile=True))
+    if jax_available():
+        out.append(JaxPeer(model))
+    return out
+
+
+def _peer_step_fns(peer, theta, X, Y, eps, W, out):
+    """``{peer.name: one step}`` on the peer's own copies of the arrays (the state advances from
+    call to call, as mfpde's does); compiled peers are called once here and the time of that
+    first call is stored in ``out["compile_s_<name>"]``. The eager PyTorch peer also gives
+    ``torch_blas``, its matrix products alone."""
+    st = [peer.to_array(theta.copy()), peer.to_array(None if W is None else W.copy())]
+    Xa, Ya = peer.to_array(X), peer.to_array(Y)
+
+    def step():
+        st[0], st[1] = peer.advance(st[0], Xa, Ya, eps, st[1])
+        if peer.name == "jax":
+            st[0].block_until_ready()
+    fns = {peer.name: step}
+    if peer.name in ("jax", "torch_compile"):
+        out[f"compile_s_{peer.name}"] = first_call(step)
+    if peer.name == "torch":
+        fns["torch_blas"] = lambda: peer.products(st[0], Xa, Ya)
+    return fns
 
 
 # ---------------------------------------------------------------------------- case 2
 def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
+    """Case 2: ``steps`` online SGD steps of batch 1 per timed call. mfpde, NumPy and PyTorch
+    (eager, compiled) draw each sample with the sampler inside the call; JAX runs one
+    ``jax.lax.scan`` over ``steps`` samples ``Xs (steps, 1, d)``, ``Ys (steps, 1, 1)`` drawn
+    beforehand (the sampler cannot run inside the scan), so its time has no sampler in it."""
     from mfpde.data import mmn_gaussians_sampler
     from mfpde.dynamics import LangevinSolver
     from mfpde.models import make_model
@@ -138,35 +224,35 @@ def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
     solver = LangevinSolver(model, None, N=N, dt=eps, beta=np.inf, batch=1, sampler=sampler,
                             seed=seed)
     out = {"case": "online_sgd", "N": N, "d": d, "D": model.D, "batch": 1, "steps": steps}
-    npp = NumpyPeer(model)
-    th = solver.theta.copy()
     rng = np.random.default_rng(seed)
+    fns = {"mfpde": lambda: solver.step(steps)}
+    for peer in _peers(model):
+        st = [peer.to_array(solver.theta.copy())]
+        if peer.name == "jax":
+            draws = [sampler.sample(1, rng) for _ in range(steps)]
+            Xs = peer.to_array(np.stack([x for x, _ in draws]))
+            Ys = peer.to_array(np.stack([np.reshape(y, (1, -1)) for _, y in draws]))
 
-    def np_run():
-        for _ in range(steps):
-            Xb, Yb = sampler.sample(1, rng)
-            npp.step(th, Xb, Yb, eps)
-
-    fns = {"mfpde": lambda: solver.step(steps), "numpy": np_run}
-    if torch_available():
-        tp = TorchPeer(model)
-        tth = tp.to_torch(solver.theta.copy())
-
-        def torch_run():
-            for _ in range(steps):
-                Xb, Yb = sampler.sample(1, rng)
-                tp.step(tth, tp.to_torch(Xb), tp.to_torch(Yb), eps)
-        fns["torch"] = torch_run
+            def run(peer=peer, st=st, Xs=Xs, Ys=Ys):
+                st[0] = peer.scan(st[0], Xs, Ys, eps)[0]
+                st[0].block_until_ready()
+        else:
+            def run(peer=peer, st=st):
+                for _ in range(steps):
+                    Xb, Yb = sampler.sample(1, rng)
+                    st[0] = peer.advance(st[0], peer.to_array(Xb), peer.to_array(Yb), eps)[0]
+        if peer.name in ("jax", "torch_compile"):
+            out[f"compile_s_{peer.name}"] = first_call(run)
+        fns[peer.name] = run
     med, rounds = interleaved_times(fns, repeat)
-    for name in ("mfpde", "numpy", "torch"):
-        out[f"t_{name}"] = med[name] / steps if name in med else None
-    t_s = median_time(lambda: [sampler.sample(1, rng) for _ in range(steps)], repeat) / steps
-    out["t_sampler"] = t_s
-    for k in ("mfpde", "numpy", "torch"):
-        t = out[f"t_{k}"]
-        out[f"steps_per_s_{k}"] = (1.0 / t) if t else None
-    out["speedup_vs_numpy"] = median_ratio(rounds, "numpy", "mfpde")
-    out["speedup_vs_torch"] = median_ratio(rounds, "torch", "mfpde") if "torch" in fns else None
+    out["t_sampler"] = median_time(lambda: [sampler.sample(1, rng) for _ in range(steps)],
+                                   repeat) / steps
+    for name in ("mfpde",) + PEER_NAMES:
+        t = med[name] / steps if name in med else None
+        out[f"t_{name}"] = t
+        out[f"steps_per_s_{name}"] = (1.0 / t) if t else None
+        if name != "mfpde":
+            out[f"speedup_vs_{name}"] = median_ratio(rounds, name, "mfpde") if t else None
     return out
 
 
@@ -320,26 +406,183 @@ def jit_and_memory(N_mem=1_000_000, d_mem=2, n_mem=32):
     return out
 
 
-def run(quick=True, repeat=5) -> dict:
-    """Run all cases; returns ``{"full_batch": [...], "online_sgd": {...}, ...}``."""
+# ---------------------------------------------------------------------------- case 7
+SCALING_N = {2: (10_000, 100_000, 1_000_000, 10_000_000),
+             64: (10_000, 100_000, 1_000_000, 10_000_000),
+             784: (10_000, 30_000, 100_000, 300_000, 1_000_000)}
+SCALING_N_QUICK = {2: (10_000, 100_000, 1_000_000), 64: (10_000, 100_000, 1_000_000),
+                   784: (10_000, 30_000, 100_000)}
+SCALING_n = {2: 100_000, 64: 100_000, 784: 10_000}      # d: the fixed N of the series in n
+SCALING_n_SIZES, SCALING_n_QUICK = (64, 256, 1024, 4096), (64, 256, 1024)
+SCALING_n_FIXED = 64                                     # the fixed n of the series in N
+
+
+def _ram_bytes():
+    """``(total, available)`` bytes of RAM (``/proc/meminfo``; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            kv = {ln.split(":")[0]: int(ln.split()[1]) * 1024 for ln in f}
+        return kv["MemTotal"], kv.get("MemAvailable", kv["MemTotal"])
+    except (OSError, KeyError, ValueError):
+        return None, None
+
+
+class _PeakRSS:
+    """Peak resident set size while the block runs, sampled every 2 ms from ``/proc/self/statm``
+    (``peak - before`` in ``.increment``; 0 where statm does not exist)."""
+
+    def __enter__(self):
+        import threading
+        self.page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self.before = self.peak = self._rss()
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+        self._t.start()
+        return self
+
+    def _rss(self):
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self.page
+        except OSError:
+            return 0
+
+    def _run(self):
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self._rss())
+        self.increment = self.peak - self.before
+
+
+def _scaling_point(d, N, n, repeat, budget_s, t_guess, mem_factor, mem_limit, seed=0):
+    """One point of the scaling series: a noiseless two-layer step (tanh, q = 1,
+    ``LangevinSolver(..., beta=inf)`` as in case 1) at ``(d, N, n)``. Skipped, with the reason,
+    when the estimated memory ``mem_factor x`` the particle state ``N D 8`` bytes (plus one
+    ``n x N`` block) exceeds ``mem_limit``, or when the predicted time of the runs (``t_guess``
+    seconds per step, from the previous point) exceeds ``budget_s``. Steps predicted longer than
+    2 s get 3 runs instead of ``repeat``."""
+    from mfpde.dynamics import LangevinSolver
+    model = _make("two_layer", d, 1, 1)
+    state = N * model.D * 8
+    row = {"d": d, "N": N, "n": n, "D": model.D, "state_bytes": state,
+           "mem_estimate": mem_factor * state + 8.0 * min(n, 512) * N}
+    if mem_limit is not None and row["mem_estimate"] > mem_limit:
+        row["skipped"] = (f"estimated memory {row['mem_estimate'] / 2 ** 30:.1f} GiB > "
+                          f"{mem_limit / 2 ** 30:.1f} GiB (half of the RAM)")
+        return row
+    runs = repeat if t_guess is None or t_guess <= 2.0 else 3
+    if t_guess is not None and t_guess * (runs + 1) > budget_s:
+        row["skipped"] = (f"predicted {t_guess:.1f} s per step: {runs + 1} calls exceed the "
+                          f"{budget_s:.0f} s budget of a point")
+        return row
+    rng = np.random.default_rng(seed)
+    data = types.SimpleNamespace(X=rng.standard_normal((n, d)) / math.sqrt(d),
+                                 Y=rng.standard_normal((n, 1)))
+    with _PeakRSS() as mem:
+        solver = LangevinSolver(model, data, N=N, dt=1e-3, beta=np.inf, seed=seed)
+        t = median_time(lambda: solver.step(1), runs)
+        del solver
+    row.update({"runs": runs, "t_step": t, "updates_per_s": N * n / t,
+                "ns_per_update": t / (N * n) * 1e9, "rss_increment": mem.increment,
+                "mem_factor": mem.increment / state})
+    return row
+
+
+def _slope(rows, key):
+    """Least-squares slope of ``log t_step`` against ``log rows[key]`` over the measured rows
+    (None with fewer than two)."""
+    pts = [(r[key], r["t_step"]) for r in rows if "t_step" in r]
+    if len(pts) < 2:
+        return None
+    x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def scaling(quick=True, repeat=5):
+    """Case 7: per-update throughput ``N n / t_step`` of one noiseless full-batch step, in N at
+    ``n = 64`` for ``d = 2, 64, 784`` and in n at a fixed N per d (:data:`SCALING_n`), with the
+    fitted log-log slopes ``dlog t / dlog N`` and ``dlog t / dlog n`` (1 for a step whose cost
+    is proportional to ``N n``), and ``throughput(N_max) / throughput(10^5)``.
+
+    The memory estimate of a point is the RSS increase per byte of particle state measured at
+    the previous point of the same d (2.5 before the first) times its state, plus one block; a
+    point is skipped when that exceeds half of the RAM or the RAM available now. A point is also
+    skipped when its predicted time (the previous point's time scaled by ``N n``) exceeds the
+    budget: 20 s per point under ``quick`` (a series of about 2 minutes), 100 s otherwise."""
+    total, avail = _ram_bytes()
+    mem_limit = None if total is None else min(total / 2, 0.8 * avail)
+    budget = 20.0 if quick else 100.0
+    out = {"case": "scaling", "n_fixed": SCALING_n_FIXED, "ram_bytes": total,
+           "mem_limit": mem_limit, "budget_s": budget, "in_N": {}, "in_n": {}}
+    t0 = time.perf_counter()
+    for d, sizes in (SCALING_N_QUICK if quick else SCALING_N).items():
+        rows, prev, factor = [], None, 2.5
+        for N in sizes:
+            guess = None if prev is None else prev["t_step"] * N / prev["N"]
+            _log(f"  scaling in N: d = {d}, N = {N}")
+            r = _scaling_point(d, N, SCALING_n_FIXED, repeat, budget, guess, factor, mem_limit)
+            rows.append(r)
+            if "t_step" in r:
+                prev, factor = r, max(1.0, r["mem_factor"])
+        ref = next((r for r in rows if r["N"] == 100_000 and "t_step" in r), None)
+        for r in rows:
+            if ref is not None and "t_step" in r:
+                r["throughput_over_1e5"] = r["updates_per_s"] / ref["updates_per_s"]
+        out["in_N"][d] = {"rows": rows, "slope": _slope(rows, "N")}
+    for d, N in SCALING_n.items():
+        rows, prev = [], None
+        for n in (SCALING_n_QUICK if quick else SCALING_n_SIZES):
+            guess = None if prev is None else prev["t_step"] * n / prev["n"]
+            _log(f"  scaling in n: d = {d}, N = {N}, n = {n}")
+            r = _scaling_point(d, N, n, repeat, budget, guess, 2.5, mem_limit)
+            rows.append(r)
+            prev = r if "t_step" in r else prev
+        out["in_n"][d] = {"N": N, "rows": rows, "slope": _slope(rows, "n")}
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling")
+
+
+def run(quick=True, repeat=5, cases=CASES) -> dict:
+    """Run the chosen cases (all by default); returns ``{"limits": {...}, "full_batch": [...],
+    "online_sgd": {...}, ...}`` with one entry per case run."""
     res = {}
-    if not torch_available():
-        _log("torch is not installed: the PyTorch peer is skipped "
-             "(pip install torch for the CPU build)")
-    res["full_batch"] = []
-    for regime in ("low", "middle", "high"):
-        for kind in ("two_layer", "nc"):
-            _log(f"case 1: full-batch step, {regime}, {kind}")
-            res["full_batch"].append(full_batch(regime, kind, repeat))
-    _log("case 2: online SGD batch 1")
-    res["online_sgd"] = online_sgd(steps=1000 if quick else 5000, repeat=repeat)
-    _log("case 3: noise at N = 1e6")
-    res["noise"] = noise(repeat=repeat)
-    _log("case 4: sliced W2 vs emd2")
-    res["ot"] = ot_case(sizes=(250, 500, 1000, 2000) if quick else (250, 500, 1000, 2000, 4000),
-                        repeat=repeat)
-    _log("case 5: JIT warm-up and peak memory")
-    res["jit_memory"] = jit_and_memory()
+    for lib, ok in (("torch", torch_available()), ("jax", jax_available())):
+        if not ok:
+            _log(f"{lib} is not installed: its peers are skipped (pip install -e '.[bench]')")
+    if "limits" in cases or "full_batch" in cases:
+        _log("case 6: machine limits (dgemm, tanh)")
+        res["limits"] = machine_limits(repeat=repeat)
+    if "full_batch" in cases:
+        probes = limit_fns(res["limits"])
+        res["full_batch"] = []
+        for regime in ("low", "middle", "high"):
+            for kind in ("two_layer", "nc"):
+                _log(f"case 1: full-batch step, {regime}, {kind}")
+                res["full_batch"].append(full_batch(regime, kind, repeat, limits=probes,
+                                                    compiled_torch=kind == "two_layer"))
+    if "online_sgd" in cases:
+        _log("case 2: online SGD batch 1")
+        res["online_sgd"] = online_sgd(steps=1000 if quick else 5000, repeat=repeat)
+    if "noise" in cases:
+        _log("case 3: noise at N = 1e6")
+        res["noise"] = noise(repeat=repeat)
+    if "ot" in cases:
+        _log("case 4: sliced W2 vs emd2")
+        res["ot"] = ot_case(sizes=(250, 500, 1000, 2000) if quick else
+                            (250, 500, 1000, 2000, 4000), repeat=repeat)
+    if "jit_memory" in cases:
+        _log("case 5: JIT warm-up and peak memory")
+        res["jit_memory"] = jit_and_memory()
+    if "scaling" in cases:
+        _log("case 7: scaling in N and n")
+        res["scaling"] = scaling(quick=quick, repeat=repeat)
     return res
 
 
