@@ -16,6 +16,10 @@ import sys
 import time
 
 
+def _log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
 def machine_info() -> dict:
     import numba
     import numpy as np
@@ -73,8 +77,12 @@ def cpu_steal():
     return (vals[7] if len(vals) > 7 else 0), sum(vals)
 
 
-CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling", "sparse",
-         "mpi")
+CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling", "grid",
+         "sparse", "mpi", "scaling_N", "scaling_n")
+DEFAULT_CASES = CASES[:10]
+#: cases run by their own modules (``benchmarks/bench_<name>.py``: ``run(quick, repeat)``, and
+#: ``to_markdown(result)`` for the tables)
+MODULE_CASES = ("grid", "sparse", "mpi")
 
 
 def _ms(t):
@@ -200,9 +208,9 @@ def _scaling_md(sc):
                              f"skipped: {r['skipped']} |")
     L += ["", "| d | slope of log t in N | slope of log t in n (N) |", "|---|---|---|"]
     f = lambda v: "—" if v is None else f"{v:.3f}"  # noqa: E731
-    for d in sc["in_N"]:
-        nn = sc["in_n"].get(d)
-        L.append(f"| {d} | {f(sc['in_N'][d]['slope'])} | "
+    for d in dict.fromkeys([*sc["in_N"], *sc["in_n"]]):
+        nn, nN = sc["in_n"].get(d), sc["in_N"].get(d)
+        L.append(f"| {d} | {'—' if nN is None else f(nN['slope'])} | "
                  + ("—" if nn is None else f"{f(nn['slope'])} (N = {nn['N']})") + " |")
     lim = sc.get("mem_limit")
     L += ["", f"Series wall time {sc['wall_s']:.0f} s; time budget {sc['budget_s']:.0f} s per "
@@ -283,8 +291,10 @@ def main(argv=None):
                     help="shorter runs (case 1 sizes kept; reduced scaling series)")
     ap.add_argument("--out", default="benchmark-results", help="output directory")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs per median (>= 5)")
-    ap.add_argument("--cases", default=",".join(CASES),
-                    help="comma-separated cases to run (default: all): " + ", ".join(CASES))
+    ap.add_argument("--cases", default=",".join(DEFAULT_CASES),
+                    help="comma-separated cases to run (default: all, in this order): "
+                    + ", ".join(DEFAULT_CASES) + "; scaling_N, scaling_n: one series of the "
+                    "scaling case")
     args = ap.parse_args(argv)
     if args.repeat < 5:
         ap.error("--repeat must be >= 5")
@@ -299,12 +309,17 @@ def main(argv=None):
     s0 = cpu_steal()
     res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat,
                                    cases=[c for c in cases if c in bench_cases.CASES])
-    if "sparse" in cases:
-        from . import bench_sparse
-        res["cases"]["sparse"] = bench_sparse.run(quick=args.quick, repeat=args.repeat)
-    if "mpi" in cases:
-        from . import bench_mpi
-        res["cases"]["mpi"] = bench_mpi.run(quick=args.quick, repeat=args.repeat)
+    import importlib
+    mods = {c: importlib.import_module(f".bench_{c}", __package__) for c in MODULE_CASES
+            if c in cases}
+    for c, mod in mods.items():
+        _log(f"case {c}")
+        try:
+            res["cases"][c] = mod.run(args.quick, args.repeat)
+        except Exception as e:             # keep the other cases' results; the table says why
+            import traceback
+            traceback.print_exc()
+            res["cases"][c] = {"error": f"{type(e).__name__}: {e}"}
     res["wall_s"] = time.perf_counter() - t0
     s1 = cpu_steal()
     res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
@@ -313,12 +328,11 @@ def main(argv=None):
     with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
         json.dump(res, f, indent=1)
     md = to_markdown(res)
-    if "sparse" in cases:
-        from . import bench_sparse
-        md += bench_sparse.to_markdown(res["cases"]["sparse"])
-    if "mpi" in cases:
-        from . import bench_mpi
-        md += bench_mpi.to_markdown(res["cases"]["mpi"])
+    for c, mod in mods.items():
+        if "error" in res["cases"][c]:
+            md += f"## {c}\n\nThe {c} case failed: {res['cases'][c]['error']}\n\n"
+        elif hasattr(mod, "to_markdown"):
+            md += mod.to_markdown(res["cases"][c])
     with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
         f.write(md)
     sys.stdout.write(md)

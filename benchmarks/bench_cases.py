@@ -502,7 +502,7 @@ def _slope(rows, key):
     return float(np.polyfit(x, y, 1)[0])
 
 
-def scaling(quick=True, repeat=5):
+def scaling(quick=True, repeat=5, series=("N", "n")):
     """Case 7: per-update throughput ``N n / t_step`` of one noiseless full-batch step, in N at
     ``n = 64`` for ``d = 2, 64, 784`` and in n at a fixed N per d (:data:`SCALING_n`), with the
     fitted log-log slopes ``dlog t / dlog N`` and ``dlog t / dlog n`` (1 for a step whose cost
@@ -512,14 +512,15 @@ def scaling(quick=True, repeat=5):
     the previous point of the same d (2.5 before the first) times its state, plus one block; a
     point is skipped when that exceeds half of the RAM or the RAM available now. A point is also
     skipped when its predicted time (the previous point's time scaled by ``N n``) exceeds the
-    budget: 20 s per point under ``quick`` (a series of about 2 minutes), 100 s otherwise."""
+    budget: 20 s per point under ``quick`` (a series of about 2 minutes), 100 s otherwise.
+    ``series`` chooses the series in N, in n, or both."""
     total, avail = _ram_bytes()
     mem_limit = None if total is None else min(total / 2, 0.8 * avail)
     budget = 20.0 if quick else 100.0
     out = {"case": "scaling", "n_fixed": SCALING_n_FIXED, "ram_bytes": total,
            "mem_limit": mem_limit, "budget_s": budget, "in_N": {}, "in_n": {}}
     t0 = time.perf_counter()
-    for d, sizes in (SCALING_N_QUICK if quick else SCALING_N).items():
+    for d, sizes in (SCALING_N_QUICK if quick else SCALING_N).items() if "N" in series else ():
         rows, prev, factor = [], None, 2.5
         for N in sizes:
             guess = None if prev is None else prev["t_step"] * N / prev["N"]
@@ -533,7 +534,7 @@ def scaling(quick=True, repeat=5):
             if ref is not None and "t_step" in r:
                 r["throughput_over_1e5"] = r["updates_per_s"] / ref["updates_per_s"]
         out["in_N"][d] = {"rows": rows, "slope": _slope(rows, "N")}
-    for d, N in SCALING_n.items():
+    for d, N in SCALING_n.items() if "n" in series else ():
         rows, prev = [], None
         for n in (SCALING_n_QUICK if quick else SCALING_n_SIZES):
             guess = None if prev is None else prev["t_step"] * n / prev["n"]
@@ -546,7 +547,8 @@ def scaling(quick=True, repeat=5):
     return out
 
 
-CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling")
+CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling",
+         "scaling_N", "scaling_n")
 
 
 def run(quick=True, repeat=5, cases=CASES) -> dict:
@@ -580,26 +582,29 @@ def run(quick=True, repeat=5, cases=CASES) -> dict:
     if "jit_memory" in cases:
         _log("case 5: JIT warm-up and peak memory")
         res["jit_memory"] = jit_and_memory()
-    if "scaling" in cases:
-        _log("case 7: scaling in N and n")
-        res["scaling"] = scaling(quick=quick, repeat=repeat)
+    series = [k for k in ("N", "n") if "scaling" in cases or f"scaling_{k}" in cases]
+    if series:
+        _log(f"case 7: scaling in {' and '.join(series)}")
+        res["scaling"] = scaling(quick=quick, repeat=repeat, series=series)
     return res
 
 
 # ---------------------------------------------------------------------------- profile
-def profile_step(regime="middle", kind="two_layer", steps=3, top=10):
+def profile_step(regime="middle", kind="two_layer", steps=3, top=10, size=None):
     """cProfile breakdown of ``steps`` full-batch steps (the evidence for a missed target).
 
     Returns ``[(function, calls, total_s, per_step_s), ...]`` sorted by total time (tottime),
     e.g. ``numpy dot`` (the BLAS products), ``prepass_s`` / ``forward_s`` / ``backward_s`` (the fused
     element-wise Numba kernels), ``em_update``. Chunks run on worker threads, which cProfile does
     not see: run with ``NUMBA_NUM_THREADS=1`` so that all the work is in the profiled thread.
+    ``size = (d, N, n)`` profiles that size instead of a regime of case 1 (a point of the
+    scaling series: two-layer, ``p = q = 1``).
     Run: ``python -c "from benchmarks.bench_cases import profile_step as p; print(*p(), sep='\\n')"``.
     """
     import cProfile
     import pstats
     from mfpde.dynamics import LangevinSolver
-    d, N, n, p, q = REGIMES[regime]
+    d, N, n, p, q = REGIMES[regime] if size is None else (*size, 1, 1)
     model = _make(kind, d, p, q)
     rng = np.random.default_rng(0)
     data = types.SimpleNamespace(X=rng.standard_normal((n, d)) / math.sqrt(d),
