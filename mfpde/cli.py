@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="report directory (default: validation-report)")
     v.add_argument("--seed", type=int, default=0, help="base seed of the cases (default 0)")
     v.add_argument("--list", action="store_true", help="list the registered cases and exit")
+    v.add_argument("-j", "--jobs", type=int, default=1, metavar="K",
+                   help="run the cases in K local processes (default 1)")
+    v.add_argument("--executor", choices=("local", "mpi"), default="local",
+                   help="where the cases run: local processes (-j) or an MPI pool "
+                   "('mpiexec -n R mfpde validate --full --executor mpi')")
 
     c = sub.add_parser("compare", help="finite-width networks against the mean-field reference",
                        description="Run a [compare] configuration (widths x seeds x step sizes, "
@@ -96,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true",
                    help="continue OUT.h5.part, the file of an interrupted comparison, without "
                    "running its finished units again (a missing file starts a new job)")
+    c.add_argument("-j", "--jobs", type=int, default=1, metavar="K",
+                   help="run the units (seed x step-size groups) in K local processes "
+                   "(default 1); the file is the same")
+    c.add_argument("--executor", choices=("local", "mpi"), default=None,
+                   help="where the units run: local processes (-j) or an MPI pool "
+                   "('mpiexec -n R mfpde compare ... --executor mpi': rank 0 writes, R - 1 "
+                   "ranks run units)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
     from .cli_analysis import add_parsers as add_analysis_parsers
@@ -130,7 +142,12 @@ def cmd_run(args) -> int:
         if cfg.job == "sweep":
             _fail(f"{args.config}: has a [sweep] section; run it with 'mfpde sweep run "
                   f"{args.config} -d DIR'", 2)
-        path = run(cfg, args.output, resume=getattr(args, "resume", False), quiet=args.quiet)
+        jobs = getattr(args, "jobs", 1)
+        executor = getattr(args, "executor", None) or ("local" if jobs != 1 else None)
+        path = run(cfg, args.output, resume=getattr(args, "resume", False), quiet=args.quiet,
+                   executor=executor, jobs=jobs)
+        if path is None:          # a worker rank of the MPI executor
+            return 0
     except (ConfigError, StoreError) as exc:
         _fail(str(exc), 2)
     except NumericalError as exc:
@@ -300,8 +317,13 @@ def cmd_validate(args) -> int:
         for mod, err in errors.items():
             print(f"import:{mod:<33} FAILED       {err.splitlines()[-1]}")
         return 0
-    return validation.run_validation(level=args.level or "quick", only=args.only,
-                                     outdir=args.output, seed=args.seed)
+    from .errors import ConfigError
+    try:
+        return validation.run_validation(level=args.level or "quick", only=args.only,
+                                         outdir=args.output, seed=args.seed,
+                                         executor=args.executor, jobs=args.jobs)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
 
 
 def cmd_bench(args) -> int:

@@ -13,11 +13,13 @@ The configuration is the ``[compare]`` section of the one configuration system
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -187,8 +189,35 @@ def unit_key(seed, dts) -> str:
     return f"seed{seed}_dt" + ",".join(f"{dt:g}" for dt in dts)
 
 
+@functools.lru_cache(maxsize=2)
+def _built(config_toml: str):
+    """Config, model, data, sampler and held-out set of a comparison (cached per process)."""
+    cfg = parse_config(tomllib.loads(config_toml))
+    return (cfg.compare, *_build(cfg.compare))
+
+
+def _run_unit(config_toml: str, seed: int, dts: tuple[float, ...]):
+    """One unit of a comparison: the coupled run of ``seed`` and the step sizes ``dts``
+    (:func:`mfpde.coupling.couple_readout` / :func:`~mfpde.coupling.couple_pn`); a task of
+    :mod:`mfpde.executors`, seeded by ``seed`` alone. Returns the ``CouplingRun``."""
+    from .coupling import couple_pn, couple_readout
+
+    spec, model, data, sampler, test, _ = _built(config_toml)
+    widths = [tuple(w) if isinstance(w, list) else w for w in spec.widths]
+    ref_N = list(spec.reference.N) if isinstance(spec.reference.N, list) else spec.reference.N
+    common = dict(dts=list(dts), T=spec.T, method=spec.method, batch=spec.batch or None,
+                  sampling=spec.sampling, sampler=sampler, ref_dt=spec.reference.dt,
+                  ref_batch=spec.reference.batch, seed=seed, test=test,
+                  n_records=spec.n_records, w2_max_points=spec.w2_max_points,
+                  n_projections=spec.n_projections)
+    if spec.is_pn:
+        return couple_pn(model, data, n_ref=ref_N, widths=widths, gamma=spec.gamma, **common)
+    return couple_readout(model, data, N_ref=ref_N, widths=widths, beta=spec.beta,
+                          gamma=spec.gamma, **common)
+
+
 def run_compare(config, out_path, quiet=False, *, stream=None,
-                figure_path=None, resume=False) -> CompareResult:
+                figure_path=None, resume=False, pool=None) -> CompareResult:
     """Run a comparison (widths x seeds x step sizes), write ONE HDF5 file, fit the rates.
 
     Parameters
@@ -209,6 +238,9 @@ def run_compare(config, out_path, quiet=False, *, stream=None,
         Continue the unfinished file ``out_path`` of the same ``[compare]`` table: its finished
         units (:class:`~mfpde.store.CompareWriter`) are kept and not run again. Every unit is
         seeded by its seed alone, so the result equals that of an uninterrupted job.
+    pool : :class:`mfpde.executors.TaskPool`, optional
+        Where the units run (default: in this process, in order); the file is the same for
+        every executor (its units are written as they finish).
 
     Returns
     -------
@@ -221,62 +253,62 @@ def run_compare(config, out_path, quiet=False, *, stream=None,
     ConfigError
         Bad input (nothing written).
     """
-    from .coupling import couple_pn, couple_readout
+    from .executors import TaskPool
 
-    spec = compare_config(config).compare
+    cfg = compare_config(config)
+    spec = cfg.compare
     out = stream if stream is not None else sys.stdout
+    pool = pool if pool is not None else TaskPool(None, 1)
 
     def say(msg):
         if not quiet:
             print(msg, file=out, flush=True)
 
     _check_times(spec)
-    model, data, sampler, test, test_kind = _build(spec)
+    config_toml = cfg.to_toml()
+    test_kind = _built(config_toml)[-1]      # bad input fails here, before any file exists
     out_path = Path(out_path)
     fig_path = Path(figure_path) if figure_path is not None else out_path
     t_start = time.perf_counter()
     widths = [tuple(w) if isinstance(w, list) else w for w in spec.widths]
     errs: dict = {(w, dt): {} for w in widths for dt in spec.dts}
     f = spec.fit
-    ref_N = list(spec.reference.N) if isinstance(spec.reference.N, list) else spec.reference.N
     config_json = json.dumps(_json_safe(spec.to_dict()))
+
+    def label(dts):
+        return f"dt {', '.join(f'{v:g}' for v in dts)}"
+
     with CompareWriter(out_path, config=config_json, test_set=test_kind, resume=resume) as w:
         done = w.done
-        for seed in spec.seeds:
-            for dts in _step_groups(spec):
-                key = unit_key(seed, dts)
-                names = {(N, dt): run_name(N, seed, dt) for N in widths for dt in dts}
-                if key in done:
-                    for wd, name in names.items():
-                        errs[wd][seed] = done[key][name]
-                    say(f"seed {seed}, dt {', '.join(f'{v:g}' for v in dts)}: kept from the "
-                        f"interrupted job")
-                    continue
-                t0 = time.perf_counter()
-                common = dict(dts=dts, T=spec.T, method=spec.method,
-                              batch=spec.batch or None, sampling=spec.sampling, sampler=sampler,
-                              ref_dt=spec.reference.dt, ref_batch=spec.reference.batch,
-                              seed=seed, test=test, n_records=spec.n_records,
-                              w2_max_points=spec.w2_max_points, n_projections=spec.n_projections)
-                if spec.is_pn:
-                    run = couple_pn(model, data, n_ref=ref_N, widths=widths, gamma=spec.gamma,
-                                    **common)
-                else:
-                    run = couple_readout(model, data, N_ref=ref_N, widths=widths,
-                                         beta=spec.beta, gamma=spec.gamma, **common)
-                ref = run.reference
-                ref_name = f"seed{seed}_dt{ref['ref_dt']:g}"
-                w.add_reference(ref_name, ref)
-                for (N, dt), res in run.results.items():
-                    w.add_run(names[(N, dt)], res, ref, ref["seed"])
-                    errs[(N, dt)][seed] = res.value(f.quantity, f.at)
-                w.unit_done(key, [f"references/{ref_name}"]
-                            + [f"compare/{names[wd]}" for wd in run.results],
-                            {names[wd]: errs[wd][seed] for wd in run.results})
-                say(f"seed {seed}, dt {', '.join(f'{v:g}' for v in dts)}: reference "
-                    f"{ref['seconds']:.1f} s, total {time.perf_counter() - t0:.1f} s; "
-                    + ", ".join(f"{f.quantity}[{N}]={errs[(N, dt)][seed]:.3g}"
-                                for (N, dt) in run.results))
+        units = [(seed, tuple(dts)) for seed in spec.seeds for dts in _step_groups(spec)]
+        todo = []
+        for seed, dts in units:
+            key = unit_key(seed, dts)
+            if key in done:
+                for dt in dts:
+                    for N in widths:
+                        errs[(N, dt)][seed] = done[key][run_name(N, seed, dt)]
+                say(f"seed {seed}, {label(dts)}: kept from the interrupted job")
+            else:
+                todo.append((seed, dts))
+        if pool.workers > 1 and todo:
+            say(f"{len(todo)} units on {pool.workers} processes")
+        for j, run in pool.imap(_run_unit, [(config_toml, s, d) for s, d in todo]):
+            seed, dts = todo[j]
+            ref = run.reference
+            ref_name = f"seed{seed}_dt{ref['ref_dt']:g}"
+            names = {wd: run_name(wd[0], seed, wd[1]) for wd in run.results}
+            w.add_reference(ref_name, ref)
+            for wd, res in run.results.items():
+                w.add_run(names[wd], res, ref, ref["seed"])
+                errs[wd][seed] = res.value(f.quantity, f.at)
+            w.unit_done(unit_key(seed, dts), [f"references/{ref_name}"]
+                        + [f"compare/{n}" for n in names.values()],
+                        {n: errs[wd][seed] for wd, n in names.items()})
+            total = ref["seconds"] + sum(r.attrs.get("seconds", 0.0) for r in run.results.values())
+            say(f"seed {seed}, {label(dts)}: reference {ref['seconds']:.1f} s, total "
+                f"{total:.1f} s; " + ", ".join(f"{f.quantity}[{N}]={errs[(N, dt)][seed]:.3g}"
+                            for (N, dt) in run.results))
         fits = _fits_from(spec, errs)
         for name, fit in fits.items():
             w.add_fit(name, fit)

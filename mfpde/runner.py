@@ -122,7 +122,8 @@ def _config_diff(a: dict, b: dict, ignore=frozenset()) -> list[str]:
 
 def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None = None,
         resume: bool = False, quiet: bool = False, overrides: Iterable[str] = (),
-        stream: TextIO | None = None, comm="auto") -> Path:
+        stream: TextIO | None = None, comm="auto", executor: str | None = None,
+        jobs: int = 1) -> Path | None:
     """Run a configuration and write the HDF5 run file; returns its path.
 
     Parameters
@@ -137,6 +138,9 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     comm : ``"auto"`` (default: ``MPI.COMM_WORLD`` when this process is one of several of an
         MPI launch, else this process alone), an mpi4py communicator (the run is split over its
         ranks, :mod:`mfpde.parallel`; rank 0 writes the file), or None (this process alone)
+    executor, jobs : where the units of a ``[compare]`` job run (:mod:`mfpde.executors`:
+        ``"local"`` with ``jobs`` processes, or ``"mpi"``: under ``mpiexec`` rank 0 writes the
+        file and the other ranks run units; they return None). Only for comparison jobs.
 
     Raises
     ------
@@ -144,6 +148,8 @@ def run(config: Config | str | os.PathLike, out_path: str | os.PathLike | None =
     NumericalError : NaN/inf during the run (status ``failed``, last good checkpoint kept)
     RunInterrupted : SIGINT/SIGTERM (status ``interrupted``, checkpoint written)
     """
+    if executor is not None:
+        return _executor_job(config, out_path, resume, quiet, overrides, stream, executor, jobs)
     if isinstance(comm, str) and comm == "auto":
         from .parallel import auto_comm
         comm = auto_comm()
@@ -200,6 +206,27 @@ def _check_output(path: Path, resume: bool, overwrite: bool) -> bool:
     return exists
 
 
+def _executor_job(config, out_path, resume, quiet, overrides, stream, executor: str,
+                  jobs: int) -> Path | None:
+    """:func:`run` of a ``[compare]`` job whose units run on an executor; the worker ranks of
+    the MPI executor return None once the root has finished."""
+    from .executors import check_executor, task_pool
+    check_executor(executor, jobs)
+    with task_pool(executor, jobs) as pool:
+        if not pool.root:
+            return None
+        cfg = _resolve(config, overrides)
+        if cfg.job != "compare":
+            raise ConfigError("--executor and -j hand out the units of a [compare] job; a run "
+                              "is split over MPI ranks by 'mpiexec -n R mfpde run' and a sweep "
+                              "has 'mfpde sweep run --executor'")
+        if out_path is not None:
+            cfg = cfg.replace(output={"path": os.fspath(out_path)})
+        path = Path(cfg.output.path)
+        _check_output(path, resume, cfg.output.overwrite)
+        return _compare_job(cfg, path, quiet, stream, resume, pool)
+
+
 class _RaiseOnSignal:
     """SIGINT and SIGTERM raise :class:`_Signalled` (main thread only) while a comparison runs:
     its units are short-lived and independent, so it stops at once and keeps its finished
@@ -227,7 +254,8 @@ class _Signalled(BaseException):
         self.signum = signum
 
 
-def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = False) -> Path:
+def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = False,
+                 pool=None) -> Path:
     """A ``[compare]`` job (:func:`mfpde.compare.run_compare`) under the output rules of a run:
     built in ``OUT.h5.part`` and renamed when complete, so an old ``OUT.h5`` is replaced only by
     a complete file (and never one that another process has open).
@@ -260,7 +288,7 @@ def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = Fa
     try:
         with _RaiseOnSignal(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run_compare(cfg, partial, quiet=quiet, stream=stream, figure_path=path,
-                        resume=continuing)
+                        resume=continuing, pool=pool)
         finished = True
         if path.exists() and (not cfg.output.overwrite or in_use(path)):
             raise ConfigError(f"output file {path} appeared or was opened by another process "

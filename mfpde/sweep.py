@@ -67,6 +67,7 @@ from typing import Any, Iterable, Mapping, Sequence, TextIO
 import numpy as np
 
 from .config import EXCLUSIVE, Config, ConfigError, _copy, dumps, parse_config
+from .executors import THREAD_VARS, check_executor
 
 __all__ = ["Sweep", "PointState", "expand", "init_sweep", "open_sweep", "run_point",
            "run_sweep", "status", "collect", "load_sweep", "slurm_script", "parse_time",
@@ -84,8 +85,6 @@ EXECUTION_FIELDS = (("output", "path"), ("output", "overwrite"), ("output", "tim
 #: fields ``sweep run --set`` may change at run time (a resumed run accepts them changed)
 RUN_SETTINGS = ("output.time_limit", "output.time_margin", "output.checkpoint_every",
                 "observe.log_every")
-#: thread variables an executor sets per run (``OMP_NUM_THREADS`` ...)
-THREAD_VARS = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 #: statuses of a point, in report order
 STATUSES = ("complete", "running", "interrupted", "failed", "pending")
 
@@ -536,12 +535,9 @@ def run_sweep(directory: str | os.PathLike, *, jobs: int = 1, executor: str = "l
     sw = Sweep(directory)
     settings = _check_settings(settings)
     out = sys.stderr if out is None else out
+    check_executor(executor, jobs)
     if executor == "mpi":
         return _run_mpi(sw, jobs, retry_failed, settings, indices, out, quiet)
-    if executor != "local":
-        raise ConfigError(f"--executor {executor!r}: expected 'local' or 'mpi'")
-    if jobs < 1:
-        raise ConfigError(f"-j {jobs}: expected a number of processes >= 1")
     todo, skipped = _todo(sw, indices, retry_failed)
     if not quiet:
         print(f"mfpde sweep: {sw.name}: {len(todo)} of {len(sw)} points to run, {jobs} at a "
@@ -630,33 +626,18 @@ def _mpi_task(directory: str, i: int, retry_failed: bool, settings: list[str]) -
 
 def _run_mpi(sw: Sweep, jobs: int, retry_failed: bool, settings, indices, out,
              quiet) -> SweepResult | None:
-    try:
-        from mpi4py import MPI
-        from mpi4py.futures import MPICommExecutor, MPIPoolExecutor
-    except ImportError:
-        raise ConfigError("--executor mpi needs mpi4py: pip install 'mfpde[mpi]'") from None
-    comm = MPI.COMM_WORLD
-    rank, size = comm.Get_rank(), comm.Get_size()
-    todo, skipped = _todo(sw, indices, retry_failed) if rank == 0 else ([], [])
-    if size > 1:
-        ctx = MPICommExecutor(comm, root=0)
-        workers = size - 1
-    else:
-        ctx = MPIPoolExecutor(max_workers=max(1, jobs))
-        workers = max(1, jobs)
+    from .executors import task_pool
     codes: dict[int, int] = {}
-    with ctx as ex:
-        if ex is None:       # a worker rank: it served the tasks
+    with task_pool("mpi", max(1, jobs)) as pool:
+        if not pool.root:       # a worker rank: it served the tasks
             return None
+        todo, skipped = _todo(sw, indices, retry_failed)
         if not quiet:
-            print(f"mfpde sweep: {sw.name}: {len(todo)} of {len(sw)} points to run on {workers} "
-                  f"MPI worker(s) ({len(skipped)} complete or failed skipped)", file=out,
-                  flush=True)
-        futures = [ex.submit(_mpi_task, str(sw.dir), i, retry_failed, list(settings))
-                   for i in todo]
-        from concurrent.futures import as_completed
-        for f in as_completed(futures):
-            i, code, secs = f.result()
+            print(f"mfpde sweep: {sw.name}: {len(todo)} of {len(sw)} points to run on "
+                  f"{pool.workers} MPI worker(s) ({len(skipped)} complete or failed skipped)",
+                  file=out, flush=True)
+        for _, (i, code, secs) in pool.imap(_mpi_task, [(str(sw.dir), i, retry_failed,
+                                                         list(settings)) for i in todo]):
             codes[i] = code
             if not quiet:
                 print(f"[{len(codes)}/{len(todo)}] point {i} {sw.state(i).status} (exit {code}, "

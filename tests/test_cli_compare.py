@@ -72,9 +72,10 @@ def test_run_of_a_compare_file_is_the_comparison_job(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "exists" in err[0]
     assert main(["run", str(p), "-o", str(b), "-q", "--set", "output.overwrite=true"]) == 0
-    with pytest.raises(SystemExit) as e:
-        main(["run", str(p), "-o", str(tmp_path / "r.h5"), "--resume", "-q"])
-    assert e.value.code == 2 and not (tmp_path / "r.h5").exists()
+    # --resume with no interrupted job to continue starts one, as for a run
+    assert main(["run", str(p), "-o", str(tmp_path / "r.h5"), "--resume", "-q"]) == 0
+    dr = _datasets(tmp_path / "r.h5")
+    assert set(dr) == set(da) and all(np.array_equal(dr[k], da[k]) for k in da)
 
 
 @pytest.mark.parametrize("override,msg", [

@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parent.parent / "mfpde"
 #: (module prefix, layer), most specific prefix first; lower numbers are lower layers
 LAYERS = [
     ("_version", 0), ("errors", 0), ("_numba", 0), ("_blas", 0), ("_pool", 0), ("kernels", 0),
-    ("activations", 1), ("rules", 1), ("store", 1),
+    ("activations", 1), ("rules", 1), ("store", 1), ("executors", 1),
     ("data", 2), ("models", 2), ("metrics", 2),
     ("engine", 3), ("dynamics", 3), ("meanfield", 3), ("sparse", 3),
     ("observables", 4), ("observers", 4), ("observables_nc", 4),
