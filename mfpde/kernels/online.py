@@ -23,98 +23,21 @@ kernel, from the run's generator) and passed in.
 Inside the call the particles are held transposed (``u`` as ``d_in x N``, ``a`` as ``p x N``) so
 that every inner loop runs over particles with unit stride and compiles to SIMD code; each
 ``z_{bj}`` and each gradient entry is summed in a fixed order, so results do not depend on how the
-steps are split into calls. ``tanh`` uses :func:`tanh_simd` (a branch-free evaluation within 2 ulp
-of the C library's ``tanh``, which the compiler can vectorise); the other activations use the
-scalar ``sigma`` / ``dsigma`` of :mod:`mfpde.kernels.activations` by code. The kernel is serial (one
+steps are split into calls. ``tanh`` uses :func:`~mfpde.kernels.activations.tanh_simd` (a
+branch-free evaluation within 2 ulp of the C library's ``tanh``, which the compiler can
+vectorise); the other activations use the scalar ``sigma`` / ``dsigma`` of
+:mod:`mfpde.kernels.activations` by code. The kernel is serial (one
 thread): it serves the small problems where a per-step BLAS pass is dominated by fixed costs.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 
 from .._numba import jit
-from .activations import SIGMOID, TANH, dsigma, sigma
+from .activations import CONTRACT, SIGMOID, TANH, dsigma, sigma, tanh_array, tanh_simd
 
-#: floating-point flags of the compiled loops: fused multiply-add contraction only (no
-#: reassociation), so every sum keeps its order and results are reproducible
-_FASTMATH = {"contract"}
-
-# ---------------------------------------------------------------------------- SIMD tanh
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01
-_LN2_LO = 1.90821492927058770002e-10
-# 1/k! for the degree-13 Taylor polynomial of exp on |r| <= ln(2)/2 (truncation < 0.1 ulp)
-_E2, _E3, _E4, _E5, _E6, _E7, _E8, _E9, _E10, _E11, _E12, _E13 = (
-    1.0 / math.factorial(k) for k in range(2, 14))
-# rational approximation tanh(x) = x + x^3 P(x^2)/Q(x^2) on |x| < 0.625 (Cephes tanh.c)
-_TP0, _TP1, _TP2 = -9.64399179425052238628e-1, -9.92877231001918586564e1, -1.61468768441708447952e3
-_TQ0, _TQ1, _TQ2 = 1.12811678491632931402e2, 2.23548839060100448583e3, 4.84406305325125486048e3
-
-
-@intrinsic
-def _pow2(typingctx, n):
-    """``2.0 ** n`` for an integer ``-1022 <= n <= 1023``, built from the exponent bits."""
-    if not isinstance(n, types.Integer):
-        return None
-    sig = types.float64(n)
-
-    def codegen(context, builder, signature, args):
-        v = context.cast(builder, args[0], n, types.int64)
-        i64 = ir.IntType(64)
-        bits = builder.shl(builder.add(v, ir.Constant(i64, 1023)), ir.Constant(i64, 52))
-        return builder.bitcast(bits, ir.DoubleType())
-
-    return sig, codegen
-
-
-@jit(inline="always", error_model="numpy")
-def _exp_nonpos(x):
-    """``exp(x)`` for ``-40 <= x <= 0`` without library calls: ``x = n ln 2 + r`` (Cody–Waite),
-    Taylor polynomial of degree 13 in ``r``, times ``2^n``."""
-    n = math.floor(x * _LOG2E + 0.5)
-    r = (x - n * _LN2_HI) - n * _LN2_LO
-    p = _E13
-    p = p * r + _E12
-    p = p * r + _E11
-    p = p * r + _E10
-    p = p * r + _E9
-    p = p * r + _E8
-    p = p * r + _E7
-    p = p * r + _E6
-    p = p * r + _E5
-    p = p * r + _E4
-    p = p * r + _E3
-    p = p * r + _E2
-    p = p * r + 1.0
-    p = p * r + 1.0
-    return p * _pow2(np.int64(n))
-
-
-@jit(inline="always", error_model="numpy")
-def tanh_simd(z):
-    """:math:`\\tanh z` within 2 ulp of the C library (tested), branch-free so that loops over it
-    vectorise: the rational approximation below ``|z| = 0.625``, ``1 - 2e/(1+e)`` with
-    ``e = exp(-2|z|)`` above (``|z|`` clipped at 20, where ``tanh = 1`` in double precision)."""
-    a = min(abs(z), 20.0)
-    s = a * a
-    small = a + a * s * (((_TP0 * s + _TP1) * s + _TP2) / (((s + _TQ0) * s + _TQ1) * s + _TQ2))
-    e = _exp_nonpos(-2.0 * a)
-    big = 1.0 - 2.0 * e / (1.0 + e)
-    t = small if a < 0.625 else big
-    return math.copysign(t, z)
-
-
-@jit(error_model="numpy", fastmath=_FASTMATH)
-def tanh_array(z, out):
-    """``out[i] = tanh_simd(z[i])`` for 1-D arrays (used by the tests)."""
-    for i in range(z.shape[0]):
-        out[i] = tanh_simd(z[i])
-
+#: floating-point flags of the compiled loops (:data:`~mfpde.kernels.activations.CONTRACT`)
+_FASTMATH = CONTRACT
 
 # ---------------------------------------------------------------------------- helpers
 @jit(inline="always", error_model="numpy")
@@ -320,3 +243,6 @@ def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
         for i in range(din):
             theta[j, pa + i] = Ut[i, j]
     return risk
+
+
+__all__ = ["online_steps", "tanh_array", "tanh_simd"]
