@@ -14,11 +14,14 @@ one block of samples ``X_b`` (``nb x d_in``) and one chunk ``c`` of particles th
 Two families of kernels do the element-wise work:
 
 - :data:`FROM_S` activations (tanh, sigmoid, identity), whose derivatives are functions of
-  ``s = sigma(z)``: one ``nb x Nc`` tile per chunk. ``P`` is formed in it (BLAS, or
-  :func:`project` for a small ``d_in``), turned into ``S`` by NumPy's SIMD ``tanh``
-  (:func:`prepass_s`), reduced to the partial features by :func:`forward_s`; :func:`backward_s`
-  computes ``sigma'``, ``sigma''`` from ``S`` and, for a small ``d_in``, accumulates
-  ``grad_U`` itself, so no BLAS call and no second buffer is needed.
+  ``s = sigma(z)``: one ``nb x Nc`` tile per chunk. :func:`forward_s` forms ``S`` row by row —
+  the projection (BLAS before the call, or compiled in the kernel for a small ``d_in``), the
+  activation in plain arithmetic (:func:`~mfpde.kernels.activations.tanh_simd`, vectorised) and
+  the partial features in one pass per sample; :func:`backward_s` computes ``sigma'``,
+  ``sigma''`` from ``S`` and, for a small ``d_in``, accumulates ``grad_U`` itself, so no BLAS
+  call and no second buffer is needed. The low-memory sweep of a small ``d_in`` runs both per
+  sample row in :func:`sweep_s`, without a tile. These kernels contract multiply-adds
+  (``fastmath = CONTRACT``: fused multiply-add only, every sum keeps its order).
 - every other activation: :func:`prepass` + :func:`forward_chunk` keep ``S``, ``sigma'`` and
   (for Laplacians) ``sigma''`` in three tiles; :func:`backward_chunk` forms ``B``.
 
@@ -37,7 +40,8 @@ import numpy as np
 
 from .._numba import jit
 from .._pool import run_tasks
-from .activations import IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma
+from .activations import (CONTRACT, IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma,
+                          tanh_simd)
 
 #: below this many entries a parallel (prange) update kernel (mfpde.kernels.kinetic) runs serially:
 #: a launch costs more than it saves
@@ -70,14 +74,16 @@ def chunk_bounds(N: int) -> np.ndarray:
 FROM_S = (TANH, SIGMOID, IDENTITY)
 
 
-def prepass_s(code, P):
-    """In place ``P <- tanh(P)`` (tanh) or ``tanh(P/2)`` (sigmoid, finished by :func:`forward_s`);
-    identity: nothing. NumPy's SIMD ufunc, several times faster per entry than scalar libm."""
+@jit(inline="always")
+def _sigma_s_row(code, row):
+    """In place ``row <- sigma(row)`` for a :data:`FROM_S` activation: :func:`tanh_simd`, or
+    ``1/2 + tanh(z/2)/2`` for the sigmoid; identity: nothing."""
     if code == TANH:
-        np.tanh(P, out=P)
+        for j in range(row.shape[0]):
+            row[j] = tanh_simd(row[j])
     elif code == SIGMOID:
-        np.multiply(P, 0.5, out=P)
-        np.tanh(P, out=P)
+        for j in range(row.shape[0]):
+            row[j] = 0.5 + 0.5 * tanh_simd(0.5 * row[j])
 
 
 @jit(inline="always")
@@ -90,18 +96,6 @@ def _d_from_s(code, s):
         ds = s * (1.0 - s)
         return ds, ds * (1.0 - 2.0 * s)
     return 1.0, 0.0
-
-
-@jit(inline="always")
-def _forward_s(code, S, AwT, Hpart):
-    nb, Nc = S.shape
-    for i in range(nb):
-        Si = S[i]
-        if code == SIGMOID:
-            for j in range(Nc):
-                Si[j] = 0.5 + 0.5 * Si[j]
-        for k in range(AwT.shape[0]):
-            Hpart[i, k] = _dot(Si, AwT[k])
 
 
 @jit(inline="always")
@@ -131,57 +125,104 @@ def _add_outer(M, c, row):
 
 
 @jit(inline="always")
+def _forward_row(code, Si, xi, UT, AwT, Hi):
+    """One sample: ``Si <- sigma(x_i U^T)`` (the projection formed first when ``UT`` is not
+    empty, else ``Si`` holds it on entry), then ``Hi[k] = sum_j Si[j] AwT[k, j]`` (when ``Hi``
+    is not empty)."""
+    if UT.shape[0] > 0:
+        _combine_rows(xi, UT, Si)
+    _sigma_s_row(code, Si)
+    for k in range(Hi.shape[0]):
+        Hi[k] = _dot(Si, AwT[k])
+
+
+@jit(inline="always")
+def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow):
+    """One sample: ``gAT += gi (x) Si`` (if ``train_a``), ``B = sigma'(Si) (.) (gi A^T)``,
+    ``lap += B sigma''(Si) |x_i|^2``; then ``gUT += xi (x) B`` (``gUT`` not empty) or
+    ``Si <- B``."""
+    if train_a:
+        _add_outer(gAT, gi, Si)
+    _combine_rows(gi, AT, Brow)
+    for j in range(Si.shape[0]):
+        ds, dds = _d_from_s(code, Si[j])
+        b = Brow[j]
+        if want_lap:
+            lap[j] += b * dds * xn
+        Brow[j] = b * ds
+    if gUT.shape[0] > 0:
+        _add_outer(gUT, xi, Brow)
+    else:
+        for j in range(Si.shape[0]):
+            Si[j] = Brow[j]
+
+
+@jit(inline="always")
+def _forward_s(code, S, Xb, UT, AwT, Hpart):
+    for i in range(S.shape[0]):
+        _forward_row(code, S[i], Xb[i], UT, AwT, Hpart[i])
+
+
+@jit(inline="always")
 def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
-    nb, Nc = S.shape
-    fuse_u = gUT.shape[0] > 0
-    # B is formed in a scratch row; with grad_U fused, S is only read (half the memory traffic)
-    Brow = np.empty(Nc)
-    for i in range(nb):
-        Si = S[i]
-        if train_a:
-            _add_outer(gAT, G[i], Si)
-        _combine_rows(G[i], AT, Brow)
+    Brow = np.empty(S.shape[1])
+    for i in range(S.shape[0]):
         xn = xn2[i] if want_lap else 0.0
-        for j in range(Nc):
-            ds, dds = _d_from_s(code, Si[j])
-            b = Brow[j]
-            if want_lap:
-                lap[j] += b * dds * xn
-            Brow[j] = b * ds
-        if fuse_u:
-            _add_outer(gUT, Xb[i], Brow)
-        else:
-            for j in range(Nc):
-                Si[j] = Brow[j]
+        _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], gUT, Brow)
 
 
-@jit(error_model="numpy")
+@jit(inline="always")
+def _sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
+    Nc = UT.shape[1]
+    Srow = np.empty(Nc)
+    Brow = np.empty(Nc)
+    no_h = np.empty(0)
+    for i in range(Xb.shape[0]):
+        xi = Xb[i]
+        _forward_row(code, Srow, xi, UT, AT, no_h)
+        xn = xn2[i] if want_lap else 0.0
+        _backward_row(code, Srow, G[i], AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def prepass_s(code, P):
+    """In place ``P <- sigma(P)`` over a tile ``P`` (nb, Nc) for a :data:`FROM_S` activation
+    (:func:`~mfpde.kernels.activations.tanh_simd`; the sigmoid as ``1/2 + tanh(z/2)/2``): the
+    activation step that :func:`forward_s` fuses with the projection and the features."""
+    for i in range(P.shape[0]):
+        _sigma_s_row(code, P[i])
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
 def project(Xb, UT, P):
     """``P = X_b U^T`` for a small input dimension, vectorised over particles (BLAS is slow for
-    ``d_in`` of a few and does not run concurrently from several threads). Shapes ``Xb``
-    (nb, d_in), ``UT`` (d_in, Nc) the chunk's ``u`` transposed, ``P`` (nb, Nc)."""
+    ``d_in`` of a few and does not run concurrently from several threads); the projection step
+    that :func:`forward_s` fuses. Shapes ``Xb`` (nb, d_in), ``UT`` (d_in, Nc) the chunk's ``u``
+    transposed, ``P`` (nb, Nc)."""
     for i in range(P.shape[0]):
         _combine_rows(Xb[i], UT, P[i])
 
 
-@jit(error_model="numpy")
-def forward_s(code, S, AwT, Hpart):
-    """One chunk, forward, for :data:`FROM_S` activations: ``S`` holds :func:`prepass_s` values on
-    entry and ``sigma(P)`` on exit; ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``.
+@jit(error_model="numpy", fastmath=CONTRACT)
+def forward_s(code, S, Xb, UT, AwT, Hpart):
+    """One chunk, forward, for :data:`FROM_S` activations, one pass per sample row:
+    ``S = sigma(X_b U^T)`` and ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``. With ``UT`` (d_in, Nc)
+    (small ``d_in``) the projection is formed here (:func:`project`); with ``UT`` (0, 0) ``S``
+    holds it on entry (a BLAS product). ``sigma`` is :func:`prepass_s`'s.
 
-    Shapes: ``S`` (nb, Nc) C-contiguous; ``AwT`` (p, Nc) the chunk's weighted output weights
-    ``w_j a_j`` transposed; ``Hpart`` (nb, p). Each activation gets its own compiled loop (the
-    code is a constant in each branch), so the loops vectorise.
+    Shapes: ``S`` (nb, Nc) C-contiguous; ``Xb`` (nb, d_in); ``AwT`` (p, Nc) the chunk's weighted
+    output weights ``w_j a_j`` transposed; ``Hpart`` (nb, p). Each activation gets its own
+    compiled loop (the code is a constant in each branch), so the loops vectorise.
     """
     if code == TANH:
-        _forward_s(TANH, S, AwT, Hpart)
+        _forward_s(TANH, S, Xb, UT, AwT, Hpart)
     elif code == SIGMOID:
-        _forward_s(SIGMOID, S, AwT, Hpart)
+        _forward_s(SIGMOID, S, Xb, UT, AwT, Hpart)
     else:
-        _forward_s(IDENTITY, S, AwT, Hpart)
+        _forward_s(IDENTITY, S, Xb, UT, AwT, Hpart)
 
 
-@jit(error_model="numpy")
+@jit(error_model="numpy", fastmath=CONTRACT)
 def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     """One chunk, backward, for :data:`FROM_S` activations, in place: ``gAT[k, j] += sum_i S[i, j]
     G[i, k]`` (if ``train_a``), then ``S <- B = sigma'(S) (.) (G A^T)`` and ``lap[j] += sum_i
@@ -197,6 +238,20 @@ def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
         _backward_s(SIGMOID, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
     else:
         _backward_s(IDENTITY, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
+    """One chunk of the low-memory sweep for :data:`FROM_S` activations and a small ``d_in``:
+    per sample row, :func:`forward_s` (without the features, which are known) followed at once
+    by :func:`backward_s`, the row ``sigma(x_i U^T)`` held in a scratch row instead of a tile.
+    The same numbers as the two kernels. Shapes as :func:`backward_s`, ``UT`` (d_in, Nc)."""
+    if code == TANH:
+        _sweep_s(TANH, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+    elif code == SIGMOID:
+        _sweep_s(SIGMOID, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+    else:
+        _sweep_s(IDENTITY, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
 
 
 def prepass(code, P, S):

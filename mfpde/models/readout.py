@@ -17,8 +17,9 @@ dynamics.md §1.2–§1.3, row layout):
 The two-layer network is the case ``W = I_q``, ``Gamma = 1``, ``p = q`` (``W`` is then not a
 parameter). With the output weight fixed to 1 the particle is ``u`` alone and ``A = 1``.
 
-The data are streamed in blocks of samples so memory stays ``O(N*D + block*N)``: the ``n x N``
-matrices are never formed. Every product is a BLAS call; the element-wise work is fused in
+The data are streamed in blocks of samples (:meth:`ReadoutModel.block_size`) so memory stays
+``O(N*D + block*N)`` (``O(N*D)`` in the low-memory sweep): the ``n x N`` matrices are never
+formed. Every product is a BLAS call; the element-wise work is fused in
 :mod:`mfpde.kernels.readout`.
 
 Particles split over processes (``part``, e.g. :class:`mfpde.parallel.Partition` on MPI ranks):
@@ -40,19 +41,25 @@ from .._blas import blas_threads
 from .._pool import run_tasks
 from ..rules import MEMORY_MODES
 from ..kernels.readout import (FROM_S, assemble_chunk, backward_chunk, backward_s, chunk_bounds,
-                               forward_chunk, forward_s, prepass, prepass_s, project)
+                               forward_chunk, forward_s, prepass, sweep_s)
 
 #: input dimensions up to this use the compiled projection instead of BLAS (low-dimension regime)
 SMALL_D = 8
 
-#: from this many particles on, multi-block gradient passes use the low-memory sweep
+#: from this many particles on, gradient passes use the low-memory sweep
 #: (``memory = "auto"``, see :meth:`ReadoutModel.low_memory`)
 LOW_MEMORY_N = 1 << 19
 
-#: bytes of one chunk's ``block x chunk`` tile (sized for a core's L2 cache)
+#: bytes of one chunk's ``block x chunk`` tile: the block size where the element-wise kernels
+#: dominate (small ``d_in`` with a :data:`~mfpde.kernels.readout.FROM_S` activation)
 TILE_BYTES = 1 << 21
 
-#: bytes of one ``block x N`` work buffer (two or three are live during a gradient pass)
+#: samples per block at least where the products are BLAS calls (``d_in > SMALL_D`` or another
+#: activation): the reduction of ``grad_U = B^T X_b`` runs over the block, and each block reads
+#: and writes the chunk's ``(Nc, d_in)`` accumulator once
+BLAS_BLOCK = 128
+
+#: bytes of the blocks of points of :meth:`ReadoutModel.potential` (``n x block`` matrices)
 BLOCK_BYTES = 1 << 25
 
 
@@ -158,13 +165,14 @@ class ReadoutModel:
         Weight decay on particles and on ``W``.
     init_scale_a, init_scale_u : float
         Standard deviations of the Gaussian initialisation of ``a`` and ``u``.
-    block_bytes : int
-        Size of one work buffer; sets how many samples are processed per block.
+    block_bytes : int or None
+        Cap on the bytes of one ``block x N`` tile buffer of the stored pass (fewer samples per
+        block, see :meth:`block_size`); None (default): the block rule alone.
     memory : {"auto", "fast", "low"}
-        Gradient passes over several sample blocks either keep a ``block x N`` tile buffer and
-        (N, D) accumulators ("fast"), or compute all features first and then each particle chunk
+        Gradient passes either keep a ``block x N`` tile buffer and (N, D) accumulators
+        ("fast", the stored pass), or compute all features first and then each particle chunk
         on its own, evaluating the activations twice, with memory close to the particle state
-        alone ("low"); "auto" picks "low" from :data:`LOW_MEMORY_N` particles on.
+        alone ("low", the sweep); "auto" picks "low" from :data:`LOW_MEMORY_N` particles on.
     """
 
     kind = "readout"
@@ -172,7 +180,7 @@ class ReadoutModel:
 
     def __init__(self, d, p, q, activation="tanh", bias=False, train_a=True, Gamma=1.0,
                  lam=0.0, lam_W=0.0, init_scale_a=1.0, init_scale_u=1.0,
-                 block_bytes=BLOCK_BYTES, memory="auto"):
+                 block_bytes=None, memory="auto"):
         for name, val in (("d", d), ("p", p), ("q", q)):
             if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
@@ -193,7 +201,7 @@ class ReadoutModel:
         self.Gamma = float(Gamma)
         self.lam, self.lam_W = float(lam), float(lam_W)
         self.init_scale_a, self.init_scale_u = float(init_scale_a), float(init_scale_u)
-        self.block_bytes = int(block_bytes)
+        self.block_bytes = None if block_bytes is None else int(block_bytes)
         if memory not in MEMORY_MODES:
             raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY_MODES))}, "
                              f"got {memory!r}")
@@ -253,12 +261,25 @@ class ReadoutModel:
         return w
 
     def block_size(self, n, N):
-        """Samples per block: one chunk's ``block x chunk`` tile stays within :data:`TILE_BYTES`
-        (it is reused from cache between the kernels of a phase) and a ``block x N`` buffer
-        within ``block_bytes``."""
-        bounds = chunk_bounds(N)
-        widest = int(np.max(np.diff(bounds)))
-        return int(max(1, min(n, TILE_BYTES // (8 * widest), self.block_bytes // (8 * N))))
+        """Samples per block of a pass over ``n`` samples and ``N`` particles, a function of
+        ``n``, ``N`` and the model only (never of the thread or process count, so the sums over
+        blocks have one order): as many as keep one chunk's ``block x chunk`` tile within
+        :data:`TILE_BYTES`, and at least :data:`BLAS_BLOCK` where the products are BLAS calls;
+        in the stored pass (:meth:`low_memory` False), which allocates ``block x N`` buffers,
+        also at most ``block_bytes / (8 N)`` when ``block_bytes`` is set."""
+        widest = int(np.max(np.diff(chunk_bounds(N))))
+        blk = TILE_BYTES // (8 * widest)
+        if not self.compiled_projection:
+            blk = max(blk, BLAS_BLOCK)
+        if self.block_bytes is not None and not self.low_memory(N):
+            blk = min(blk, self.block_bytes // (8 * N))
+        return int(max(1, min(n, blk)))
+
+    @property
+    def compiled_projection(self) -> bool:
+        """Whether the projection and ``grad_U`` are compiled loops (a small ``d_in`` and an
+        activation of :data:`~mfpde.kernels.readout.FROM_S`) instead of BLAS products."""
+        return self.code in FROM_S and self.d_in <= SMALL_D
 
     # ------------------------------------------------------------------ init
     #: rows drawn per generator call by :meth:`init_particles` with ``rows``
@@ -309,9 +330,11 @@ class ReadoutModel:
         complete (``item = produce(lo, hi)``, called in chunk order, or None).
 
         Low-memory sweep (:meth:`low_memory`): the features of every block are computed first
-        and each chunk then recomputes its tiles block by block, so the ``block x N`` buffer and
+        and each chunk then recomputes its tiles block by block (for a small ``d_in`` one sample
+        row at a time, :func:`~mfpde.kernels.readout.sweep_s`), so the ``block x N`` buffer and
         the (N, D) accumulators are replaced by per-chunk ones — one more forward evaluation for
-        a memory of about the particle state alone.
+        a memory of about the particle state alone; the block size is then not bounded by a
+        ``block x N`` buffer (:meth:`block_size`).
 
         With ``part`` (module docstring) ``theta`` holds rows ``[part.lo, part.hi)`` of the
         ``N = part.N`` particles, the chunks ``[part.c0, part.c1)``; each block's partial
@@ -347,9 +370,9 @@ class ReadoutModel:
         NL = int(bounds[-1])
         blk = self.block_size(n, N)
         blocks = [(s, min(n, s + blk)) for s in range(0, n, blk)]
-        sweep = grad and len(blocks) > 1 and self.low_memory(N)
+        sweep = grad and self.low_memory(N)
         from_s = code in FROM_S                      # sigma', sigma'' from sigma: one tile
-        low_d = from_s and d_in <= SMALL_D           # projection and grad_U in the kernels
+        low_d = self.compiled_projection             # projection and grad_U in the kernels
         no_dd = np.empty((0, 0))
         # per-chunk contiguous (k, Nc) arrays: the kernels' inner loops run over particles
         AT = [np.ascontiguousarray(theta[r, :pa].T) if self.train_a else np.ones((1, m))
@@ -369,12 +392,9 @@ class ReadoutModel:
             r, Xb = rows[c], Xa[s:e]
             S = T[0]
             if from_s:
-                if low_d:
-                    project(Xb, UT[c], S)
-                else:
+                if not low_d:
                     np.dot(Xb, theta[r, pa:].T, out=S)
-                prepass_s(code, S)
-                forward_s(code, S, AwT[c], Hout)
+                forward_s(code, S, Xb, UT[c] if low_d else no_dd, AwT[c], Hout)
             else:
                 P = T[1]
                 np.dot(Xb, theta[r, pa:].T, out=P)
@@ -458,6 +478,10 @@ class ReadoutModel:
                 if sweep:                       # this chunk's force, block by block
                     acc = new_acc(widths[c])
                     for bi, (s, e) in enumerate(blocks):
+                        if low_d:
+                            sweep_s(code, Xa[s:e], UT[c], G[s:e], AT[c], self.train_a, acc[0],
+                                    lap, xn2[s:e] if lap else xn2, acc[3], acc[2])
+                            continue
                         T = tiles.get(c, e - s)
                         fwd(c, s, e, T, Hparts[c, :e - s])
                         bwd(c, s, e, T, G[s:e], acc, bi == 0)
@@ -489,7 +513,7 @@ class ReadoutModel:
         return res
 
     def low_memory(self, N) -> bool:
-        """Whether a multi-block gradient pass over ``N`` particles uses the low-memory sweep
+        """Whether a gradient pass over ``N`` particles uses the low-memory sweep
         (``memory = "auto"``: from :data:`LOW_MEMORY_N` particles on)."""
         if self.memory == "auto":
             return N >= LOW_MEMORY_N
@@ -628,7 +652,7 @@ class ReadoutModel:
         pts = self.check_theta(points)
         A, U = self.split(pts)
         out = np.empty(pts.shape[0])
-        blk = max(1, self.block_bytes // (8 * n))
+        blk = max(1, (self.block_bytes or BLOCK_BYTES) // (8 * n))
         for s in range(0, pts.shape[0], blk):
             e = min(pts.shape[0], s + blk)
             S = evaluate(self.activation, Xa @ U[s:e].T)           # (n, m)
