@@ -291,7 +291,7 @@ def run_compare(config, out_path, quiet=False, *, stream=None,
                 say(f"seed {seed}, {label(dts)}: kept from the interrupted job")
             else:
                 todo.append((seed, dts))
-        if pool.workers > 1 and todo:
+        if not pool.in_process and todo:
             say(f"{len(todo)} units on {pool.workers} processes")
         for j, run in pool.imap(_run_unit, [(config_toml, s, d) for s, d in todo]):
             seed, dts = todo[j]

@@ -74,13 +74,16 @@ class TaskPool:
         False on the worker ranks of the MPI executor, which served the tasks and have nothing
         more to do when :func:`task_pool` returns them the pool.
     workers : int
-        Processes that run the tasks (1: this process).
+        Processes that run the tasks.
+    in_process : bool
+        The tasks run in this process, in order.
     """
 
     def __init__(self, executor, workers: int, root: bool = True):
         self._ex = executor
         self.workers = workers
         self.root = root
+        self.in_process = executor is None
 
     def imap(self, fn: Callable, tasks: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
         """``(i, fn(*tasks[i]))`` for every task, in the order they finish (in order on one

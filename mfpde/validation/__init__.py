@@ -279,11 +279,11 @@ def run_validation(level: str = "quick", only: str | None = None,
         for r in results:
             _print_checks(r, out)
         total0 = time.perf_counter()
-        if pool.workers > 1:
+        if not pool.in_process:
             print(f"--- {len(chosen)} cases on {pool.workers} processes", file=out, flush=True)
         done: dict[int, CaseResult] = {}
         for i, r in pool.imap(_case_task, [(c.name, str(outdir), level, seed) for c in chosen]):
-            if pool.workers == 1:
+            if pool.in_process:
                 print(f"--- {chosen[i].name}", file=out, flush=True)
             done[i] = r
             _print_checks(r, out)
