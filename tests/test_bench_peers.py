@@ -139,6 +139,7 @@ def test_suite_runs_without_the_optional_peers(monkeypatch):
     probes = {"dgemm": bench_cases.make_dgemm(64), "tanh": bench_cases.make_tanh(1 << 12)}
     row = bench_cases.full_batch("low", "two_layer", repeat=5, limits=probes)
     assert row["t_jax"] is None and row["t_torch"] is None and row["speedup_vs_jax"] is None
+    assert row["t_jax_whole"] is None and row["speedup_vs_jax_best"] is None
     assert row["t_numpy"] > 0 and row["ratio_mfpde_over_flop"] > 0
     assert row["flops"] == 2.0 * 16 * 400 * (2 * 2 + 3)
     res = {"machine": {"platform": "x", "cpu_count": 2, "python": "3", "numpy": "2",
