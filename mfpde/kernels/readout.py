@@ -211,7 +211,8 @@ def forward_s(code, S, Xb, UT, AwT, Hpart):
     holds it on entry (a BLAS product). ``sigma`` is :func:`prepass_s`'s.
 
     Shapes: ``S`` (nb, Nc) C-contiguous; ``Xb`` (nb, d_in); ``AwT`` (p, Nc) the chunk's weighted
-    output weights ``w_j a_j`` transposed; ``Hpart`` (nb, p). Each activation gets its own
+    output weights ``w_j a_j`` transposed; ``Hpart`` (nb, p), or (nb, 0) with ``AwT`` (0, 0) when
+    the features are known (the second pass of the low-memory sweep). Each activation gets its own
     compiled loop (the code is a constant in each branch), so the loops vectorise.
     """
     if code == TANH:
@@ -289,7 +290,7 @@ def forward_chunk(code, P, S, want_dd, Spp, AwT, Hpart):
 
     Shapes: ``P, S, Spp`` (nb, Nc) C-contiguous (``Spp`` (0, 0) without ``want_dd``; ``S`` holds
     the :func:`prepass` values on entry); ``AwT`` (p, Nc) = the chunk's weighted output weights
-    ``w_j a_j`` transposed; ``Hpart`` (nb, p).
+    ``w_j a_j`` transposed; ``Hpart`` (nb, p) (``AwT`` (0, 0): no features).
     """
     nb, Nc = P.shape
     for i in range(nb):

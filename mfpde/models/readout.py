@@ -387,19 +387,25 @@ class ReadoutModel:
         else:
             tiles = _Tiles(n_tiles, blk, bounds)                 # one block x N buffer each
 
+        no_h = np.empty((blk, 0))
+
         def fwd(c, s, e, T, Hout):
-            """Chunk ``c``, samples ``s:e``: tiles ``T = (S, [P], [Spp])`` and features."""
+            """Chunk ``c``, samples ``s:e``: tiles ``T = (S, [P], [Spp])`` and features into
+            ``Hout`` (None: features known, not formed)."""
             r, Xb = rows[c], Xa[s:e]
             S = T[0]
+            Aw = AwT[c] if Hout is not None else no_dd
+            if Hout is None:
+                Hout = no_h[:e - s]
             if from_s:
                 if not low_d:
                     np.dot(Xb, theta[r, pa:].T, out=S)
-                forward_s(code, S, Xb, UT[c] if low_d else no_dd, AwT[c], Hout)
+                forward_s(code, S, Xb, UT[c] if low_d else no_dd, Aw, Hout)
             else:
                 P = T[1]
                 np.dot(Xb, theta[r, pa:].T, out=P)
                 prepass(code, P, S)
-                forward_chunk(code, P, S, lap, T[2] if lap else no_dd, AwT[c], Hout)
+                forward_chunk(code, P, S, lap, T[2] if lap else no_dd, Aw, Hout)
 
         def bwd(c, s, e, T, Gb, acc, first):
             """Chunk ``c``, samples ``s:e``: accumulate ``acc = (gAT, gU, gUT, lap)``."""
@@ -483,7 +489,7 @@ class ReadoutModel:
                                     lap, xn2[s:e] if lap else xn2, acc[3], acc[2])
                             continue
                         T = tiles.get(c, e - s)
-                        fwd(c, s, e, T, Hparts[c, :e - s])
+                        fwd(c, s, e, T, None)
                         bwd(c, s, e, T, G[s:e], acc, bi == 0)
                 else:
                     acc = accs[c]
