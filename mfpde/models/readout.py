@@ -382,7 +382,7 @@ class ReadoutModel:
         UT = [np.ascontiguousarray(theta[r, pa:].T) for r in rows] if low_d else None
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
         n_tiles = 1 + (0 if from_s else 1) + (1 if (lap and not from_s) else 0)
-        if sweep:
+        if sweep or not grad:
             tiles = _Scratch(n_tiles, blk * max(widths, default=1), bounds)  # one per thread
         else:
             tiles = _Tiles(n_tiles, blk, bounds)                 # one block x N buffer each
