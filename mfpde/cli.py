@@ -30,8 +30,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _fail(message: str, code: int) -> "NoReturn":  # type: ignore[name-defined]
-    text = " ".join(str(message).split())
-    print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
+    """One line ``mfpde: error: ...`` and exit ``code``; under ``mpiexec`` every rank meets the
+    same bad input and rank 0 alone prints it."""
+    from .parallel import launched_rank
+    if launched_rank() == 0:
+        text = " ".join(str(message).split())
+        print(f"{PROG}: error: {text}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 

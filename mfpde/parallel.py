@@ -84,6 +84,22 @@ def launched_size() -> int:
     return 1
 
 
+#: environment variables that give this process's rank in an MPI launch
+_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK", "PMIX_RANK")
+
+
+def launched_rank() -> int:
+    """Rank of this process in its MPI launch, from the launcher's environment (0 when not
+    launched by MPI, or with ``MFPDE_MPI=0``); no MPI call."""
+    if os.environ.get("MFPDE_MPI", "").lower() in ("0", "false", "no"):
+        return 0
+    for var in _RANK_VARS:
+        v = os.environ.get(var)
+        if v and v.isdigit():
+            return int(v)
+    return 0
+
+
 def world():
     """``MPI.COMM_WORLD`` (imports mpi4py; ``ImportError`` names the extra to install)."""
     try:

@@ -104,3 +104,21 @@ def test_compare_units_on_an_mpi_pool_equal_one_process(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     _same_compare(tmp_path / "mpi.h5", tmp_path / "one.h5")
+
+
+@pytest.mark.mpi
+def test_bad_input_under_mpiexec_is_one_line(tmp_path):
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed (pip install -e '.[mpi]')")
+    launcher = _mpiexec()
+    if launcher is None:
+        pytest.skip("no MPI launcher (mpiexec) found: pip install -e '.[mpi]' installs MPICH's")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dynamics]\nN = -3\n")
+    r = subprocess.run([launcher, "-n", "2", sys.executable, "-m", "mfpde", "run", str(bad),
+                        "-o", str(tmp_path / "x.h5")], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mfpde: error:") and "N" in lines[0], lines
+    assert not (tmp_path / "x.h5").exists()
