@@ -20,13 +20,33 @@ def _log(msg):
     print(msg, file=sys.stderr, flush=True)
 
 
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("model name"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def load_average():
+    """The 1-minute load average (runnable processes; other work on a shared machine), or
+    None."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info() -> dict:
     import numba
     import numpy as np
     info = {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "processor": platform.processor(),
+        "processor": _cpu_model(),
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
@@ -236,7 +256,11 @@ def to_markdown(res: dict) -> str:
          f"{', '.join(res.get('case_names', c))}; total wall time {res['wall_s']:.0f} s"
          + ("" if res.get("steal_fraction") is None else
             f"; CPU steal during the run {res['steal_fraction'] * 100:.0f} % (time the virtual "
-            "CPUs waited for the host: a noisy machine)") + ".", ""]
+            "CPUs waited for the host: a noisy machine)")
+         + ("" if res.get("load_start") is None else
+            f"; 1-minute load average {res['load_start']:.1f} at the start, "
+            f"{res.get('load_end') or 0:.1f} at the end (on {m['cpu_count']} CPUs: other "
+            "processes shared them)") + ".", ""]
     if "limits" in c:
         L += _limits_md(c["limits"])
     if "full_batch" in c:
@@ -311,7 +335,7 @@ def main(argv=None):
     t0 = time.perf_counter()
     res = {"quick": args.quick, "repeat": args.repeat, "case_names": cases,
            "machine": machine_info()}
-    s0 = cpu_steal()
+    s0, res["load_start"] = cpu_steal(), load_average()
     res["cases"] = bench_cases.run(quick=args.quick, repeat=args.repeat,
                                    cases=[c for c in cases if c in bench_cases.CASES])
     import importlib
@@ -326,7 +350,7 @@ def main(argv=None):
             traceback.print_exc()
             res["cases"][c] = {"error": f"{type(e).__name__}: {e}"}
     res["wall_s"] = time.perf_counter() - t0
-    s1 = cpu_steal()
+    s1, res["load_end"] = cpu_steal(), load_average()
     res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
                              else (s1[0] - s0[0]) / (s1[1] - s0[1]))
     os.makedirs(args.out, exist_ok=True)
