@@ -206,9 +206,11 @@ def _online_md(o, m):
          "| µs/step | " + " | ".join(us(o.get(f"t_{k}")) for k, _ in names) + " |",
          "| mfpde speed-up | | " + " | ".join(_x(o.get(f"speedup_vs_{k}")) for k, _ in names[1:])
          + " |",
-         "", f"The sampler alone costs {o['t_sampler'] * 1e6:.1f} µs/step (a call per sample: "
-         "included in NumPy and PyTorch; mfpde draws 256 samples per call; the JAX scan runs over "
-         "samples drawn beforehand, so its time has none). First call (compilation + one timed "
+         "", f"The sampler alone costs {o['t_sampler'] * 1e6:.1f} µs/step with a call per sample "
+         "(included in NumPy and PyTorch) and "
+         + ("—" if o.get("t_sampler_256") is None else f"{o['t_sampler_256'] * 1e6:.2f}")
+         + " µs/step drawing 256 samples per call (mfpde's way, included in its time); the JAX "
+         "scan runs over samples drawn beforehand, so its time has none. First call (compilation + one timed "
          f"call): torch.compile {_s(o.get('compile_s_torch_compile'))}, JAX "
          f"{_s(o.get('compile_s_jax'))}." + ("" if m.get("jax") else " JAX not installed.")
          + ("" if m.get("torch") else " torch not installed."), ""]

@@ -257,6 +257,10 @@ def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
     med, rounds = interleaved_times(fns, repeat)
     out["t_sampler"] = median_time(lambda: [sampler.sample(1, rng) for _ in range(steps)],
                                    repeat) / steps
+    # mfpde's share: the same number of samples drawn 256 per call
+    calls = max(1, steps // 256)
+    out["t_sampler_256"] = median_time(lambda: [sampler.sample(256, rng) for _ in range(calls)],
+                                       repeat) / (256 * calls)
     for name in ("mfpde",) + PEER_NAMES:
         t = med[name] / steps if name in med else None
         out[f"t_{name}"] = t
