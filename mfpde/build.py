@@ -409,9 +409,11 @@ def _int_param(params, key, default=0) -> int:
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else default
 
 
-def memory_estimate(cfg: Config) -> tuple[int, str]:
+def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     """Upper estimate of the memory a run needs before anything is allocated, in bytes, and the
-    term that dominates (docs/configuration.md, "Memory").
+    term that dominates (docs/configuration.md, "Memory"). With ``part`` (this process's
+    :class:`~mfpde.parallel.Partition` of a run split over MPI ranks) the particle term counts
+    its rows only, and rank 0 adds the full state it gathers for observations and checkpoints.
 
     - data: ``8 (n + test_n)(d + q)`` bytes for the samples, twice (the set and a copy or the
       sampler's chunk);
@@ -437,7 +439,10 @@ def memory_estimate(cfg: Config) -> tuple[int, str]:
         mc = cfg.model
         width = max(int(getattr(mc, "p", 0) or 0), int(getattr(mc, "q", 0) or 1)) if mc else 1
         D = d + width + 1
-        terms["particles"] = 8 * int(dyn.N) * D * STATE_COPIES.get(solver, 4) + PASS_BYTES
+        rows = int(dyn.N) if part is None else part.hi - part.lo
+        terms["particles"] = 8 * rows * D * STATE_COPIES.get(solver, 4) + PASS_BYTES
+        if part is not None and part.rank == 0 and part.layout.size > 1:
+            terms["gathered state"] = 8 * 2 * int(dyn.N) * D      # fields and checkpoint
     n1 = getattr(dyn, "n1", None)
     if n1:
         n2 = getattr(dyn, "n2", None) or n1
@@ -490,13 +495,17 @@ def available_memory() -> int:
         return 1 << 62
 
 
-def check_memory(cfg: Config, estimate: tuple[int, str] | None = None) -> None:
-    """:class:`ConfigError` (one line) when :func:`memory_estimate` exceeds the available
-    memory, before anything is allocated."""
-    need, top = estimate if estimate is not None else memory_estimate(cfg)
+def check_memory(cfg: Config, estimate: tuple[int, str] | None = None, part=None,
+                 copies: int = 1) -> None:
+    """:class:`ConfigError` (one line) when :func:`memory_estimate` (``part``: of this process
+    of a split run; ``copies`` runs of it at once, e.g. the units of a comparison in local
+    processes) exceeds the available memory, before anything is allocated."""
+    need, top = estimate if estimate is not None else memory_estimate(cfg, part)
+    need *= copies
     have = available_memory()
     if need > have:
-        where = {"particles": "dynamics.N", "data": "data.n", "reference": "compare.reference.N",
+        where = {"particles": "dynamics.N", "gathered state": "dynamics.N", "data": "data.n",
+                 "reference": "compare.reference.N",
                  "Pham–Nguyen weights": "dynamics.n1 / n2", "grid": "grid.J"}.get(top, top)
         raise ConfigError(f"{where}: the run needs about {need / 2**30:.3g} GiB of memory "
                           f"(mostly {top}), {have / 2**30:.3g} GiB are available; make it "
@@ -512,7 +521,7 @@ def build(cfg: Config, part=None) -> Built:
     if cfg.compare is not None:
         raise ConfigError("a [compare] configuration is a comparison job: run it with "
                           "'mfpde compare' or 'mfpde run' (mfpde.compare.run_compare)")
-    check_memory(cfg)
+    check_memory(cfg, part=part)
     dyn, obs = cfg.dynamics, cfg.observe
     spec = DRIVERS[dyn.solver]
     data = sampler = test = model = None

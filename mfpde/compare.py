@@ -35,7 +35,7 @@ from .store import CompareWriter, read_compare
 
 __all__ = ["run_compare", "compare_config", "parse_compare", "CompareResult", "RateFit",
            "fit_rate", "plot_rate", "read_compare", "FORMAT", "SCHEMA_VERSION", "run_name",
-           "unit_key", "CompareConfigError"]
+           "unit_key", "unit_count", "CompareConfigError"]
 
 #: former error class of the ``[compare]`` validator: configuration errors are ConfigError
 CompareConfigError = ConfigError
@@ -126,6 +126,11 @@ def _step_groups(spec: CompareConfig) -> list[list[float]]:
     """Step sizes run against one reference: all (with ``reference.dt``) or one at a time."""
     dts = [float(dt) for dt in spec.dts]
     return [dts] if spec.reference.dt is not None else [[dt] for dt in dts]
+
+
+def unit_count(spec: CompareConfig) -> int:
+    """Number of units (seed x step-size group) of a comparison."""
+    return len(spec.seeds) * len(_step_groups(spec))
 
 
 def _check_times(spec: CompareConfig) -> None:

@@ -75,14 +75,17 @@ class TaskPool:
         more to do when :func:`task_pool` returns them the pool.
     workers : int
         Processes that run the tasks.
+    kind : str
+        ``"local"`` or ``"mpi"``.
     in_process : bool
         The tasks run in this process, in order.
     """
 
-    def __init__(self, executor, workers: int, root: bool = True):
+    def __init__(self, executor, workers: int, root: bool = True, kind: str = "local"):
         self._ex = executor
         self.workers = workers
         self.root = root
+        self.kind = kind
         self.in_process = executor is None
 
     def imap(self, fn: Callable, tasks: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
@@ -137,10 +140,10 @@ def task_pool(executor: str = "local", jobs: int = 1) -> Iterator[TaskPool]:
     comm = MPI.COMM_WORLD
     if comm.Get_size() > 1:
         with MPICommExecutor(comm, root=0) as ex:
-            yield TaskPool(ex, comm.Get_size() - 1, root=ex is not None)
+            yield TaskPool(ex, comm.Get_size() - 1, root=ex is not None, kind="mpi")
     else:
         with MPIPoolExecutor(max_workers=jobs) as ex:
-            yield TaskPool(ex, jobs)
+            yield TaskPool(ex, jobs, kind="mpi")
 
 
 def imap_tasks(fn: Callable, tasks: Iterable[tuple], executor: str = "local",

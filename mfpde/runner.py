@@ -267,7 +267,9 @@ def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = Fa
     from .build import check_memory
     from .compare import run_compare
     from .store import compare_units_done
-    check_memory(cfg)
+    from .compare import unit_count
+    at_once = pool.workers if pool is not None and pool.kind == "local" else 1
+    check_memory(cfg, copies=min(at_once, unit_count(cfg.compare)))   # units held at once here
     partial = path.with_name(path.name + ".part")
     if partial.exists() and in_use(partial):
         raise ConfigError(f"{partial} is being written by another process; not started")

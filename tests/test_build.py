@@ -119,3 +119,25 @@ def test_compare_configs_are_jobs():
     cfg = load_config(ROOT / "validation" / "example_compare.toml")
     with pytest.raises(ConfigError, match="comparison job"):
         build(cfg)
+
+
+def test_memory_estimate_of_a_split_run_counts_the_rows_of_each_rank():
+    from mfpde.build import memory_estimate
+    from mfpde.config import load_config
+    from mfpde.parallel import Layout
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "validation" /
+                      "example_two_layer.toml", ["dynamics.N=1000000"])
+    whole, top = memory_estimate(cfg)
+    assert top == "particles"
+    assert memory_estimate(cfg, Layout(1_000_000, 1).partition(0))[0] == whole
+    layout = Layout(1_000_000, 4)
+    parts = [memory_estimate(cfg, layout.partition(r)) for r in range(4)]
+    fixed = memory_estimate(load_config(Path(__file__).resolve().parent.parent / "validation" /
+                                        "example_two_layer.toml", ["dynamics.N=1"]))[0]
+    state = whole - fixed                          # what grows with N
+    for r in (1, 2, 3):                            # the other ranks hold their rows only
+        lo, hi = layout.rows[r]
+        assert parts[r][0] - fixed == pytest.approx(state * (hi - lo) / 1_000_000, rel=1e-4)
+    lo, hi = layout.rows[0]                        # rank 0: its rows and the gathered state
+    assert parts[0][0] - fixed == pytest.approx(state * (hi - lo) / 1e6 + state * 2 / 3, rel=1e-3)
