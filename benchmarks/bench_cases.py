@@ -180,16 +180,17 @@ def full_batch(regime, kind, repeat=5, seed=0, limits=None, compiled_torch=True)
 PEER_NAMES = ("numpy", "torch", "torch_compile", "jax", "jax_whole")
 
 
-def _peers(model, compiled_torch=True, jax_whole=False):
+def _peers(model, compiled_torch=True, jax_whole=False, torch_threads=None):
     """The peers that can run here: NumPy always, PyTorch (eager; compiled when
-    ``compiled_torch``) when torch is installed, JAX when jax is installed; with ``jax_whole``
-    also JAX with the whole batch as one block (``jax_whole``: XLA then fuses over all
-    samples, faster in the low regime, at ``n N`` doubles per buffer)."""
+    ``compiled_torch``; ``torch_threads`` threads, default Numba's count) when torch is
+    installed, JAX when jax is installed; with ``jax_whole`` also JAX with the whole batch as one
+    block (``jax_whole``: XLA then fuses over all samples, faster in the low regime, at ``n N``
+    doubles per buffer)."""
     out = [NumpyPeer(model)]
     if torch_available():
-        out.append(TorchPeer(model))
+        out.append(TorchPeer(model, threads=torch_threads))
         if compiled_torch:
-            out.append(TorchPeer(model, compile=True))
+            out.append(TorchPeer(model, threads=torch_threads, compile=True))
     if jax_available():
         out.append(JaxPeer(model))
         if jax_whole:
@@ -222,7 +223,8 @@ def _peer_step_fns(peer, theta, X, Y, eps, W, out):
 # ---------------------------------------------------------------------------- case 2
 def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
     """Case 2: ``steps`` online SGD steps of batch 1 per timed call. mfpde, NumPy and PyTorch
-    (eager, compiled) draw each sample with the sampler inside the call; JAX runs one
+    (eager, compiled; one thread, its fastest for batch 1) draw each sample with the sampler
+    inside the call; JAX runs one
     ``jax.lax.scan`` over ``steps`` samples ``Xs (steps, 1, d)``, ``Ys (steps, 1, 1)`` drawn
     beforehand (the sampler cannot run inside the scan), so its time has no sampler in it."""
     from mfpde.data import mmn_gaussians_sampler
@@ -236,7 +238,8 @@ def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
     out = {"case": "online_sgd", "N": N, "d": d, "D": model.D, "batch": 1, "steps": steps}
     rng = np.random.default_rng(seed)
     fns = {"mfpde": lambda: solver.step(steps)}
-    for peer in _peers(model):
+    # PyTorch on one thread: with two, its batch-1 step is 5-10x slower on a loaded machine
+    for peer in _peers(model, torch_threads=1):
         st = [peer.to_array(solver.theta.copy())]
         if peer.name == "jax":
             draws = [sampler.sample(1, rng) for _ in range(steps)]
