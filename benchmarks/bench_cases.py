@@ -224,9 +224,9 @@ def _peer_step_fns(peer, theta, X, Y, eps, W, out):
 def online_sgd(N=800, d=40, steps=2000, repeat=5, seed=0):
     """Case 2: ``steps`` online SGD steps of batch 1 per timed call. mfpde, NumPy and PyTorch
     (eager, compiled; one thread, its fastest for batch 1) draw each sample with the sampler
-    inside the call; JAX runs one
-    ``jax.lax.scan`` over ``steps`` samples ``Xs (steps, 1, d)``, ``Ys (steps, 1, 1)`` drawn
-    beforehand (the sampler cannot run inside the scan), so its time has no sampler in it."""
+    inside the call; JAX runs one ``jax.lax.scan`` over ``steps`` samples ``Xs (steps, 1, d)``,
+    ``Ys (steps, 1, 1)`` drawn beforehand (the sampler cannot run inside the scan), so its time
+    has no sampler in it."""
     from mfpde.data import mmn_gaussians_sampler
     from mfpde.dynamics import LangevinSolver
     from mfpde.models import make_model
