@@ -33,6 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, ConfigError
+from .models.readout import BLAS_BLOCK, LOW_MEMORY_N
 from .rules import DRIVERS, HEAVY_BALL, PN_KIND
 
 __all__ = ["Built", "build", "resolve_config", "build_config_only", "snapshot_index",
@@ -418,7 +419,9 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     - data: ``8 (n + test_n)(d + q)`` bytes for the samples, twice (the set and a copy or the
       sampler's chunk);
     - particles: ``8 N D c`` with ``D = d + max(p, q) + 1`` and ``c`` = :data:`STATE_COPIES` of
-      the driver, plus :data:`PASS_BYTES` for the tiles of a gradient pass;
+      the driver, plus :data:`PASS_BYTES` for the tiles of a gradient pass, plus
+      ``3 * 8 N min(n, BLAS_BLOCK)`` for the ``block x N`` buffers of the stored pass (memory
+      "fast", or "auto" below ``LOW_MEMORY_N`` particles);
     - Pham–Nguyen: ``8 n1 n2 c`` (the ``w2`` matrix dominates);
     - grids: 16 arrays of the grid's cells.
     """
@@ -441,6 +444,11 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
         D = d + width + 1
         rows = int(dyn.N) if part is None else part.hi - part.lo
         terms["particles"] = 8 * rows * D * STATE_COPIES.get(solver, 4) + PASS_BYTES
+        memory = getattr(mc, "memory", "auto") if mc is not None else "auto"
+        if memory == "fast" or (memory == "auto" and int(dyn.N) < LOW_MEMORY_N):
+            # the stored pass: up to three block x N buffers, blocks of BLAS_BLOCK samples
+            n_block = int(dyn.batch or 0) or (_int_param(dc.params, "n") if dc else BLAS_BLOCK)
+            terms["particles"] += 3 * 8 * rows * min(max(n_block, 1), BLAS_BLOCK)
         if part is not None and part.rank == 0 and part.layout.size > 1:
             terms["gathered state"] = 8 * 2 * int(dyn.N) * D      # fields and checkpoint
     n1 = getattr(dyn, "n1", None)
