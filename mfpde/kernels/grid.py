@@ -4,8 +4,10 @@ r"""Compiled kernels of the grid solvers (theory/grid.md §1, §4).
   ``-(F_{i+1/2} - F_{i-1/2})/dx`` along one axis of a 2-D array, first-order or minmod point
   values, zero flux at both ends (grid.md §1.1, §1.2; the transport and velocity sub-steps of the
   phase-space grid, §4);
-- :func:`run_local_1d`: the fused explicit-Euler CCH loop of the 1-D finite-volume solver for a
-  ``rho``-independent potential (grid.md §1.1);
+- :func:`cch_rhs`: ``d rho/dt`` of the finite-volume solver (``phi``, interface velocities,
+  maximal speeds and both divergences in one call), :func:`dt_limit`: its explicit step limit;
+- :func:`run_local`: the finite-volume steps (forward Euler or SSP-RK2, 1-D or 2-D, every stage,
+  step rejection) in one compiled loop for a ``rho``-independent potential (grid.md §1.1, §1.2);
 - :func:`thomas_rows`: tridiagonal solves row by row (the implicit velocity step of the
   phase-space grid, §4).
 
@@ -20,7 +22,8 @@ import numpy as np
 
 from .._numba import jit
 
-__all__ = ["minmod3", "div_axis0", "div_axis1", "run_local_1d", "thomas_rows"]
+__all__ = ["minmod3", "div_axis0", "div_axis1", "cch_rhs", "dt_limit", "run_local",
+           "thomas_rows"]
 
 
 @jit(inline="always")
@@ -32,6 +35,12 @@ def minmod3(a, b, c):
     return 0.0
 
 
+@jit(inline="always")
+def _half_slope(xm, x0, xp, kappa):
+    """``(dx/2) s_j`` with the minmod slope ``s_j`` of grid.md §1.1 from ``x_{j-1}, x_j, x_{j+1}``."""
+    return 0.5 * minmod3(kappa * (xp - x0), 0.5 * (xp - xm), kappa * (x0 - xm))
+
+
 @jit
 def div_axis0(rho, U, dx, order, kappa, out, accumulate):
     """``out (+)= -(F_{i+1/2,j} - F_{i-1/2,j})/dx`` along axis 0 (grid.md §1.1/§1.2).
@@ -40,37 +49,33 @@ def div_axis0(rho, U, dx, order, kappa, out, accumulate):
     Point values: first order (``order=1``) or minmod with parameter ``kappa`` (``order=2``).
     """
     J0, J1 = rho.shape
-    for j in range(J1):
-        Fprev = 0.0
-        for i in range(J0):
+    Fprev = np.zeros(J1)    # F_{i-1/2,j} of the row before (rows in memory order)
+    for i in range(J0):
+        for j in range(J1):
             if i < J0 - 1:
                 u = U[i, j]
                 if u > 0.0:
                     k = i  # east point value of cell i
                     r = rho[k, j]
                     if order == 2 and 0 < k < J0 - 1:
-                        r += 0.5 * minmod3(kappa * (rho[k + 1, j] - r),
-                                            0.5 * (rho[k + 1, j] - rho[k - 1, j]),
-                                            kappa * (r - rho[k - 1, j]))
+                        r += _half_slope(rho[k - 1, j], r, rho[k + 1, j], kappa)
                     F = u * r
                 elif u < 0.0:
                     k = i + 1  # west point value of cell i+1
                     r = rho[k, j]
                     if order == 2 and 0 < k < J0 - 1:
-                        r -= 0.5 * minmod3(kappa * (rho[k + 1, j] - r),
-                                            0.5 * (rho[k + 1, j] - rho[k - 1, j]),
-                                            kappa * (r - rho[k - 1, j]))
+                        r -= _half_slope(rho[k - 1, j], r, rho[k + 1, j], kappa)
                     F = u * r
                 else:
                     F = 0.0
             else:
                 F = 0.0
-            v = -(F - Fprev) / dx
+            v = -(F - Fprev[j]) / dx
             if accumulate:
                 out[i, j] += v
             else:
                 out[i, j] = v
-            Fprev = F
+            Fprev[j] = F
 
 
 @jit
@@ -86,17 +91,13 @@ def div_axis1(rho, V, dx, order, kappa, out, accumulate):
                     k = j
                     r = rho[i, k]
                     if order == 2 and 0 < k < J1 - 1:
-                        r += 0.5 * minmod3(kappa * (rho[i, k + 1] - r),
-                                            0.5 * (rho[i, k + 1] - rho[i, k - 1]),
-                                            kappa * (r - rho[i, k - 1]))
+                        r += _half_slope(rho[i, k - 1], r, rho[i, k + 1], kappa)
                     F = u * r
                 elif u < 0.0:
                     k = j + 1
                     r = rho[i, k]
                     if order == 2 and 0 < k < J1 - 1:
-                        r -= 0.5 * minmod3(kappa * (rho[i, k + 1] - r),
-                                            0.5 * (rho[i, k + 1] - rho[i, k - 1]),
-                                            kappa * (r - rho[i, k - 1]))
+                        r -= _half_slope(rho[i, k - 1], r, rho[i, k + 1], kappa)
                     F = u * r
                 else:
                     F = 0.0
@@ -110,61 +111,188 @@ def div_axis1(rho, V, dx, order, kappa, out, accumulate):
             Fprev = F
 
 
-@jit
-def run_local_1d(rho, psi, beta_inv, dx, order, kappa, cfl, dt_diff, dt_max, t, t_end,
-                  max_steps, floor):
-    """Fused explicit-Euler CCH loop for an ``rho``-independent ``Psi`` in 1-D (grid.md §1.1).
+#: what :func:`_update` writes: ``d rho/dt``, the Euler step, the Euler step in flux-difference
+#: form (1-D), the second SSP-RK2 stage
+RHS, EULER, EULER_FLUX_DIFF, RK2 = 0, 1, 2, 3
 
-    Same scheme as :meth:`mfpde.meanfield.fv.FVSolver.step` with ``method="euler"`` (half-slopes computed once per
-    cell instead of once per interface; identical up to round-off). Advances ``rho`` in place
-    until ``t_end`` or ``max_steps``; returns ``(t, steps, dt_last)``.
+
+@jit
+def _prepare(x, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, phi, hs, U0, U1, r):
+    """What a step needs of a state ``x``; returns the maximal speeds ``(a0, a1)``.
+
+    ``phi = Psi + beta^{-1} log max(x, floor)`` (``Psi`` for ``beta_inv = 0``) and the
+    interface velocities ``U0 = -(phi_{i+1,j} - phi_{i,j})/dx0`` (2-D also ``U1 = -(phi_{i,j+1}
+    - phi_{i,j})/dx1``), ``a_k = max |U_k|``: the NumPy expressions of
+    :meth:`mfpde.meanfield.fv.FVSolver.phi` and ``velocities``. 1-D: the half-slopes ``hs``
+    (``order = 2``, interior cells); 2-D: ``r = d x/dt`` by :func:`div_axis0` +
+    :func:`div_axis1`. x, psi, phi, hs, r: (J0, J1) (1-D: (J, 1)); U0 (J0-1, J1), U1 (J0, J1-1).
     """
-    J = rho.size
-    phi = np.empty(J)
-    hs = np.zeros(J)          # half-slopes (dx/2) s_j, zero in the boundary cells
-    U = np.empty(J - 1)
-    steps = 0
-    dt = 0.0
-    while t < t_end and steps < max_steps:
-        for j in range(J):
-            if beta_inv > 0.0:
-                phi[j] = psi[j] + beta_inv * math.log(max(rho[j], floor))
-            else:
-                phi[j] = psi[j]
+    J0, J1 = x.shape
+    n = J0 * J1
+    xf, pf, phf, uf = x.reshape(n), psi.reshape(n), phi.reshape(n), U0.reshape(n - J1)
+    for k in range(n):  # the only loop with a call (log): kept apart from the others
+        if beta_inv > 0.0:
+            phf[k] = pf[k] + beta_inv * math.log(max(xf[k], floor))
+        else:
+            phf[k] = pf[k]
+    for k in range(n - J1):
+        uf[k] = -(phf[k + J1] - phf[k]) / dx0
+    a0 = 0.0
+    for k in range(n - J1):
+        a0 = max(a0, abs(uf[k]))
+    if ndim == 1:
         if order == 2:
-            for j in range(1, J - 1):
-                hs[j] = 0.5 * minmod3(kappa * (rho[j + 1] - rho[j]),
-                                       0.5 * (rho[j + 1] - rho[j - 1]),
-                                       kappa * (rho[j] - rho[j - 1]))
-        a = 0.0
-        for j in range(J - 1):
-            u = -(phi[j + 1] - phi[j]) / dx
-            U[j] = u
-            if abs(u) > a:
-                a = abs(u)
-        dt = min(dt_max, dt_diff)
-        if a > 0.0:
-            dt = min(dt, cfl * dx / (2.0 * a))
-        if t + dt >= t_end:
-            dt = t_end - t
-        c = dt / dx
-        Fprev = 0.0
-        for j in range(J):
-            if j < J - 1:
-                u = U[j]
+            hf = hs.reshape(n)
+            for k in range(1, n - 1):
+                hf[k] = _half_slope(xf[k - 1], xf[k], xf[k + 1], kappa)
+        return a0, 0.0
+    a1 = 0.0
+    for i in range(J0):
+        for j in range(J1 - 1):
+            v = -(phi[i, j + 1] - phi[i, j]) / dx1
+            U1[i, j] = v
+            a1 = max(a1, abs(v))
+    div_axis0(x, U0, dx0, order, kappa, r, False)
+    div_axis1(x, U1, dx1, order, kappa, r, True)
+    return a0, a1
+
+
+@jit
+def _update(x, ndim, dx0, order, mode, rho, dt, hs, U0, r, out):
+    """``out`` from the state ``x`` prepared by :func:`_prepare`, with ``d = d x/dt``:
+    ``d`` (``RHS``), ``rho + dt d`` (``EULER``), ``rho - (dt/dx0)(F_{j+1/2} - F_{j-1/2})``
+    (``EULER_FLUX_DIFF``, 1-D) or ``0.5 (rho + x + dt d)`` (``RK2``; ``out`` may be ``x``).
+    1-D: the fluxes and ``d = -(F_{j+1/2} - F_{j-1/2})/dx0`` in this pass (the operations of
+    :func:`div_axis0`). Returns ``(all(out >= 0), all(out > 0))``."""
+    J0, J1 = x.shape
+    n = J0 * J1
+    xf, rf, of, hf, df = x.reshape(n), rho.reshape(n), out.reshape(n), hs.reshape(n), r.reshape(n)
+    uf = U0.reshape(U0.size)
+    c = dt / dx0
+    nonneg, pos = True, True
+    Fprev = 0.0
+    for k in range(n):
+        if ndim == 1:  # the fluxes in this pass
+            F = 0.0
+            if k < n - 1:
+                u = uf[k]
                 if u > 0.0:
-                    F = u * (rho[j] + hs[j])
+                    F = u * (xf[k] + hf[k] if order == 2 and k > 0 else xf[k])
                 elif u < 0.0:
-                    F = u * (rho[j + 1] - hs[j + 1])
-                else:
-                    F = 0.0
-            else:
-                F = 0.0
-            rho[j] -= c * (F - Fprev)
+                    F = u * (xf[k + 1] - hf[k + 1] if order == 2 and k + 1 < n - 1
+                             else xf[k + 1])
+            dF = F - Fprev
             Fprev = F
-        t = t + dt if t + dt < t_end else t_end
+            if mode == EULER_FLUX_DIFF:
+                v = rf[k] - c * dF
+            else:
+                d = -dF / dx0
+        else:
+            d = df[k]
+        if mode == RHS:
+            v = d
+        elif mode == EULER:
+            v = rf[k] + dt * d
+        elif mode == RK2:
+            v = 0.5 * (rf[k] + xf[k] + dt * d)
+        of[k] = v
+        if not v > 0.0:
+            pos = False
+            if not v >= 0.0:
+                nonneg = False
+    return nonneg, pos
+
+
+@jit
+def cch_rhs(rho, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, work, U0, U1, out):
+    """``out = d rho/dt`` of the CCH scheme (grid.md §1.1, §1.2) by :func:`_prepare` and
+    :func:`_update`; returns the maximal speeds ``(a0, a1)`` (``a1 = 0`` in 1-D).
+
+    rho, psi, out: (J0, J1) (1-D: (J, 1)); work (4, J0, J1), U0 (J0-1, J1), U1 (J0, J1-1)
+    scratch.
+    """
+    a = _prepare(rho, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, work[0], work[1], U0,
+                 U1, out)
+    _update(rho, ndim, dx0, order, RHS, rho, 0.0, work[1], U0, out, out)
+    return a
+
+
+@jit
+def dt_limit(a0, a1, ndim, dx0, dx1, cfl, dt_diff, dt_max):
+    """Explicit step limit (grid.md §1.1, §1.2): ``min(dt_max, cfl dx0/(2 a0), dt_diff)`` in 1-D,
+    ``min(dt_max, cfl dx_k/(4 a_k), dt_diff)`` in 2-D (a term with ``a_k = 0`` is dropped);
+    ``dt_diff`` is the diffusive limit (``inf`` for ``beta = inf``)."""
+    dt = dt_max
+    if ndim == 1:
+        if a0 > 0.0:
+            dt = min(dt, cfl * dx0 / (2.0 * a0))
+    else:
+        if a0 > 0.0:
+            dt = min(dt, cfl * dx0 / (4.0 * a0))
+        if a1 > 0.0:
+            dt = min(dt, cfl * dx1 / (4.0 * a1))
+    return min(dt, dt_diff)
+
+
+@jit
+def run_local(rho, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, cfl, dt_diff, dt_max,
+              ssprk2, flux_diff, t, t_end, max_steps, work, U0, U1):
+    """Explicit CCH steps for a ``rho``-independent ``Psi`` (grid.md §1.1, §1.2), all stages in
+    one compiled loop: at most ``max_steps`` steps, never beyond ``t_end``.
+
+    Each step is the one of :meth:`mfpde.meanfield.fv.FVSolver._attempt`, operation for
+    operation: ``a`` at ``rho``, ``dt = min(dt_limit(a), t_end - t)``, then up to 40 tries
+    with ``dt`` halved after each failure (a rejection): forward Euler ``rho + dt d rho/dt`` or
+    SSP-RK2 ``0.5 (rho + s + dt d s/dt)``, ``s = rho + dt d rho/dt`` (rejected if ``s`` has a
+    negative cell or ``dt_limit`` at ``s`` is below ``dt (1 - 1e-12)``); a result is accepted
+    when it is ``>= 0`` (``> 0`` for ``beta_inv > 0``). ``t`` becomes ``t_end`` when
+    ``t + dt >= t_end``. ``flux_diff`` (1-D Euler) takes the update in the form
+    ``rho - (dt/dx) (F_{j+1/2} - F_{j-1/2})``.
+
+    rho (J0, J1), advanced in place (1-D: (J, 1)); psi (J0, J1); work (4, J0, J1), U0 (J0-1, J1),
+    U1 (J0, J1-1) scratch. Returns ``(t, steps, dt_last, rejected, status)``, ``status`` 0 (done),
+    1 (no finite step: zero speed, ``dt_diff = dt_max = inf``) or 2 (40 halvings without a
+    positive step); the steps before a failure are kept.
+    """
+    phi, hs, r, s = work[0], work[1], work[2], work[3]
+    rf, sf = rho.reshape(rho.size), s.reshape(s.size)
+    steps, rejected, dt_last = 0, 0, 0.0
+    mode = EULER_FLUX_DIFF if flux_diff else EULER
+    while t < t_end and steps < max_steps:
+        a0, a1 = _prepare(rho, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, phi, hs,
+                          U0, U1, r)
+        dt = dt_limit(a0, a1, ndim, dx0, dx1, cfl, dt_diff, dt_max)
+        if not math.isfinite(dt):
+            return t, steps, dt_last, rejected, 1
+        dt = min(dt, t_end - t)
+        accepted = False
+        for attempt in range(40):
+            if attempt > 0 and ssprk2:  # the second stage prepared s: prepare rho again
+                _prepare(rho, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, phi, hs, U0,
+                         U1, r)
+            nonneg, pos = _update(rho, ndim, dx0, order, mode, rho, dt, hs, U0, r, s)
+            if ssprk2 and nonneg:
+                b0, b1 = _prepare(s, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, phi,
+                                  hs, U0, U1, r)
+                dt2 = dt_limit(b0, b1, ndim, dx0, dx1, cfl, dt_diff, dt_max)
+                if not math.isfinite(dt2):
+                    return t, steps, dt_last, rejected, 1
+                if dt2 >= dt * (1 - 1e-12):
+                    nonneg, pos = _update(s, ndim, dx0, order, RK2, rho, dt, hs, U0, r, s)
+                else:
+                    nonneg = False
+            if nonneg and (beta_inv == 0.0 or pos):
+                accepted = True
+                break
+            dt *= 0.5
+            rejected += 1
+        if not accepted:
+            return t, steps, dt_last, rejected, 2
+        rf[:] = sf
+        t = t_end if t + dt >= t_end else t + dt
         steps += 1
-    return t, steps, dt
+        dt_last = dt
+    return t, steps, dt_last, rejected, 0
 
 
 @jit

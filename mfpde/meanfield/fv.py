@@ -56,7 +56,7 @@ import warnings
 import numpy as np
 from scipy import special
 
-from ..kernels.grid import div_axis0, div_axis1, run_local_1d
+from ..kernels import grid as kernels
 from ..rules import GRID_SCHEMES
 
 __all__ = ["FVSolver", "BoundaryMassWarning", "GridSolverBase", "bernoulli"]
@@ -215,7 +215,15 @@ class FVSolver(GridSolverBase):
         self.t, self.k, self.dt_last = float(t0), 0, 0.0
         self._warned = False
         self._psi_cache = None
+        self._work = None
         self.n_rejected = 0
+        # diffusive step limit (grid.md §1.1): c beta dx^2 in 1-D, c beta min(dx)^2 / 2 in 2-D
+        if self.beta_inv == 0:
+            self._dt_diff = np.inf
+        elif grid.ndim == 1:
+            self._dt_diff = self.c_diff * self.beta * grid.dxs[0] ** 2
+        else:
+            self._dt_diff = self.c_diff * self.beta * min(grid.dxs) ** 2 / 2.0
         self._check_boundary()
 
     # ------------------------------------------------------------------ helpers
@@ -249,41 +257,42 @@ class FVSolver(GridSolverBase):
         """Interface velocities ``u = -(phi_{+1} - phi)/dx`` per axis (interior interfaces)."""
         return [-np.diff(phi, axis=k) / self.grid.dxs[k] for k in range(self.ndim)]
 
+    def _shape2(self):
+        """The grid shape as a 2-D shape (1-D grids: ``(J, 1)``) for the compiled kernels."""
+        return tuple(self.grid.shape) if self.ndim == 2 else (self.grid.shape[0], 1)
+
+    def _scratch(self):
+        """Work arrays of the kernels (created once): ``work`` (4, J0, J1) and the interface
+        velocities ``U0`` (J0-1, J1), ``U1`` (J0, J1-1)."""
+        if self._work is None:
+            J0, J1 = self._shape2()
+            self._work = (np.empty((4, J0, J1)), np.empty((J0 - 1, J1)),
+                          np.empty((J0, max(J1 - 1, 0))))
+        return self._work
+
     def rhs(self, rho=None, psi=None):
         """``d rho/dt`` of the semi-discrete scheme and the maximal speeds per axis.
 
-        Returns ``(drho (grid.shape), a (ndim,))``.
+        One call of :func:`mfpde.kernels.grid.cch_rhs` (``phi`` as :meth:`phi`, the
+        interface velocities as :meth:`velocities`). Returns ``(drho (grid.shape), a (ndim,))``.
         """
         rho = self.rho if rho is None else rho
-        vel = self.velocities(self.phi(rho, psi))
-        a = np.array([float(np.max(np.abs(v))) if v.size else 0.0 for v in vel])
-        if self.ndim == 1:
-            out = np.empty((rho.size, 1))
-            div_axis0(rho.reshape(-1, 1), vel[0].reshape(-1, 1), self.grid.dx, self.order,
-                       self.kappa, out, False)
-            return out.reshape(rho.shape), a
-        out = np.empty(rho.shape)
-        div_axis0(rho, np.ascontiguousarray(vel[0]), self.grid.dxs[0], self.order, self.kappa,
-                   out, False)
-        div_axis1(rho, np.ascontiguousarray(vel[1]), self.grid.dxs[1], self.order, self.kappa,
-                   out, True)
-        return out, a
+        psi = self.psi(rho) if psi is None else psi
+        shape2 = self._shape2()
+        work, U0, U1 = self._scratch()
+        out = np.empty(shape2)
+        a = kernels.cch_rhs(np.ascontiguousarray(rho, dtype=float).reshape(shape2),
+                            np.ascontiguousarray(psi, dtype=float).reshape(shape2), self.ndim,
+                            self.grid.dxs[0], self.grid.dxs[-1], self.beta_inv, self.floor,
+                            self.order, self.kappa, work, U0, U1, out)
+        return out.reshape(rho.shape), np.array(a[:self.ndim])
 
     def dt_limit(self, a):
-        """Explicit step limit from the maximal speeds ``a`` (grid.md §1.1, §1.2)."""
+        """Explicit step limit from the maximal speeds ``a`` (grid.md §1.1, §1.2;
+        :func:`mfpde.kernels.grid.dt_limit`)."""
         dxs = self.grid.dxs
-        dt = self.dt_max
-        if self.ndim == 1:
-            if a[0] > 0:
-                dt = min(dt, self.cfl * dxs[0] / (2.0 * a[0]))
-            if self.beta_inv > 0:
-                dt = min(dt, self.c_diff * self.beta * dxs[0] ** 2)
-        else:
-            for k in range(2):
-                if a[k] > 0:
-                    dt = min(dt, self.cfl * dxs[k] / (4.0 * a[k]))
-            if self.beta_inv > 0:
-                dt = min(dt, self.c_diff * self.beta * min(dxs) ** 2 / 2.0)
+        dt = kernels.dt_limit(float(a[0]), float(a[-1]), self.ndim, dxs[0], dxs[-1], self.cfl,
+                              self._dt_diff, self.dt_max)
         if not np.isfinite(dt):
             raise RuntimeError("no finite time step: set dt_max (zero velocity and beta = inf)")
         return dt
@@ -431,42 +440,47 @@ class FVSolver(GridSolverBase):
             self.n_rejected += 1
         raise RuntimeError("could not find a positivity-preserving step (40 halvings)")
 
-    #: take the compiled fused loop when the configuration allows it (:meth:`fused_ok`); set
-    #: False on an instance for the Python steps
+    #: take the compiled loop when the configuration allows it (:meth:`fused_ok`); set False on
+    #: an instance for the Python steps
     fused = True
 
     def fused_ok(self):
         """Whether :meth:`step` and :meth:`run` use the compiled loop
-        :func:`mfpde.kernels.grid.run_local_1d` (same scheme; half-slopes computed once per cell
-        instead of once per interface, identical up to round-off): a local (``rho``-independent)
-        potential, ``method="euler"``, one dimension, and :attr:`fused` set."""
-        return bool(self.fused and self.potential.local and self.method == "euler"
-                    and self.ndim == 1)
+        :func:`mfpde.kernels.grid.run_local` (every stage of many steps in one call): a local
+        (``rho``-independent) potential, ``method`` ``"euler"`` or ``"ssprk2"`` and :attr:`fused`
+        set. Its steps are the Python steps operation for operation, bit for bit (1-D Euler:
+        the update ``rho - (dt/dx)(F_{j+1/2} - F_{j-1/2})``, equal to ``rho + dt drho`` up to
+        round-off)."""
+        return bool(self.fused and self.potential.local and self.method in ("euler", "ssprk2"))
 
     def _run_fused(self, t_end, max_steps):
         """At most ``max_steps`` steps of the compiled loop, never beyond ``t_end``. Its state is
         ``(rho, t)`` alone, so splitting the steps over several calls changes no bit."""
         if self.t >= t_end or max_steps <= 0:
             return self
-        dt_diff = self.c_diff * self.beta * self.grid.dx ** 2 if self.beta_inv > 0 else np.inf
-        if not np.isfinite(min(dt_diff, self.dt_max)):
-            psi = self.psi()
-            if np.all(np.diff(psi) == 0):
-                raise RuntimeError("no finite time step: set dt_max")
-        t, steps, dt = run_local_1d(self.rho, self.psi(), self.beta_inv, self.grid.dx,
-                                    self.order, self.kappa, self.cfl, dt_diff, self.dt_max,
-                                    self.t, float(t_end), int(max_steps), self.floor)
-        self.t, self.k, self.dt_last = float(t), self.k + int(steps), float(dt)
-        if np.any(self.rho < 0):
-            raise RuntimeError("negative density in the fused loop (should not happen)")
+        shape2 = self._shape2()
+        work, U0, U1 = self._scratch()
+        dxs = self.grid.dxs
+        t, steps, dt, rejected, status = kernels.run_local(
+            self.rho.reshape(shape2), self.psi().reshape(shape2), self.ndim, dxs[0], dxs[-1],
+            self.beta_inv, self.floor, self.order, self.kappa, self.cfl, self._dt_diff,
+            self.dt_max, self.method == "ssprk2", self.method == "euler" and self.ndim == 1,
+            self.t, float(t_end), int(max_steps), work, U0, U1)
+        self.n_rejected += int(rejected)
+        if steps > 0:
+            self.t, self.k, self.dt_last = float(t), self.k + int(steps), float(dt)
+        if status == 1:
+            raise RuntimeError("no finite time step: set dt_max (zero velocity and beta = inf)")
+        if status == 2:
+            raise RuntimeError("could not find a positivity-preserving step (40 halvings)")
         self._check_boundary()
         return self
 
     def step(self, n=1, t_end=np.inf):
         """Take ``n`` adaptive steps (never beyond ``t_end``). Returns ``self``.
 
-        Uses the compiled fused loop when :meth:`fused_ok` (the same steps as :meth:`run`, bit
-        for bit, however they are split), else Python steps.
+        Uses the compiled loop when :meth:`fused_ok` (the same steps as :meth:`run`, bit for
+        bit, however they are split), else Python steps.
         """
         if self.fused_ok():
             return self._run_fused(t_end, int(n))
@@ -494,8 +508,8 @@ class FVSolver(GridSolverBase):
         max_steps : int or None
             Safety bound on the number of steps.
 
-        Without a callback and when :meth:`fused_ok`, one call of the compiled fused loop
-        :func:`mfpde.kernels.grid.run_local_1d` takes all the steps; with a callback the same
+        Without a callback and when :meth:`fused_ok`, one call of the compiled loop
+        :func:`mfpde.kernels.grid.run_local` takes all the steps; with a callback the same
         steps are taken one :meth:`step` at a time.
         """
         max_steps = int(max_steps) if max_steps is not None else 10 ** 12
