@@ -4,12 +4,14 @@ Nothing but compiled kernels (and the thin wrappers that pick a serial or parall
 split rows in chunks) lives here, all compiled under the one policy of :func:`mfpde._numba.jit`:
 
 ============================  ======================================================================
-:mod:`.activations`           ``sigma, sigma', sigma''`` by activation code, element-wise evaluation
+:mod:`.activations`           ``sigma, sigma', sigma''`` by activation code, element-wise evaluation,
+                              the vectorisable ``tanh_simd`` of the fused loops
 :mod:`.readout`               per-chunk forward / backward of the read-out gradient pass, the
                               Euler–Maruyama row update
 :mod:`.online`                the fused multi-step online / small-batch SGD kernel
 :mod:`.kinetic`               the fused heavy-ball and splitting sub-steps
-:mod:`.grid`                  finite-volume flux divergences, the fused 1-D loop, tridiagonal solves
+:mod:`.grid`                  finite-volume fluxes and right-hand sides, the compiled multi-step
+                              Euler / SSP-RK2 loop (1-D and 2-D), tridiagonal solves
 :mod:`.ot`                    the 1-D quantile merge of the Wasserstein distances
 ============================  ======================================================================
 
@@ -19,7 +21,7 @@ outputs, and every reduction has a fixed order, so ``NUMBA_NUM_THREADS`` never c
 """
 from .online import online_steps
 from .readout import (assemble_chunk, backward_chunk, backward_s, chunk_bounds, em_update,
-                      forward_chunk, forward_s, prepass, prepass_s, project)
+                      forward_chunk, forward_s, prepass, prepass_s, sweep_s)
 
 __all__ = ["assemble_chunk", "backward_chunk", "backward_s", "chunk_bounds", "em_update",
-           "forward_chunk", "forward_s", "online_steps", "prepass", "prepass_s", "project"]
+           "forward_chunk", "forward_s", "online_steps", "prepass", "prepass_s", "sweep_s"]

@@ -194,16 +194,6 @@ def prepass_s(code, P):
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
-def project(Xb, UT, P):
-    """``P = X_b U^T`` for a small input dimension, vectorised over particles (BLAS is slow for
-    ``d_in`` of a few and does not run concurrently from several threads); the projection step
-    that :func:`forward_s` fuses. Shapes ``Xb`` (nb, d_in), ``UT`` (d_in, Nc) the chunk's ``u``
-    transposed, ``P`` (nb, Nc)."""
-    for i in range(P.shape[0]):
-        _combine_rows(Xb[i], UT, P[i])
-
-
-@jit(error_model="numpy", fastmath=CONTRACT)
 def forward_s(code, S, Xb, UT, AwT, Hpart):
     """One chunk, forward, for :data:`FROM_S` activations, one pass per sample row:
     ``S = sigma(X_b U^T)`` and ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``. With ``UT`` (d_in, Nc)
