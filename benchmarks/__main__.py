@@ -146,7 +146,7 @@ def _limits_md(lim):
     return L
 
 
-def _full_batch_md(rows, m):
+def _full_batch_md(rows, m, lim=None):
     L = ["## 1. Full-batch step (noiseless; ms per step)", "",
          "| regime | model | N | n | d | D | mfpde | BLAS roofline | NumPy | PyTorch | "
          "torch.compile | JAX jit | JAX jit, one block | PyTorch products |",
@@ -191,6 +191,18 @@ def _full_batch_md(rows, m):
                      f"{_ms(r['t_tanh_limit'])} ms | {_ms(r['t_mfpde'])} ms | "
                      f"{_x(r['ratio_mfpde_over_flop'])} | {_x(r['ratio_mfpde_over_limit'])} | "
                      f"{_x(r['ratio_blas64_over_blas32'])} |")
+    if rows and lim is not None:
+        L += ["", f"The same against the peaks of case 6 (dgemm {lim['peak_gflops']:.1f} GFLOP/s, "
+              f"tanh {lim['tanh_ns']:.2f} ns per element, each measured alone; in the rounds the "
+              "tanh probe runs right after other multi-threaded calls and is slower), with "
+              "mfpde's median time:", "",
+              "| regime | model | FLOP time at peak | tanh time at peak | mfpde / FLOP time | "
+              "mfpde / (FLOP + tanh) |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            tf = r["flops"] / (lim["peak_gflops"] * 1e9)
+            tt = r["tanh_elements"] * lim["tanh_ns"] * 1e-9
+            L.append(f"| {r['regime']} | {r['model']} | {_ms(tf)} ms | {_ms(tt)} ms | "
+                     f"{_x(r['t_mfpde'] / tf)} | {_x(r['t_mfpde'] / (tf + tt))} |")
     return L + [""]
 
 
@@ -266,7 +278,7 @@ def to_markdown(res: dict) -> str:
     if "limits" in c:
         L += _limits_md(c["limits"])
     if "full_batch" in c:
-        L += _full_batch_md(c["full_batch"], m)
+        L += _full_batch_md(c["full_batch"], m, c.get("limits"))
     if "online_sgd" in c:
         L += _online_md(c["online_sgd"], m)
     if "noise" in c:
