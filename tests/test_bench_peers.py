@@ -150,7 +150,7 @@ def test_suite_runs_without_the_optional_peers(monkeypatch):
     assert "jax not installed" in md and "torch not installed" in md
 
 
-def test_scaling_helpers():
+def test_scaling_slope_and_skipped_points():
     """The log-log slope of an exactly linear series is 1; a point over the memory limit is
     skipped with the reason, before anything is allocated."""
     rows = [{"N": N, "t_step": 3e-9 * N} for N in (1e4, 1e5, 1e6)] + [{"N": 1e7, "skipped": "x"}]
