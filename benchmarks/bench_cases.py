@@ -611,7 +611,7 @@ def profile_step(regime="middle", kind="two_layer", steps=3, top=10, size=None):
     """cProfile breakdown of ``steps`` full-batch steps (the evidence for a missed target).
 
     Returns ``[(function, calls, total_s, per_step_s), ...]`` sorted by total time (tottime),
-    e.g. ``numpy dot`` (the BLAS products), ``prepass_s`` / ``forward_s`` / ``backward_s`` (the fused
+    e.g. ``numpy dot`` (the BLAS products), ``forward_s`` / ``backward_s`` / ``sweep_s`` (the fused
     element-wise Numba kernels), ``em_update``. Chunks run on worker threads, which cProfile does
     not see: run with ``NUMBA_NUM_THREADS=1`` so that all the work is in the profiled thread.
     ``size = (d, N, n)`` profiles that size instead of a regime of case 1 (a point of the
