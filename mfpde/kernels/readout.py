@@ -193,27 +193,72 @@ def prepass_s(code, P):
         _sigma_s_row(code, P[i])
 
 
+# One compiled kernel per activation of FROM_S (the code a constant in each, so the loops
+# vectorise and a run compiles only the kernels of its activation); forward_s, backward_s and
+# sweep_s pick one.
 @jit(error_model="numpy", fastmath=CONTRACT)
+def _forward_tanh(S, Xb, UT, AwT, Hpart):
+    _forward_s(TANH, S, Xb, UT, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _forward_sigmoid(S, Xb, UT, AwT, Hpart):
+    _forward_s(SIGMOID, S, Xb, UT, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _forward_identity(S, Xb, UT, AwT, Hpart):
+    _forward_s(IDENTITY, S, Xb, UT, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backward_tanh(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
+    _backward_s(TANH, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backward_sigmoid(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
+    _backward_s(SIGMOID, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backward_identity(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
+    _backward_s(IDENTITY, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _sweep_tanh(Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
+    _sweep_s(TANH, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _sweep_sigmoid(Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
+    _sweep_s(SIGMOID, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _sweep_identity(Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
+    _sweep_s(IDENTITY, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+
+
+_FORWARD = {TANH: _forward_tanh, SIGMOID: _forward_sigmoid, IDENTITY: _forward_identity}
+_BACKWARD = {TANH: _backward_tanh, SIGMOID: _backward_sigmoid, IDENTITY: _backward_identity}
+_SWEEP = {TANH: _sweep_tanh, SIGMOID: _sweep_sigmoid, IDENTITY: _sweep_identity}
+
+
 def forward_s(code, S, Xb, UT, AwT, Hpart):
     """One chunk, forward, for :data:`FROM_S` activations, one pass per sample row:
     ``S = sigma(X_b U^T)`` and ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]``. With ``UT`` (d_in, Nc)
-    (small ``d_in``) the projection is formed here (:func:`project`); with ``UT`` (0, 0) ``S``
-    holds it on entry (a BLAS product). ``sigma`` is :func:`prepass_s`'s.
+    (small ``d_in``) the projection is formed here; with ``UT`` (0, 0) ``S`` holds it on entry
+    (a BLAS product). ``sigma`` is :func:`prepass_s`'s.
 
     Shapes: ``S`` (nb, Nc) C-contiguous; ``Xb`` (nb, d_in); ``AwT`` (p, Nc) the chunk's weighted
     output weights ``w_j a_j`` transposed; ``Hpart`` (nb, p), or (nb, 0) with ``AwT`` (0, 0) when
-    the features are known (the second pass of the low-memory sweep). Each activation gets its own
-    compiled loop (the code is a constant in each branch), so the loops vectorise.
+    the features are known (the second pass of the low-memory sweep).
     """
-    if code == TANH:
-        _forward_s(TANH, S, Xb, UT, AwT, Hpart)
-    elif code == SIGMOID:
-        _forward_s(SIGMOID, S, Xb, UT, AwT, Hpart)
-    else:
-        _forward_s(IDENTITY, S, Xb, UT, AwT, Hpart)
+    _FORWARD[code](S, Xb, UT, AwT, Hpart)
 
 
-@jit(error_model="numpy", fastmath=CONTRACT)
 def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     """One chunk, backward, for :data:`FROM_S` activations, in place: ``gAT[k, j] += sum_i S[i, j]
     G[i, k]`` (if ``train_a``), then ``S <- B = sigma'(S) (.) (G A^T)`` and ``lap[j] += sum_i
@@ -223,26 +268,15 @@ def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
 
     Shapes as :func:`backward_chunk`; ``Xb`` (nb, d_in); ``gUT`` (d_in, Nc) or (0, 0).
     """
-    if code == TANH:
-        _backward_s(TANH, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
-    elif code == SIGMOID:
-        _backward_s(SIGMOID, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
-    else:
-        _backward_s(IDENTITY, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
+    _BACKWARD[code](S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
 
 
-@jit(error_model="numpy", fastmath=CONTRACT)
 def sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
     """One chunk of the low-memory sweep for :data:`FROM_S` activations and a small ``d_in``:
     per sample row, :func:`forward_s` (without the features, which are known) followed at once
     by :func:`backward_s`, the row ``sigma(x_i U^T)`` held in a scratch row instead of a tile.
     The same numbers as the two kernels. Shapes as :func:`backward_s`, ``UT`` (d_in, Nc)."""
-    if code == TANH:
-        _sweep_s(TANH, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
-    elif code == SIGMOID:
-        _sweep_s(SIGMOID, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
-    else:
-        _sweep_s(IDENTITY, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+    _SWEEP[code](Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
 
 
 def prepass(code, P, S):
