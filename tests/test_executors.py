@@ -77,18 +77,20 @@ def test_validate_cases_in_local_processes(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().startswith("mfpde: error: -j 0")
 
 
-def _mpiexec() -> str | None:
+def _mpiexec() -> str:
+    """The MPI launcher of the ``mpi`` extra (the test is skipped without mpi4py or one)."""
+    if importlib.util.find_spec("mpi4py") is None:
+        pytest.skip("mpi4py is not installed (pip install -e '.[mpi]')")
     beside = Path(sys.executable).parent / "mpiexec"
-    return str(beside) if beside.exists() else shutil.which("mpiexec")
+    launcher = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if launcher is None:
+        pytest.skip("no MPI launcher (mpiexec) found: pip install -e '.[mpi]' installs MPICH's")
+    return launcher
 
 
 @pytest.mark.mpi
 def test_compare_units_on_an_mpi_pool_equal_one_process(tmp_path):
-    if importlib.util.find_spec("mpi4py") is None:
-        pytest.skip("mpi4py is not installed (pip install -e '.[mpi]')")
     launcher = _mpiexec()
-    if launcher is None:
-        pytest.skip("no MPI launcher (mpiexec) found: pip install -e '.[mpi]' installs MPICH's")
     ranks = max(int(r) for r in os.environ.get("MFPDE_TEST_MPI_RANKS", "2").split(","))
     cfg = tmp_path / "c.toml"
     cfg.write_text(SMALL_COMPARE.replace("seeds = 2", "seeds = 3"))
@@ -108,11 +110,7 @@ def test_compare_units_on_an_mpi_pool_equal_one_process(tmp_path):
 
 @pytest.mark.mpi
 def test_bad_input_under_mpiexec_is_one_line(tmp_path):
-    if importlib.util.find_spec("mpi4py") is None:
-        pytest.skip("mpi4py is not installed (pip install -e '.[mpi]')")
     launcher = _mpiexec()
-    if launcher is None:
-        pytest.skip("no MPI launcher (mpiexec) found: pip install -e '.[mpi]' installs MPICH's")
     bad = tmp_path / "bad.toml"
     bad.write_text("[dynamics]\nN = -3\n")
     r = subprocess.run([launcher, "-n", "2", sys.executable, "-m", "mfpde", "run", str(bad),
