@@ -2044,18 +2044,23 @@ def parse_config(source: str | Mapping[str, Any], overrides: Iterable[str] = (),
     return Config.from_dict(raw, data_spec=data_spec, quantities_available=quantities_available)
 
 
-def load_config(path: str | Path, overrides: Iterable[str] = (), **hooks) -> Config:
-    """Read and validate a TOML configuration file."""
+def read_text(path: str | Path) -> str:
+    """The text of a TOML configuration file; one-line :class:`ConfigError` if it cannot be
+    read (missing, a directory, not UTF-8, ...)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from None
-    return parse_config(text, overrides, name=str(path), **hooks)
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = (), **hooks) -> Config:
+    """Read and validate a TOML configuration file."""
+    return parse_config(read_text(path), overrides, name=str(Path(path)), **hooks)
 
 
 # --------------------------------------------------------------------------------------------

@@ -96,21 +96,14 @@ STATUSES = ("complete", "running", "interrupted", "failed", "pending")
 def _read_raw(source: str | os.PathLike | Mapping[str, Any] | Config,
               overrides: Iterable[str] = ()) -> tuple[dict[str, Any], str]:
     """The raw (parsed, unresolved) sweep file and a name for messages."""
-    from .config import apply_overrides
+    from .config import apply_overrides, read_text
     if isinstance(source, Config):
         raw, name = source.to_dict(), "<config>"
     elif isinstance(source, Mapping):
         raw, name = _copy(dict(source)), "<config>"
     else:
         path = Path(source)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a directory, expected a TOML file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read: {exc}") from None
+        text = read_text(path)
         try:
             raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
