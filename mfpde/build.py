@@ -428,7 +428,7 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     terms = {}
     cc = getattr(cfg, "compare", None)
     if cc is not None:
-        return _compare_memory(cc)
+        return _compare_memory(cc, part)
     dc = cfg.data
     if dc is not None:
         n = _int_param(dc.params, "n") + _int_param(dc.params, "m") * _int_param(dc.params, "q")
@@ -466,9 +466,12 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     return total, top
 
 
-def _compare_memory(cc) -> tuple[int, str]:
+def _compare_memory(cc, part=None) -> tuple[int, str]:
     """:func:`memory_estimate` of a ``[compare]`` job: the reference and every coupled network
-    of one seed are held at once."""
+    of one unit are held at once, and at ``t = 0`` and ``T`` the ``n_projections x N_ref``
+    sorted projections of the reference (``sw2_ref``). With ``part`` (a read-out reference
+    split over MPI ranks) a rank holds its rows of the reference; rank 0 also holds the
+    networks, the gathered reference and the projections."""
     dc, mc = cc.data, cc.model
     d = _int_param(dc.params, "d", 64) if dc is not None else 64
     n = (_int_param(dc.params, "n") + int(getattr(cc, "test_n", 0) or 0)) if dc is not None else 0
@@ -483,7 +486,14 @@ def _compare_memory(cc) -> tuple[int, str]:
     else:
         D = d + max(int(getattr(mc, "p", 0) or 0), 1) + 1
         net = sum(int(w[0]) for w in widths) * len(cc.dts)
-        terms["reference"] = 8 * copies * D * (int(N) + net) + PASS_BYTES
+        rows = int(N) if part is None else part.hi - part.lo
+        root = part is None or part.rank == 0
+        terms["reference"] = 8 * copies * D * (rows + (net if root else 0)) + PASS_BYTES
+        if root:
+            sliced = 16 * int(cc.n_projections) * int(N)
+            gathered = 8 * D * int(N) * (2 if cc.method in HEAVY_BALL else 1) \
+                if part is not None and part.layout.size > 1 else 0
+            terms["reference"] += sliced + gathered
     top = max(terms, key=terms.get)
     return int(sum(terms.values())), top
 

@@ -201,10 +201,12 @@ def _built(config_toml: str):
     return (cfg.compare, *_build(cfg.compare))
 
 
-def _run_unit(config_toml: str, seed: int, dts: tuple[float, ...]):
+def _run_unit(config_toml: str, seed: int, dts: tuple[float, ...], team=None, stop=None):
     """One unit of a comparison: the coupled run of ``seed`` and the step sizes ``dts``
     (:func:`mfpde.coupling.couple_readout` / :func:`~mfpde.coupling.couple_pn`); a task of
-    :mod:`mfpde.executors`, seeded by ``seed`` alone. Returns the ``CouplingRun``."""
+    :mod:`mfpde.executors`, seeded by ``seed`` alone. Returns the ``CouplingRun``. With
+    ``team`` (a :class:`mfpde.parallel.Team`; read-out models) every rank of the team calls
+    it and the reference is split over them; the run is returned on rank 0."""
     from .coupling import couple_pn, couple_readout
 
     spec, model, data, sampler, test, _ = _built(config_toml)
@@ -218,7 +220,8 @@ def _run_unit(config_toml: str, seed: int, dts: tuple[float, ...]):
     if spec.is_pn:
         return couple_pn(model, data, n_ref=ref_N, widths=widths, gamma=spec.gamma, **common)
     return couple_readout(model, data, N_ref=ref_N, widths=widths, beta=spec.beta,
-                          gamma=spec.gamma, **common)
+                          gamma=spec.gamma, noise_stream=spec.reference.noise_stream,
+                          team=team, stop=stop, **common)
 
 
 def run_compare(config, out_path, quiet=False, *, stream=None,

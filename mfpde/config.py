@@ -1485,6 +1485,11 @@ class CompareReferenceConfig(_Section):
     batch: str = option("same", type="str", choices=_ref_batch,
                         doc="same (shared batches when dt == reference dt) | full "
                             "(population GD)")
+    noise_stream: str = option("blocks", type="str", choices=("blocks", "single"),
+                               doc="noise of a noisy reference, which the networks share: "
+                                   "blocks (one generator per particle chunk; split over MPI "
+                                   "ranks each rank draws its own chunks') | single (the "
+                                   "reference's generator; split, every rank draws all of it)")
 
     _name = "compare.reference"
     _kind_key = None

@@ -57,7 +57,8 @@ from .rules import HEAVY_BALL, method_violation
 from .metrics.ot import sliced_w2, sphere_directions, w2
 from .dynamics import PNDriver
 
-__all__ = ["CouplingResult", "CouplingRun", "CoupledDriver", "couple_readout", "couple_pn",
+__all__ = ["CouplingResult", "CouplingRun", "CoupledDriver", "CouplingInterrupted",
+           "couple_readout", "couple_pn",
            "pool_sampler", "record_times", "SAMPLING", "REF_BATCH"]
 
 SAMPLING = ("epochs", "resample", "online")
@@ -321,7 +322,7 @@ class _ReadoutRecorder(_CouplingRecorder):
     def record(self, j: int) -> None:
         ref = self.c.ref
         f_ref, self.risk_ref[j] = self._outputs(ref.theta, ref.W)
-        v_ref = ref.velocity if self.heavy else None
+        v_ref = ref.fields()["r"] if self.heavy else None
         for key, (net, m, share) in self.c.nets.items():
             N = key[0]
             d = net.theta - ref.theta[:N]
@@ -431,16 +432,29 @@ def _share_batches(net, cap: dict) -> None:
     net.batch_source = lambda: cap["b"]
 
 
-def _run_coupled(coupled: CoupledDriver, recorder: _CouplingRecorder, K: int) -> None:
-    Controller(coupled, [recorder], n_steps=K).run()
+class CouplingInterrupted(Exception):
+    """A coupled run split over MPI ranks stopped on a signal (raised alike on every rank)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"the coupled run stopped on signal {signum}")
+        self.signum = int(signum)
+
+
+def _run_coupled(coupled: CoupledDriver, recorder: _CouplingRecorder, K: int, team=None,
+                 stop=None) -> None:
+    info = Controller(coupled, [recorder], n_steps=K, team=team, stop=stop).run()
+    if info.status == "interrupted":
+        from .parallel import mark_agreed
+        raise mark_agreed(CouplingInterrupted(info.signum))
 
 
 # ==================================================================================== read-out
 def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batch=None,
                    sampling="epochs", sampler=None, beta=math.inf, gamma=None, ref_dt=None,
                    ref_batch="same", seed=0, test=None, n_records=10, w2_max_points=1024,
-                   n_projections=128, xi_W=1.0, train_W=True,
-                   progress: Callable[[str], None] | None = None) -> CouplingRun:
+                   n_projections=128, xi_W=1.0, train_W=True, noise_stream="single",
+                   progress: Callable[[str], None] | None = None, team=None,
+                   stop=None) -> CouplingRun | None:
     """Run one reference (``N_ref`` particles) and the coupled networks ``widths x dts``.
 
     Parameters
@@ -480,12 +494,27 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
     w2_max_points, n_projections : int
         Exact W2 up to this many points (else sliced); projections of the sliced distances.
     xi_W, train_W : NC model ``W`` flow.
+    noise_stream : {"single", "blocks"}
+        Noise stream of the reference (:class:`~mfpde.dynamics.base.ParticleDriver`); the
+        networks take its increments.
     progress : callable, optional
         Receives one-line progress messages.
+    team : :class:`mfpde.parallel.Team`, optional
+        Split the reference over the ranks of ``team`` (every rank calls this function with
+        the same arguments): each rank holds and steps its chunks of the ``N_ref`` particles
+        (:mod:`mfpde.parallel`), the networks run on rank 0, which receives the first
+        ``max(widths)`` rows of the reference's initial particles and, every step, of its
+        Gaussian increments (:meth:`~mfpde.parallel.Partition.gather_head`: no communication
+        when rank 0 holds them), and gathers the reference at the record times. The result
+        is bitwise that of one process for every rank count.
+    stop : :class:`~mfpde.engine.StopFlag`, optional
+        Signal flag of a split run (agreed by the ranks between chunks of steps); a signal
+        ends the run with :class:`CouplingInterrupted` on every rank.
 
     Returns
     -------
     CouplingRun
+        On rank 0 (None on the other ranks of a team).
     """
     if sampling not in SAMPLING:
         raise ValueError(f"sampling must be one of {', '.join(SAMPLING)}, got {sampling!r}")
@@ -519,10 +548,29 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
                   "noisy_sgd": "noisy_sgd", "shb": "shb", "shb_polyak": "shb"}[method]
     mf = dict(beta=beta if noisy else None, gamma=gamma if heavy else None,
               xi_W=xi_W, train_W=train_W)
-    ref = make_trainer(model, data if ref_full else net_data, N=int(N_ref), method=ref_method,
-                       lr=ref_dt, batch=None if ref_full else batch,
-                       sampler=None if ref_full else net_sampler,
-                       seed=np.random.SeedSequence(seed), **mf)
+    if team is not None and team.size == 1:
+        team = None
+    part = None
+    if team is not None:
+        from .parallel import Layout
+        part = Layout(int(N_ref), team.size).partition(team.rank, team.comm)
+    root = team is None or team.is_root
+
+    def make_ref():
+        return make_trainer(model, data if ref_full else net_data, N=int(N_ref),
+                            method=ref_method, lr=ref_dt, batch=None if ref_full else batch,
+                            sampler=None if ref_full else net_sampler,
+                            seed=np.random.SeedSequence(seed), noise_stream=noise_stream,
+                            part=part, fused=False, **mf)      # its batches come from a hook
+
+    ref = make_ref() if team is None else team.collective(make_ref)
+    split = ref.part is not None           # a driver that needs every particle is replicated
+    n_head = max(widths)
+
+    def head(a):
+        """Rows ``:n_head`` of a per-particle array of the reference, on rank 0."""
+        return ref.part.gather_head(a, n_head) if split else a[:n_head]
+
     Xr, Yr = (data.X, data.Y) if data is not None else _test_arrays(test, None, sampler)
     Xt, Yt = _test_arrays(test, data, sampler)
 
@@ -531,46 +579,61 @@ def couple_readout(model, data=None, *, N_ref, widths, dts, T, method="gd", batc
     _capture_batches(ref, cap)
     if noisy:
         def ref_noise_src():
-            cap["g"] = ref.sample_noise()
-            return cap["g"]
+            g = ref.sample_noise()
+            cap["g"] = head(g)
+            return g
         ref.noise_source = ref_noise_src
 
-    # ---- networks
-    theta0 = ref.theta.copy()
+    # ---- networks (rank 0 of a team)
+    theta0 = head(ref.theta)
+    theta0 = None if theta0 is None else theta0.copy()
     W0 = None if ref.W is None else ref.W.copy()
     nets = {}
     acc: dict[int, np.ndarray] = {}
-    for jd, (dt, m) in enumerate(zip(dts, ms)):
-        for N in widths:
-            net = make_trainer(model, net_data, N=N, method=method, lr=dt,
-                               batch=batch if batched else None, sampler=net_sampler,
-                               seed=np.random.SeedSequence([int(seed), 7919, N, jd]),
-                               theta0=theta0[:N], W0=W0, **mf)
-            share = (m == 1) and not ref_full
-            if share:
-                _share_batches(net, cap)
-            if noisy:
-                if m == 1:
-                    net.noise_source = (lambda N=N: cap["g"][:N])
-                else:
-                    acc.setdefault(m, np.zeros((0, model.D)))
-                    net.noise_source = (lambda N=N, m=m: acc[m][:N] * (1.0 / math.sqrt(m)))
-            nets[(N, dt)] = (net, m, share)
-    for m in acc:
-        nmax = max(N for (N, dt), (_, mm, _) in nets.items() if mm == m)
-        acc[m] = np.zeros((nmax, model.D))
 
-    coupled = CoupledDriver(ref, nets, cap, acc)
+    def make_nets():
+        if not root:
+            return
+        for jd, (dt, m) in enumerate(zip(dts, ms)):
+            for N in widths:
+                net = make_trainer(model, net_data, N=N, method=method, lr=dt,
+                                   batch=batch if batched else None, sampler=net_sampler,
+                                   seed=np.random.SeedSequence([int(seed), 7919, N, jd]),
+                                   theta0=theta0[:N], W0=W0, **mf)
+                share = (m == 1) and not ref_full
+                if share:
+                    _share_batches(net, cap)
+                if noisy:
+                    if m == 1:
+                        net.noise_source = (lambda N=N: cap["g"][:N])
+                    else:
+                        acc.setdefault(m, np.zeros((0, model.D)))
+                        net.noise_source = (lambda N=N, m=m: acc[m][:N] * (1.0 / math.sqrt(m)))
+                nets[(N, dt)] = (net, m, share)
+        for m in acc:
+            nmax = max(N for (N, dt), (_, mm, _) in nets.items() if mm == m)
+            acc[m] = np.zeros((nmax, model.D))
+
+    make_nets() if team is None else team.collective(make_nets)
+    driver = ref
+    if team is not None:
+        from .parallel import DistributedDriver
+        driver = DistributedDriver(ref, team)
+    coupled = CoupledDriver(driver, nets, cap, acc)
     rec = _ReadoutRecorder(coupled, model, heavy, Xt, Xr, Yr,
                            sphere_directions(model.D, n_projections, seed=int(seed)),
                            w2_max_points, n_projections, n_records=n_records, stride=stride,
                            seed=seed, progress=progress, T=T)
-    _run_coupled(coupled, rec, K)
+    _run_coupled(coupled, rec, K, team, stop)
+    if not root:
+        return None
     results = rec.results(method, lambda key: {"N": key[0]})
     reference = {"t": rec.t_rec, "risk_ref": rec.risk_ref, "N_ref": int(N_ref),
                  "ref_dt": float(ref_dt), "ref_method": ref_method,
                  "ref_batch": "full" if ref_full else "same", "seconds": coupled.ref_seconds,
                  "seed": int(seed)}
+    if noisy:
+        reference["noise_stream"] = noise_stream
     return CouplingRun(results, reference)
 
 

@@ -229,6 +229,40 @@ class Partition:
         self.bytes_received += out.nbytes - send.nbytes
         return out
 
+    def head_is_local(self, n: int) -> bool:
+        """Whether rank 0 holds the first ``n`` rows itself (no collective is needed for
+        :meth:`gather_head`); the same answer on every rank."""
+        return self.layout.size == 1 or n <= self.layout.rows[0][1]
+
+    def gather_head(self, local: np.ndarray, n: int) -> np.ndarray | None:
+        """Rows ``[0, n)`` of a per-particle array (this rank's rows ``local``,
+        ``(hi - lo, ...)``) on rank 0 — a view of ``local`` when rank 0 holds them
+        (:meth:`head_is_local`), else gathered from the ranks that hold them (collective);
+        None on the other ranks. The coupled networks of ``mfpde compare`` take their initial
+        particles and Gaussian increments from the first rows of a split reference this way."""
+        if self.head_is_local(n):
+            return local[:n] if self.rank == 0 else None
+        trail = local.shape[1:]
+        unit = int(np.prod(trail, dtype=np.int64)) if trail else 1
+        take = [max(0, min(hi, n) - lo) for lo, hi in self.layout.rows]
+        mine = np.ascontiguousarray(local[:take[self.rank]])
+        dt = _dtype(mine)
+        t0 = time.perf_counter()
+        if self.rank == 0:
+            out = np.empty((n, *trail), dtype=local.dtype)
+            counts = [t * unit for t in take]
+            displs = [min(lo, n) * unit for lo, _ in self.layout.rows]
+            self.comm.Gatherv([mine, dt], [out, (counts, displs), dt], root=0)
+        else:
+            out = None
+            self.comm.Gatherv([mine, dt], None, root=0)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        self.bytes_sent += mine.nbytes
+        if out is not None:
+            self.bytes_received += out.nbytes - mine.nbytes
+        return out
+
     def __repr__(self) -> str:
         return (f"Partition(rank={self.rank}, chunks={self.c0}:{self.c1}, rows={self.lo}:"
                 f"{self.hi}, N={self.N})")

@@ -40,6 +40,7 @@ import os
 import signal
 import sys
 import threading
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Iterable, TextIO
 
@@ -255,7 +256,7 @@ class _Signalled(BaseException):
 
 
 def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = False,
-                 pool=None) -> Path:
+                 pool=None, memory_checked: bool = False) -> Path:
     """A ``[compare]`` job (:func:`mfpde.compare.run_compare`) under the output rules of a run:
     built in ``OUT.h5.part`` and renamed when complete, so an old ``OUT.h5`` is replaced only by
     a complete file (and never one that another process has open).
@@ -268,8 +269,10 @@ def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = Fa
     from .compare import run_compare
     from .store import compare_units_done
     from .compare import unit_count
-    at_once = pool.workers if pool is not None and pool.kind == "local" else 1
-    check_memory(cfg, copies=min(at_once, unit_count(cfg.compare)))   # units held at once here
+    from .coupling import CouplingInterrupted
+    if not memory_checked:
+        at_once = pool.workers if pool is not None and pool.kind == "local" else 1
+        check_memory(cfg, copies=min(at_once, unit_count(cfg.compare)))  # units held at once
     partial = path.with_name(path.name + ".part")
     if partial.exists() and in_use(partial):
         raise ConfigError(f"{partial} is being written by another process; not started")
@@ -287,8 +290,10 @@ def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = Fa
         print(f"mfpde: starting over; the interrupted comparison in {partial} is replaced "
               f"(--resume continues it)", file=stream or sys.stdout, flush=True)
     finished = False
+    # a split job stops at an agreed step (the ranks' StopFlag), any other at once
+    on_signal = _RaiseOnSignal() if getattr(pool, "kind", None) != "split" else nullcontext()
     try:
-        with _RaiseOnSignal(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with on_signal, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             run_compare(cfg, partial, quiet=quiet, stream=stream, figure_path=path,
                         resume=continuing, pool=pool)
         finished = True
@@ -303,7 +308,7 @@ def _compare_job(cfg: Config, path: Path, quiet: bool, stream, resume: bool = Fa
         kept = compare_units_done(partial) if partial.exists() else 0
         if partial.exists() and not kept:
             partial.unlink()
-        if isinstance(exc, _Signalled):
+        if isinstance(exc, (_Signalled, CouplingInterrupted)):
             raise CompareInterrupted(exc.signum, str(partial), kept) from None
         if kept and not isinstance(exc, (ConfigError, StoreError)):
             print(f"mfpde: {kept} finished units of the comparison kept in {partial} "
@@ -621,8 +626,7 @@ def _run_ranks(config, out_path, resume: bool, quiet: bool, overrides, stream, c
         if out_path is not None:
             cfg = cfg.replace(output={"path": os.fspath(out_path)})
         if cfg.job == "compare":
-            raise team.collective(lambda: _refuse(
-                "a [compare] job runs in one process: run it without mpiexec"))
+            return _compare_team(cfg, Path(cfg.output.path), resume, quiet, stream, team)
         path = Path(cfg.output.path)
         out = stream if stream is not None else sys.stderr
         exists = team.on_root(lambda: _check_output(path, resume, cfg.output.overwrite),
@@ -633,6 +637,81 @@ def _run_ranks(config, out_path, resume: bool, quiet: bool, overrides, stream, c
 
 def _refuse(message: str):
     raise ConfigError(message)
+
+
+class _TeamUnits:
+    """The units of a ``[compare]`` job run one after the other, each by every rank of a team
+    with the reference split over the ranks (:func:`mfpde.coupling.couple_readout`). Rank 0
+    runs :func:`mfpde.compare.run_compare` with this pool: before each unit it broadcasts the
+    unit, which the other ranks run in :meth:`serve`, and at the end ``("end", error)``.
+    ``left``: a unit raised (alike on every rank), so the other ranks have left :meth:`serve`."""
+
+    kind = "split"
+    in_process = True
+    root = True
+    workers = 1
+
+    def __init__(self, team, stop):
+        self.team, self.stop = team, stop
+        self.left = False
+
+    def imap(self, fn, tasks):
+        for j, args in enumerate(tasks):
+            self.team.bcast(("unit", fn, tuple(args)))
+            try:
+                result = fn(*args, team=self.team, stop=self.stop)
+            except BaseException:
+                self.left = True
+                raise
+            yield j, result
+
+    def serve(self) -> None:
+        """The other ranks: run the units rank 0 broadcasts until it ends the job (raising
+        the error it ended with)."""
+        from .parallel import _unpack
+        while True:
+            cmd = self.team.bcast()
+            if cmd[0] == "end":
+                if cmd[1] is not None:
+                    raise _unpack(cmd[1])
+                return
+            cmd[1](*cmd[2], team=self.team, stop=self.stop)
+
+
+def _compare_team(cfg: Config, path: Path, resume: bool, quiet: bool, stream, team):
+    """A ``[compare]`` job under ``mpiexec`` without ``--executor``: its units run in turn,
+    each with the reference split over the ranks of ``team``; rank 0 writes the file (the
+    output rules of :func:`_compare_job`). Returns the path on rank 0, None elsewhere."""
+    from .build import check_memory
+    from .coupling import CouplingInterrupted
+    from .parallel import Layout, _pack, mark_agreed
+    if cfg.compare.is_pn:
+        raise team.collective(lambda: _refuse(
+            "compare.model.kind = 'pham_nguyen': its reference runs in one process; run the "
+            "comparison without mpiexec, or hand its units to the ranks with --executor mpi"))
+    N = int(cfg.compare.reference.N)
+    part = Layout(N, team.size).partition(team.rank, team.comm)
+    team.collective(lambda: check_memory(cfg, part=part))
+    team.on_root(lambda: _check_output(path, resume, cfg.output.overwrite))
+    with StopFlag() as stop:
+        units = _TeamUnits(team, stop)
+        if not team.is_root:
+            try:
+                units.serve()
+            except CouplingInterrupted as exc:
+                raise mark_agreed(CompareInterrupted(exc.signum, str(path), 0)) from None
+            return None
+        try:
+            _compare_job(cfg, path, quiet, stream, resume, units, memory_checked=True)
+        except BaseException as exc:
+            if units.left:
+                raise mark_agreed(exc)
+            if isinstance(exc, team.expected):
+                team.bcast(("end", _pack(exc)))
+                raise mark_agreed(exc)
+            raise                                 # the job is aborted
+        team.bcast(("end", None))
+    return path
 
 
 def _split_build(cfg: Config, team):

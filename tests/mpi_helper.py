@@ -7,6 +7,9 @@
 ``resume OUT``      runs on R - 1 ranks stopped halfway, resumed on all R ranks; equal to one
                     uninterrupted single-process run
 ``fail OUT``        rank 1 raises during a step: the job must abort (non-zero exit, seconds)
+``compare OUT``     every comparison of :data:`COMPARES` with its reference split over R' = 1 ..
+                    R ranks of one launch and in one process: identical files, and the
+                    reference really split on every R' > 1
 
 Rank 0 prints ``OK ...`` and the program exits 0 on success; differences are listed, exit 1.
 """
@@ -101,9 +104,57 @@ CASES = [
 ]
 
 
-def digest(path) -> dict:
+COMPARE = """
+[compare]
+name = "split reference"
+method = "noisy_sgd"
+batch = 8
+widths = [8, 24]
+seeds = [0, 5]
+dts = [0.05, 0.1]
+beta = 50.0
+T = 0.2
+n_records = 2
+test_n = 32
+figure = false
+[compare.model]
+kind = "two_layer"
+d = 3
+[compare.data]
+kind = "teacher_student"
+n = 40
+d = 3
+k_star = 2
+seed = 0
+[compare.reference]
+N = 3000
+dt = 0.05
+[compare.fit]
+x = "N"
+quantity = "coupling_rms"
+n_boot = 50
+"""
+
+#: (name, overrides of :data:`COMPARE`): noisy SGD whose networks share the reference's batches
+#: and Brownian increments (the coarser step through the accumulated increments), the single
+#: stream, heavy ball (gathered velocities), online samples, NC with W, and networks wider than
+#: rank 0's rows (their rows gathered from several ranks every step)
+COMPARES = [
+    ("noisy_sgd", []),
+    ("noisy_sgd_single_stream", ['compare.reference.noise_stream="single"']),
+    ("shb_full_batch", ['compare.method="shb"', "compare.gamma=2.0", "compare.batch=0",
+                        "compare.beta=inf", "compare.dts=[0.05]"]),
+    ("sgd_online", ['compare.method="sgd"', 'compare.sampling="online"', "compare.beta=inf",
+                    'compare.reference.batch="full"']),
+    ("nc_noisy", ['compare.model={kind="nc", p=3, d=5}', 'compare.data={kind="well_separated", '
+                  'q=3, m=6, d=5, seed=0}', "compare.widths=[16]"]),
+    ("wide_networks", ["compare.widths=[16, 2000]"]),
+]
+
+
+def digest(path, volatile=VOLATILE) -> dict:
     """SHA-256 of every dataset and the value of every attribute of a run file, apart from the
-    volatile attributes and the output path in the stored config."""
+    ``volatile`` attributes and the output path in the stored config."""
     out = {}
     with h5py.File(path, "r") as f:
         def visit(name, obj):
@@ -112,7 +163,7 @@ def digest(path) -> dict:
                 out[name] = hashlib.sha256(str(a.dtype).encode() + str(a.shape).encode()
                                            + a.tobytes()).hexdigest()
             for k, v in obj.attrs.items():
-                if k in VOLATILE:
+                if k in volatile:
                     continue
                 if k == "config":
                     v = "\n".join(line for line in str(v).splitlines()
@@ -228,6 +279,61 @@ def fail(out: Path) -> int:
     return 3
 
 
+def _compare(overrides, path, comm, splits: list):
+    from mfpde import coupling
+    from mfpde.config import parse_config
+    from mfpde.runner import run
+
+    init = coupling.CoupledDriver.__init__
+
+    def noting(self, ref, *args, **kw):
+        splits.append(bool(getattr(ref, "split", False)))
+        init(self, ref, *args, **kw)
+    coupling.CoupledDriver.__init__ = noting
+    try:
+        run(parse_config(COMPARE, list(overrides) + ["output.overwrite=true"]), path,
+            quiet=True, comm=comm)
+    finally:
+        coupling.CoupledDriver.__init__ = init
+
+
+def compare(out: Path) -> int:
+    from mpi4py import MPI
+    world = MPI.COMM_WORLD
+    size, rank = world.Get_size(), world.Get_rank()
+    assert size > 1, f"the contract needs several ranks, COMM_WORLD has {size}"
+    volatile = VOLATILE | {"seconds"}
+    bad = []
+    for name, sets in COMPARES:
+        for R in range(2, size + 1):
+            sub = world.Split(0 if rank < R else MPI.UNDEFINED, rank)
+            if sub != MPI.COMM_NULL:
+                splits: list = []
+                _compare(sets, out / f"{name}_R{R}.h5", sub, splits)
+                if not (splits and all(splits)):
+                    bad.append(f"{name}: R = {R}: the reference was not split ({splits})")
+                sub.Free()
+            world.Barrier()
+        if rank == 0:
+            one = out / f"{name}_serial.h5"
+            _compare(sets, one, None, [])
+            ref = digest(one, volatile)
+            for R in range(2, size + 1):
+                diff = differences(ref, digest(out / f"{name}_R{R}.h5", volatile))
+                if diff:
+                    bad.append(f"{name}: R = {R}: {diff[:5]}")
+        world.Barrier()
+    bad = [b for part in world.gather(bad) or [] for b in part]
+    if rank == 0:
+        if bad:
+            print("DIFFERENT\n" + "\n".join(bad), flush=True)
+            return 1
+        print(f"OK {len(COMPARES)} comparisons identical with the reference split over "
+              f"R = 2..{size} ranks and in one process", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], Path(sys.argv[2])
-    sys.exit({"contract": contract, "resume": resume, "fail": fail}[mode](out))
+    sys.exit({"contract": contract, "resume": resume, "fail": fail,
+              "compare": compare}[mode](out))

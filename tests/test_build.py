@@ -141,3 +141,33 @@ def test_memory_estimate_of_a_split_run_counts_the_rows_of_each_rank():
         assert parts[r][0] - fixed == pytest.approx(state * (hi - lo) / 1_000_000, rel=1e-4)
     lo, hi = layout.rows[0]                        # rank 0: its rows and the gathered state
     assert parts[0][0] - fixed == pytest.approx(state * (hi - lo) / 1e6 + state * 2 / 3, rel=1e-3)
+
+
+def test_memory_estimate_of_a_split_comparison_reference():
+    """A rank of a split ``[compare]`` reference counts its rows; rank 0 also the networks,
+    the gathered reference and the sorted projections of ``sw2_ref``; one process counts
+    the projections too."""
+    from mfpde.build import memory_estimate
+    from mfpde.parallel import Layout
+
+    N = 2_000_000
+    cfg = load_config(ROOT / "validation" / "example_compare.toml",
+                      [f"compare.reference.N={N}"])
+    cc = cfg.compare
+    D = 5 + max(cc.model.p, 1) + 1               # as the estimate counts it
+    whole = memory_estimate(cfg)[0]
+    small = memory_estimate(load_config(ROOT / "validation" / "example_compare.toml",
+                                        ["compare.reference.N=256"]))[0]
+    per_particle = (whole - small) / (N - 256)
+    assert per_particle == pytest.approx(8 * 3 * D + 16 * cc.n_projections)
+    layout = Layout(N, 4)
+    parts = [memory_estimate(cfg, layout.partition(r))[0] for r in range(4)]
+    lo, hi = layout.rows[1]
+    assert parts[1] < whole / 3
+    assert parts[1] - parts[2] == pytest.approx(8 * 3 * D * ((hi - lo) - (layout.rows[2][1]
+                                                                        - layout.rows[2][0])))
+    lo, hi = layout.rows[0]
+    net = sum(cc.widths) * len(cc.dts)
+    assert parts[0] - parts[1] == pytest.approx(
+        8 * 3 * D * ((hi - lo) + net - (layout.rows[1][1] - layout.rows[1][0]))
+        + 16 * cc.n_projections * N + 8 * D * N)

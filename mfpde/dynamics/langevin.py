@@ -135,8 +135,13 @@ class LangevinSolver(ParticleDriver):
     """
 
     #: use the fused multi-step kernel when the configuration allows it (module docstring); set
-    #: False on an instance to force the generic path
+    #: False on an instance (or pass ``fused=False``) to force the generic path
     fused = True
+
+    def __init__(self, *args, fused: bool | None = None, **kwargs):
+        if fused is not None:                   # before the split decision of the base class
+            self.fused = bool(fused)
+        super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------------ stepping
     def step(self, n: int = 1, t_end: float = math.inf) -> None:

@@ -517,7 +517,7 @@ def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="m
                  momentum=None, gamma=None, weight_decay=None, weight_decay_W=None, beta=None,
                  noise_std=None, lr_W=None, xi_W=None, gamma_W=None, batch=None, sampler=None,
                  xi=None, train_W=True, seed=0, theta0=None, W0=None, r0=None,
-                 noise_stream="single", part=None):
+                 noise_stream="single", part=None, fused=None):
     """Build a finite-width trainer from mean-field or raw (framework) hyper-parameters.
 
     Parameters
@@ -554,6 +554,9 @@ def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="m
         Initial velocity (heavy ball).
     noise_stream, part
         Noise stream and split over processes (:class:`~mfpde.dynamics.base.ParticleDriver`).
+    fused : bool, optional
+        False: never the fused small-batch kernel (:attr:`LangevinSolver.fused`), so that a
+        split run really splits (e.g. a driver whose batches and noise come from hooks).
 
     Returns
     -------
@@ -615,7 +618,7 @@ def make_trainer(model, data=None, *, N, method="gd", dt=None, lr=None, units="m
     else:
         if r0 is not None:
             raise ValueError("r0 is for heavy ball only")
-        tr = LangevinSolver(m, data, dt=hyp.eps, **common)
+        tr = LangevinSolver(m, data, dt=hyp.eps, fused=fused, **common)
     tr.hyper = hyp
     return tr
 
