@@ -299,6 +299,98 @@ def projection_markdown(pr: dict) -> str:
     return "\n".join(L) + "\n"
 
 
+#: the comparison of the split-reference case: noisy SGD networks sharing the batches and the
+#: Brownian increments of a large reference (rank 0 holds the networks' rows: nothing is sent)
+COMPARE_CASE = """
+[compare]
+name = "split reference benchmark"
+method = "noisy_sgd"
+batch = 256
+widths = [512, 2048]
+seeds = [0]
+dts = [0.01]
+beta = 1000.0
+T = {T}
+n_records = 2
+test_n = 256
+figure = false
+[compare.model]
+kind = "two_layer"
+d = 16
+[compare.data]
+kind = "teacher_student"
+n = 4096
+d = 16
+k_star = 4
+seed = 0
+[compare.reference]
+N = {N}
+[compare.fit]
+x = "N"
+n_boot = 50
+"""
+
+
+def _compare_launch(ranks: int, threads: int, N: int, T: float, tmp: Path) -> tuple:
+    """Seconds of the job (``mfpde: wrote OUT (X s)``: the unit with its records, W2 values
+    and fits; start-up aside) and of the reference's steps alone (``reference X s``)."""
+    import re
+    cfg = tmp / "cmp.toml"
+    cfg.write_text(COMPARE_CASE.format(N=N, T=T))
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for v in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
+        env.pop(v, None)
+    cmd = [sys.executable, "-m", "mfpde", "compare", str(cfg), "-o", str(tmp / "cmp.h5"),
+           "--set", "output.overwrite=true"]
+    if ranks > 1:
+        cmd = [_launcher(), "-n", str(ranks), *cmd]
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=3600)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{r.stdout}\n{r.stderr}")
+    job = re.search(r"wrote .* \(([0-9.]+) s\)", r.stdout)
+    steps = re.search(r"reference ([0-9.]+) s", r.stdout)
+    return float(job.group(1)), float(steps.group(1))
+
+
+def run_compare_case(N: int = 1 << 18, T: float = 0.3, rounds: int = 3) -> dict:
+    """The reference of one ``mfpde compare`` unit split over 2 ranks x 1 thread against one
+    process with 2 threads (launched in alternation, ``rounds`` times; medians)."""
+    import tempfile
+    if _launcher() is None:
+        return {"available": False, "reason": "no mpiexec found"}
+    times = {"1x2": [], "2x1": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        _compare_launch(1, 2, 4096, 0.02, Path(tmp))           # compile once (cache)
+        for _ in range(rounds):
+            for lay, (r, t) in (("1x2", (1, 2)), ("2x1", (2, 1))):
+                times[lay].append(_compare_launch(r, t, N, T, Path(tmp)))
+    med = {k: np.median(np.array(v), axis=0) for k, v in times.items()}
+    return {"available": True, "N_ref": N, "steps": int(round(T / 0.01)), "times": times,
+            "t_1x2": float(med["1x2"][0]), "t_2x1": float(med["2x1"][0]),
+            "steps_1x2": float(med["1x2"][1]), "steps_2x1": float(med["2x1"][1]),
+            "ratio_2x1_over_1x2": float(med["2x1"][0] / med["1x2"][0]),
+            "steps_ratio": float(med["2x1"][1] / med["1x2"][1])}
+
+
+def compare_markdown(res: dict) -> str:
+    L = ["", "## MPI: the reference of an `mfpde compare` unit split over 2 ranks x 1 thread "
+         "against 1 rank x 2 threads", ""]
+    if not res.get("available"):
+        return "\n".join(L + [f"Skipped: {res.get('reason')}.", ""])
+    L += ["| N_ref | steps | job 1x2 s | job 2x1 s | 2x1 / 1x2 | reference steps 1x2 s | "
+          "2x1 s | 2x1 / 1x2 |", "|---|---|---|---|---|---|---|---|",
+          f"| {res['N_ref']} | {res['steps']} | {res['t_1x2']:.2f} | {res['t_2x1']:.2f} | "
+          f"{res['ratio_2x1_over_1x2']:.2f}x | {res['steps_1x2']:.2f} | "
+          f"{res['steps_2x1']:.2f} | {res['steps_ratio']:.2f}x |", "",
+          "Noisy SGD, batch 256 shared with the networks (widths 512 and 2048, on rank 0), "
+          "d = 16, one unit. Job: the unit with its records (a forward pass of the reference "
+          "over the held-out and training sets each), W2 values and fit, start-up aside; "
+          "reference steps: the reference's steps alone (rank 0's wall time). Medians of "
+          "the rounds, launched in alternation.", ""]
+    return "\n".join(L)
+
+
 def to_markdown(res: dict) -> str:
     L = ["", "## MPI: 2 ranks x 1 thread against 1 rank x 2 threads (noisy full-batch "
          "Langevin step, block noise streams)", ""]
@@ -334,7 +426,16 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=None, help="write bench_mpi.json and .md here")
     ap.add_argument("--project", metavar="FILE.json", help="print the projection of a result")
+    ap.add_argument("--compare", action="store_true",
+                    help="the split reference of an mfpde compare unit instead")
     args = ap.parse_args(argv)
+    if args.compare:
+        res = run_compare_case(rounds=args.rounds)
+        sys.stdout.write(compare_markdown(res))
+        if args.out:
+            os.makedirs(args.out, exist_ok=True)
+            Path(args.out, "bench_mpi_compare.json").write_text(json.dumps(res, indent=1))
+        return 0
     if args.project:
         res = json.loads(Path(args.project).read_text())
         sys.stdout.write(to_markdown(res))

@@ -313,28 +313,42 @@ class _ReadoutRecorder(_CouplingRecorder):
         self.nt = Xt.shape[0]
         self.Yr2 = np.asarray(Yr, dtype=np.float64).reshape(Xr.shape[0], -1)
 
-    def _outputs(self, theta, W):
-        """Predictions on the held-out set and the risk on the training set, one pass."""
-        F = self.model.forward(theta, self.Xtr, W)
+    def _outputs(self, F):
+        """Predictions on the held-out set and the risk on the training set, from the
+        predictions ``F`` on both (one pass)."""
         r = F[self.nt:] - self.Yr2
         return F[:self.nt], 0.5 * float(np.einsum("ij,ij->", r, r)) / r.shape[0]
 
+    def _reference(self):
+        """The reference's predictions on the held-out set, its risk on the training set,
+        and the first ``max(widths)`` rows of its fields (``theta``, ``r``); a reference split
+        over ranks computes them split (:meth:`~mfpde.parallel.DistributedDriver.forward`,
+        :meth:`~mfpde.parallel.DistributedDriver.head`) and is not gathered."""
+        ref = self.c.ref
+        n_head = max(key[0] for key in self.c.nets)
+        if getattr(ref, "split", False):
+            F, head = ref.forward(self.Xtr), ref.head(n_head)
+        else:
+            f = ref.fields()
+            F = self.model.forward(f["theta"], self.Xtr, ref.W)
+            head = {k: f[k][:n_head] for k in ("theta", "r") if k in f}
+        return (*self._outputs(F), head)
+
     def record(self, j: int) -> None:
         ref = self.c.ref
-        f_ref, self.risk_ref[j] = self._outputs(ref.theta, ref.W)
-        v_ref = ref.fields()["r"] if self.heavy else None
+        f_ref, self.risk_ref[j], head = self._reference()
         for key, (net, m, share) in self.c.nets.items():
             N = key[0]
-            d = net.theta - ref.theta[:N]
+            d = net.theta - head["theta"][:N]
             sq = _rows_sq(d)
             s = self.series[key]
             s["coupling_mean"][j], s["coupling_rms"][j], s["coupling_max"][j] = _norm_stats(sq)
             if self.heavy:
-                dv = net.velocity - v_ref[:N]
+                dv = net.velocity - head["r"][:N]
                 _, s["phase_rms"][j], s["phase_max"][j] = _norm_stats(sq + _rows_sq(dv))
             if self.model.has_W:
                 s["W_gap"][j] = float(np.linalg.norm(net.W - ref.W))
-            f, s["loss_N"][j] = self._outputs(net.theta, net.W)
+            f, s["loss_N"][j] = self._outputs(self.model.forward(net.theta, self.Xtr, net.W))
             s["output_gap"][j] = float(math.sqrt(np.mean(np.sum((f - f_ref) ** 2, axis=1))))
             s["loss_gap"][j] = abs(s["loss_N"][j] - self.risk_ref[j])
 

@@ -475,6 +475,38 @@ class DistributedDriver:
         self.team.bcast(("load",))
         self._scatter(state)
 
+    def forward(self, X: np.ndarray) -> np.ndarray:
+        """Predictions of the read-out model at all ``N`` particles on ``X`` (n, q): every rank
+        computes its chunks' partial features, summed in chunk order (the bits of one
+        process). Collective: called by rank 0 inside a section (the others join through
+        :meth:`serve`), or by every rank."""
+        if self._requesting():
+            self.team.bcast(("forward", X))
+        return self._forward(X)
+
+    def _forward(self, X):
+        loc = self.local
+        if self.part is None:
+            return loc.model.forward(loc.theta, X, loc.W)
+        return loc.model.forward(loc.theta, X, loc.W, part=self.part)
+
+    def head(self, n: int) -> dict | None:
+        """Rows ``[0, n)`` of the per-particle fields (``theta``, and ``r`` when the driver
+        has velocities) on rank 0 (:meth:`Partition.gather_head`; None on the other ranks);
+        collective as :meth:`forward`."""
+        if self._requesting():
+            self.team.bcast(("head", n))
+        return self._head(n)
+
+    def _head(self, n):
+        f = self.local.fields()
+        out = {}
+        for key in sorted(ROW_FIELDS & set(f)):
+            a = f[key] if self.part is None else self.part.gather_head(f[key], n)
+            if a is not None:
+                out[key] = a[:n]
+        return out if self.team.is_root else None
+
     def __getattr__(self, name):
         if name in ROW_FIELDS and self._requesting():
             f = self.fields()
@@ -493,6 +525,10 @@ class DistributedDriver:
         elif kind == "load":
             self._fields = None
             self._scatter(None)
+        elif kind == "forward":
+            self._forward(cmd[1])
+        elif kind == "head":
+            self._head(cmd[1])
         else:  # pragma: no cover - a protocol error
             raise RuntimeError(f"unknown request {kind!r}")
 

@@ -526,16 +526,21 @@ class ReadoutModel:
         return self.memory == "low"
 
     # ------------------------------------------------------------------ public API
-    def features(self, theta, X, weights=None):
+    def features(self, theta, X, weights=None, part=None):
         """Features :math:`h_N(x_i) = \\frac1N\\sum_j a_j\\sigma(u_j^\\top x_i)`, shape (n, p).
 
-        With ``weights`` (N,) the measure is :math:`\\sum_j w_j\\delta_{\\theta_j}`.
+        With ``weights`` (N,) the measure is :math:`\\sum_j w_j\\delta_{\\theta_j}`. With
+        ``part`` (particles split over processes, :meth:`_pass`) ``theta`` holds the rows of
+        this process and every process receives the features of all ``N`` particles
+        (collective; the same bits as one process).
         """
-        return self._pass(theta, X, None, None, weights, grad=False, features=True)["H"]
+        return self._pass(theta, X, None, None, weights, grad=False, features=True,
+                          part=part)["H"]
 
-    def forward(self, theta, X, W=None, weights=None):
-        """Predictions :math:`f_N(x_i)`, shape (n, q) (models.md §1, §2)."""
-        H = self.features(theta, X, weights)
+    def forward(self, theta, X, W=None, weights=None, part=None):
+        """Predictions :math:`f_N(x_i)`, shape (n, q) (models.md §1, §2); ``part`` as for
+        :meth:`features`."""
+        H = self.features(theta, X, weights, part)
         W = self.check_W(W)
         return H if W is None else self.Gamma * (H @ W)
 
