@@ -145,11 +145,18 @@ def _collectives_alone(comm, part, s, repeat):
             "fit_bandwidth_Bps": bw, "sizes_bytes": sizes.tolist(), "times_s": tm.tolist()}
 
 
-def _launch(regime, ranks, threads, steps, repeat):
+def _launch_env(threads: int) -> dict:
+    """Environment of a launched layout: ``threads`` Numba threads, one BLAS thread, no
+    inherited MPI launch."""
     env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1",
                PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for v in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
         env.pop(v, None)
+    return env
+
+
+def _launch(regime, ranks, threads, steps, repeat):
+    env = _launch_env(threads)
     cmd = [sys.executable, "-m", "benchmarks.bench_mpi", "--worker", regime, "--steps",
            str(steps), "--repeat", str(repeat)]
     if ranks > 1:
@@ -337,10 +344,7 @@ def _compare_launch(ranks: int, threads: int, N: int, T: float, tmp: Path) -> tu
     import re
     cfg = tmp / "cmp.toml"
     cfg.write_text(COMPARE_CASE.format(N=N, T=T))
-    env = dict(os.environ, NUMBA_NUM_THREADS=str(threads), OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    for v in ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE"):
-        env.pop(v, None)
+    env = _launch_env(threads)
     cmd = [sys.executable, "-m", "mfpde", "compare", str(cfg), "-o", str(tmp / "cmp.h5"),
            "--set", "output.overwrite=true"]
     if ranks > 1:
