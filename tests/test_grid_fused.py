@@ -1,20 +1,27 @@
 """The compiled multi-step loop of the finite-volume solver (theory/grid.md §1.1, §1.2).
 
-The reference below is the solver's per-stage step written in NumPy (``phi`` by ``np.log``,
-velocities by ``np.diff``, the divergence kernels, the positivity / CFL rejection loop): the fused
+The reference below is the solver's per-stage step written in NumPy (``phi`` with the solver's
+logarithm :func:`~mfpde.kernels.grid.log_floor`, itself checked against ``np.log`` to 1 ulp in
+tests/test_kernels_grid_log.py; velocities by ``np.diff``, the divergence kernels, the positivity / CFL rejection loop): the fused
 loop must reproduce it bit for bit, for both schemes in 1-D and 2-D, however its steps are split.
 """
 import numpy as np
 import pytest
 
-from mfpde.kernels.grid import div_axis0, div_axis1
+from mfpde.kernels.grid import div_axis0, div_axis1, log_floor
 from mfpde.meanfield.grid import (FVSolver, Grid1D, Grid2D, InteractionPotential,
                                   double_well_potential, gaussian_cell_averages, ou_potential)
 
 
+def _log(rho, floor):
+    out = np.empty(rho.shape)
+    log_floor(np.ascontiguousarray(rho), floor, out)
+    return out
+
+
 def _ref_rhs(s, rho, psi):
     """``d rho/dt`` and the maximal speeds, in NumPy (the solver's scheme, stage by stage)."""
-    phi = psi + s.beta_inv * np.log(np.maximum(rho, s.floor)) if s.beta_inv > 0 else psi
+    phi = psi + s.beta_inv * _log(rho, s.floor) if s.beta_inv > 0 else psi
     vel = [-np.diff(phi, axis=k) / s.grid.dxs[k] for k in range(s.ndim)]
     a = [float(np.max(np.abs(v))) for v in vel]
     if s.ndim == 1:
@@ -71,7 +78,7 @@ def _ref_run(s, t_end):
 def _flux_form_step(s, rho, psi, dt):
     """1-D Euler ``rho_j - (dt/dx)(F_{j+1/2} - F_{j-1/2})`` with the fluxes of ``div_axis0``
     (taken with ``dx = -1``: ``-(F - F_prev)/(-1) = F - F_prev`` exactly)."""
-    phi = psi + s.beta_inv * np.log(np.maximum(rho, s.floor)) if s.beta_inv > 0 else psi
+    phi = psi + s.beta_inv * _log(rho, s.floor) if s.beta_inv > 0 else psi
     u = -np.diff(phi) / s.grid.dx
     dF = np.empty((rho.size, 1))
     div_axis0(rho.reshape(-1, 1), u.reshape(-1, 1), -1.0, s.order, s.kappa, dF, False)

@@ -11,6 +11,9 @@ r"""Compiled kernels of the grid solvers (theory/grid.md §1, §4).
 - :func:`thomas_rows`: tridiagonal solves row by row (the implicit velocity step of the
   phase-space grid, §4).
 
+- :func:`log_simd`: the natural logarithm without a library call (so that the loop computing
+  ``phi`` vectorises), :func:`log_floor`: ``log max(x, floor)`` of an array with it.
+
 Used by :mod:`mfpde.meanfield.fv` and :mod:`mfpde.meanfield.phase_grid`. Strict IEEE arithmetic
 (no fastmath), serial.
 """
@@ -19,11 +22,100 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from .._numba import jit
 
 __all__ = ["minmod3", "div_axis0", "div_axis1", "cch_rhs", "dt_limit", "run_local",
-           "thomas_rows"]
+           "thomas_rows", "log_simd", "log_floor"]
+
+
+# ---------------------------------------------------------------------------- vectorisable log
+@intrinsic
+def _bits(typingctx, x):
+    """The IEEE-754 bits of a double as an int64 (a bitcast, no conversion)."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], x, types.float64)
+        return builder.bitcast(v, ir.IntType(64))
+
+    return types.int64(x), codegen
+
+
+@intrinsic
+def _double(typingctx, i):
+    """The double whose IEEE-754 bits are the int64 ``i`` (a bitcast)."""
+    if not isinstance(i, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = context.cast(builder, args[0], i, types.int64)
+        return builder.bitcast(v, ir.DoubleType())
+
+    return types.float64(i), codegen
+
+
+_LN2_HI = 6.93147180369123816490e-01
+_LN2_LO = 1.90821492927058770002e-10
+# fdlibm e_log.c: log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)), s = f / (2 + f), on
+# sqrt(2)/2 <= 1 + f < sqrt(2)
+_LG1, _LG2, _LG3, _LG4 = (6.666666666666735130e-01, 3.999999999940941908e-01,
+                          2.857142874366239149e-01, 2.222219843214978396e-01)
+_LG5, _LG6, _LG7 = 1.818357216161805012e-01, 1.531383769920937332e-01, 1.479819860511658591e-01
+_TWO54 = 18014398509481984.0
+_TWO52 = 4503599627370496.0
+_MIN_NORMAL = 2.2250738585072014e-308
+_MANT = 0x000fffffffffffff
+_HALF_SQRT2_SHIFT = 0x00095f6400000000     # moves the mantissa of [sqrt(2), 2) past 2^52
+_BIT52 = 0x0010000000000000
+_ONE = 0x3ff0000000000000
+_INT_MAGIC = 0x4330000000000000             # the bits of 2^52: 2^52 + e has e in its mantissa
+
+
+@jit(inline="always", error_model="numpy")
+def log_simd(x):
+    """Natural logarithm of a double, within 1 ulp of the C library (tested; fdlibm's ``e_log.c``
+    reduction ``x = 2^k (1 + f)``, ``sqrt(2)/2 <= 1 + f < sqrt(2)``, and its polynomial),
+    branch-free so that loops over it vectorise: the exponent and mantissa come from the bits
+    (:func:`_bits`), the integer ``k`` becomes a double through the mantissa of ``2^52 + k``
+    (no integer-to-float instruction). Subnormal ``x`` are scaled by ``2^54`` first; ``log 0 =
+    -inf``, ``log(inf) = inf``, NaN stays NaN; negative ``x`` are not handled (the callers
+    clamp at a positive floor)."""
+    sub = x < _MIN_NORMAL
+    y = x * _TWO54 if sub else x
+    hx = _bits(y)
+    m = hx & _MANT
+    i = (m + _HALF_SQRT2_SHIFT) & _BIT52
+    f = _double(m | (i ^ _ONE)) - 1.0
+    e = (hx >> 52) + (i >> 52)                              # biased exponent of 2^k, 0 .. 2048
+    k = (_double(e | _INT_MAGIC) - _TWO52) - (1077.0 if sub else 1023.0)
+    s = f / (2.0 + f)
+    z = s * s
+    w = z * z
+    t1 = w * (_LG2 + w * (_LG4 + w * _LG6))
+    t2 = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7)))
+    r = t2 + t1
+    hfsq = 0.5 * f * f
+    out = k * _LN2_HI - ((hfsq - (s * (hfsq + r) + k * _LN2_LO)) - f)
+    if x == 0.0:
+        out = -math.inf
+    if not x < math.inf:                                    # inf, NaN
+        out = x
+    return out
+
+
+@jit(error_model="numpy")
+def log_floor(x, floor, out):
+    """``out = log max(x, floor)`` element-wise (:func:`log_simd`) for C-contiguous arrays of
+    one shape; ``out`` may be ``x``. The logarithm of ``phi`` (grid.md §1.1) in NumPy code,
+    with the same bits as the compiled steps (:func:`run_local`)."""
+    xf, of = x.reshape(x.size), out.reshape(out.size)
+    for k in range(xf.shape[0]):
+        of[k] = log_simd(max(xf[k], floor))
 
 
 @jit(inline="always")
@@ -130,10 +222,12 @@ def _prepare(x, psi, ndim, dx0, dx1, beta_inv, floor, order, kappa, phi, hs, U0,
     J0, J1 = x.shape
     n = J0 * J1
     xf, pf, phf, uf = x.reshape(n), psi.reshape(n), phi.reshape(n), U0.reshape(n - J1)
-    for k in range(n):  # the only loop with a call (log): kept apart from the others
-        if beta_inv > 0.0:
-            phf[k] = pf[k] + beta_inv * math.log(max(xf[k], floor))
-        else:
+    if beta_inv > 0.0:
+        log_floor(xf, floor, phf)                # vectorised (numpy error model: no checks)
+        for k in range(n):
+            phf[k] = pf[k] + beta_inv * phf[k]
+    else:
+        for k in range(n):
             phf[k] = pf[k]
     for k in range(n - J1):
         uf[k] = -(phf[k + J1] - phf[k]) / dx0

@@ -250,7 +250,9 @@ class FVSolver(GridSolverBase):
         rho = self.rho if rho is None else rho
         psi = self.psi(rho) if psi is None else psi
         if self.beta_inv > 0:
-            return psi + self.beta_inv * np.log(np.maximum(rho, self.floor))
+            lg = np.empty(np.shape(rho))
+            kernels.log_floor(np.ascontiguousarray(rho, dtype=float), self.floor, lg)
+            return psi + self.beta_inv * lg
         return psi
 
     def velocities(self, phi):
