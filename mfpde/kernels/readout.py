@@ -40,8 +40,8 @@ import numpy as np
 
 from .._numba import jit
 from .._pool import run_tasks
-from .activations import (CONTRACT, IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma,
-                          tanh_simd)
+from .activations import (CONTRACT, IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, lit,
+                          sigma, tanh_t)
 
 #: below this many entries a parallel (prange) update kernel (mfpde.kernels.kinetic) runs serially:
 #: a launch costs more than it saves
@@ -76,26 +76,30 @@ FROM_S = (TANH, SIGMOID, IDENTITY)
 
 @jit(inline="always")
 def _sigma_s_row(code, row):
-    """In place ``row <- sigma(row)`` for a :data:`FROM_S` activation: :func:`tanh_simd`, or
+    """In place ``row <- sigma(row)`` for a :data:`FROM_S` activation: the vectorised tanh
+    (:func:`~mfpde.kernels.activations.tanh_t`: float64 or float32 by the row's type), or
     ``1/2 + tanh(z/2)/2`` for the sigmoid; identity: nothing."""
+    half = lit(row, 0.5)
     if code == TANH:
         for j in range(row.shape[0]):
-            row[j] = tanh_simd(row[j])
+            row[j] = tanh_t(row[j])
     elif code == SIGMOID:
         for j in range(row.shape[0]):
-            row[j] = 0.5 + 0.5 * tanh_simd(0.5 * row[j])
+            row[j] = half + half * tanh_t(half * row[j])
 
 
 @jit(inline="always")
 def _d_from_s(code, s):
-    """``(sigma', sigma'')`` as functions of ``s = sigma(z)`` (codes in :data:`FROM_S`)."""
+    """``(sigma', sigma'')`` as functions of ``s = sigma(z)`` (codes in :data:`FROM_S`), in the
+    float type of ``s``."""
+    one, two = lit(s, 1.0), lit(s, 2.0)
     if code == TANH:
-        ds = 1.0 - s * s
-        return ds, -2.0 * s * ds
+        ds = one - s * s
+        return ds, -two * s * ds
     if code == SIGMOID:
-        ds = s * (1.0 - s)
-        return ds, ds * (1.0 - 2.0 * s)
-    return 1.0, 0.0
+        ds = s * (one - s)
+        return ds, ds * (one - two * s)
+    return one, lit(s, 0.0)
 
 
 @jit(inline="always")
@@ -165,22 +169,22 @@ def _forward_s(code, S, Xb, UT, AwT, Hpart):
 
 @jit(inline="always")
 def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
-    Brow = np.empty(S.shape[1])
+    Brow = np.empty(S.shape[1], S.dtype)
     for i in range(S.shape[0]):
-        xn = xn2[i] if want_lap else 0.0
+        xn = xn2[i] if want_lap else lit(xn2, 0.0)
         _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], gUT, Brow)
 
 
 @jit(inline="always")
 def _sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
     Nc = UT.shape[1]
-    Srow = np.empty(Nc)
-    Brow = np.empty(Nc)
+    Srow = np.empty(Nc, UT.dtype)
+    Brow = np.empty(Nc, UT.dtype)
     no_h = np.empty(0)
     for i in range(Xb.shape[0]):
         xi = Xb[i]
         _forward_row(code, Srow, xi, UT, AT, no_h)
-        xn = xn2[i] if want_lap else 0.0
+        xn = xn2[i] if want_lap else lit(xn2, 0.0)
         _backward_row(code, Srow, G[i], AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow)
 
 
@@ -300,7 +304,8 @@ def _activate_entry(code, z, pre, want_dd):
 
 @jit(fastmath={"reassoc", "contract"})
 def _dot(x, y):
-    """``sum_j x_j y_j`` of two rows (reassociated: vectorised; the order is fixed by the build)."""
+    """``sum_j x_j y_j`` of two rows (reassociated: vectorised; the order is fixed by the build),
+    summed in float64 for float64 and float32 rows alike (the partial features)."""
     acc = 0.0
     for j in range(x.shape[0]):
         acc += x[j] * y[j]
@@ -338,7 +343,7 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
     Every ``gAT[k, j]`` and ``lap[j]`` is summed over ``i`` in order.
     """
     nb, Nc = S.shape
-    Brow = np.empty(Nc)
+    Brow = np.empty(Nc, S.dtype)
     for i in range(nb):
         Si = S[i]
         if train_a:
