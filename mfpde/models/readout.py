@@ -76,6 +76,8 @@ BLOCK_BYTES = 1 << 25
 #: precisions of the gradient pass (module docstring): float64, or the mixed float32 pass
 PRECISIONS = ("float64", "float32")
 
+_BUF_LOCK = threading.Lock()
+
 
 @dataclass
 class Gradient:
@@ -415,8 +417,10 @@ class ReadoutModel:
             AwT = [np.ascontiguousarray(a, dtype=ft) for a in AwT]
         UT = [np.ascontiguousarray(theta[r, pa:].T, dtype=ft) for r in rows] if low_d else None
         # the chunks' u rows (Nc, d_in) of the projections: views of theta, or float32 copies
-        Uk = [np.ascontiguousarray(theta[r, pa:], dtype=ft) if f32 else theta[r, pa:]
-              for r in rows] if not low_d else None
+        # (in a buffer kept by the model between passes) made by the chunk's first task
+        ubuf = self._take_buffer(NL * d_in) if (f32 and not low_d) else None
+        Uk = [None if f32 else theta[r, pa:] for r in rows] if not low_d else None
+        Ufilled = [not f32] * CL
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
         if f32:
             xn2 = xn2.astype(ft)
@@ -436,6 +440,11 @@ class ReadoutModel:
             Aw = AwT[c] if Hout is not None else no_dd
             if Hout is None:
                 Hout = no_h[:e - s]
+            if not low_d and not Ufilled[c]:
+                r = rows[c]
+                Uk[c] = ubuf[r.start * d_in:r.stop * d_in].reshape(r.stop - r.start, d_in)
+                np.copyto(Uk[c], theta[r, pa:])
+                Ufilled[c] = True
             if from_s:
                 if not low_d:
                     np.dot(Xb, Uk[c].T, out=S)
@@ -447,7 +456,10 @@ class ReadoutModel:
                 forward_chunk(code, P, S, lap, T[2] if lap else no_dd, Aw, Hout)
 
         # float32 pass: each block's sums go to zeroed float32 buffers of the thread and are
-        # then added to the chunk's float64 sums (gU: BLAS sums over the block's samples)
+        # then added to the chunk's float64 sums (gU: BLAS sums over the block's samples); with
+        # one block the chunk's sums are the float32 block sums themselves
+        direct = not f32 or len(blocks) == 1
+        adt = np.float64 if not direct else ft
         bsum = threading.local()
 
         def block_sums(m):
@@ -467,7 +479,7 @@ class ReadoutModel:
         def summed(m, acc, first, kernel):
             """``kernel(sums)`` on the chunk's sums ``acc = (gAT, gU, gUT, lap)`` (float64),
             or, in the float32 pass, on the block sums, then added to ``acc`` in float64."""
-            if not f32:
+            if direct:
                 kernel(acc, first)
                 return
             b = block_sums(m)
@@ -503,8 +515,9 @@ class ReadoutModel:
             summed(widths[c], acc, first, kernel)
 
         def new_acc(m, out_gU=None):
-            return (np.zeros((pa, m)), np.empty((0 if low_d else m, d_in)) if out_gU is None
-                    else out_gU, np.zeros((d_in if low_d else 0, m)), np.zeros(m if lap else 0))
+            return (np.zeros((pa, m), adt),
+                    np.empty((0 if low_d else m, d_in), adt) if out_gU is None else out_gU,
+                    np.zeros((d_in if low_d else 0, m), adt), np.zeros(m if lap else 0, adt))
 
         H = np.empty((n, p)) if features else None
         G = np.empty((n, p), ft) if sweep else None
@@ -514,7 +527,7 @@ class ReadoutModel:
         g_scale = self.Gamma / n
         accs = None
         if grad and not sweep:
-            gU_all = np.empty((NL, d_in)) if not low_d else None
+            gU_all = np.empty((NL, d_in), adt) if not low_d else None
             accs = [new_acc(m, None if low_d else gU_all[r]) for m, r in zip(widths, rows)]
         # chunks run concurrently on single-threaded BLAS; one chunk keeps the BLAS default for
         # large products (see mfpde._blas)
@@ -593,12 +606,27 @@ class ReadoutModel:
                 run_tasks(finish, CL, lambda c: produce(rows[c].start, rows[c].stop))
             else:
                 run_tasks(finish, CL)
+        if ubuf is not None:
+            self._give_buffer(ubuf)
         res["grad"] = out
         if gW is not None:
             res["gW"] = gW + self.lam_W * W
         if lap:
             res["lap"] = lapv + self.lam * self.D
         return res
+
+    def _take_buffer(self, size):
+        """A float32 work buffer of ``size`` entries for the float32 copy of ``U`` of one pass:
+        the one kept from the previous pass when it fits (no fresh pages per step), else new."""
+        with _BUF_LOCK:
+            buf = self.__dict__.pop("_f32_buf", None)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, np.float32)
+        return buf
+
+    def _give_buffer(self, buf):
+        with _BUF_LOCK:
+            self.__dict__["_f32_buf"] = buf
 
     def low_memory(self, N) -> bool:
         """Whether a gradient pass over ``N`` particles uses the low-memory sweep
