@@ -134,7 +134,8 @@ def run() -> dict:
 
 
 def to_markdown(res) -> str:
-    L = ["| case | quantity | float64 | float32 | difference | check | float64 / float32 |",
+    L = ["| case | quantity | float64 | float32 | difference | check | passes (float64 / "
+         "float32) |",
          "|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         L.append(f"| {r['case']} | {r['quantity']} | {r['float64']:.4g} | {r['float32']:.4g} | "
