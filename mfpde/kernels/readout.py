@@ -25,6 +25,14 @@ Two families of kernels do the element-wise work:
 - every other activation: :func:`prepass` + :func:`forward_chunk` keep ``S``, ``sigma'`` and
   (for Laplacians) ``sigma''`` in three tiles; :func:`backward_chunk` forms ``B``.
 
+Precision: every kernel compiles for float64 and for float32 arrays (the mixed-precision pass
+of :mod:`mfpde.models.readout`): in one call the tiles, ``X_b``, ``U^T``, ``A^T``, ``G`` and the
+accumulators ``gAT``, ``gUT``, ``lap`` are all float64 or all float32, the literals of the
+element-wise arithmetic take that type (:func:`~mfpde.kernels.activations.lit`, the tanh
+:func:`~mfpde.kernels.activations.tanh_t`), and the partial features ``Hpart`` are float64 in
+both (:func:`_dot` sums in float64). :func:`assemble_chunk` writes the float64 force from
+float64 or float32 sums.
+
 Each chunk's tile is small enough to stay in a core's cache between the kernels of a phase
 (``TILE_BYTES`` in :mod:`mfpde.models.readout`). All kernels are serial and release the GIL; the
 model runs chunks concurrently on a thread pool (:mod:`mfpde._pool`). Every reduction is either
@@ -258,7 +266,8 @@ def forward_s(code, S, Xb, UT, AwT, Hpart):
 
     Shapes: ``S`` (nb, Nc) C-contiguous; ``Xb`` (nb, d_in); ``AwT`` (p, Nc) the chunk's weighted
     output weights ``w_j a_j`` transposed; ``Hpart`` (nb, p), or (nb, 0) with ``AwT`` (0, 0) when
-    the features are known (the second pass of the low-memory sweep).
+    the features are known (the second pass of the low-memory sweep). Dtypes: ``S``, ``Xb``,
+    ``UT``, ``AwT`` all float64 or all float32; ``Hpart`` float64.
     """
     _FORWARD[code](S, Xb, UT, AwT, Hpart)
 
@@ -270,7 +279,8 @@ def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     ``gUT`` is not empty (small ``d_in``) ``gUT[k, j] += sum_i B[i, j] Xb[i, k]`` instead, and ``S``
     is left unchanged.
 
-    Shapes as :func:`backward_chunk`; ``Xb`` (nb, d_in); ``gUT`` (d_in, Nc) or (0, 0).
+    Shapes as :func:`backward_chunk`; ``Xb`` (nb, d_in); ``gUT`` (d_in, Nc) or (0, 0). Dtypes:
+    every array float64, or every array float32.
     """
     _BACKWARD[code](S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
 
@@ -319,7 +329,9 @@ def forward_chunk(code, P, S, want_dd, Spp, AwT, Hpart):
 
     Shapes: ``P, S, Spp`` (nb, Nc) C-contiguous (``Spp`` (0, 0) without ``want_dd``; ``S`` holds
     the :func:`prepass` values on entry); ``AwT`` (p, Nc) = the chunk's weighted output weights
-    ``w_j a_j`` transposed; ``Hpart`` (nb, p) (``AwT`` (0, 0): no features).
+    ``w_j a_j`` transposed; ``Hpart`` (nb, p) (``AwT`` (0, 0): no features). Dtypes: the tiles
+    and ``AwT`` float64 or float32 (the activation is evaluated in float64 and rounded to the
+    tiles' type), ``Hpart`` float64.
     """
     nb, Nc = P.shape
     for i in range(nb):
@@ -340,7 +352,8 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
 
     Shapes: ``Sp, S, Spp`` (nb, Nc); ``G`` (nb, p); ``AT`` (p, Nc) the chunk's output weights
     transposed (ones for a fixed output); ``gAT`` (p, Nc); ``xn2`` (nb,); ``lap`` (Nc,).
-    Every ``gAT[k, j]`` and ``lap[j]`` is summed over ``i`` in order.
+    Every ``gAT[k, j]`` and ``lap[j]`` is summed over ``i`` in order. Dtypes: every array float64,
+    or every array float32.
     """
     nb, Nc = S.shape
     Brow = np.empty(Nc, S.dtype)
@@ -367,7 +380,8 @@ def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa):
 
     Shapes ``out, theta`` (Nc, D) (row blocks of the full arrays), ``gAT`` (pa, Nc); the
     ``u`` part comes from ``gU`` (Nc, d_in) or, when that is empty, from its transpose ``gUT``
-    (d_in, Nc)."""
+    (d_in, Nc). ``out`` and ``theta`` float64; the sums ``gAT``, ``gU``, ``gUT`` float64, or float32
+    (the float32 pass with one block of samples)."""
     D = theta.shape[1]
     transposed = gU.shape[0] == 0
     for j in range(theta.shape[0]):

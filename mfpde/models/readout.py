@@ -628,6 +628,13 @@ class ReadoutModel:
         with _BUF_LOCK:
             self.__dict__["_f32_buf"] = buf
 
+    def __getstate__(self):
+        """Copies and pickles leave out the work buffer of :meth:`_take_buffer` (a copy of the
+        model gets its own on its first float32 pass)."""
+        state = self.__dict__.copy()
+        state.pop("_f32_buf", None)
+        return state
+
     def low_memory(self, N) -> bool:
         """Whether a gradient pass over ``N`` particles uses the low-memory sweep
         (``memory = "auto"``: from :data:`LOW_MEMORY_N` particles on)."""
@@ -691,7 +698,8 @@ class ReadoutModel:
         -------
         Gradient
             ``theta`` (N, D) = :math:`\\nabla\\Psi(\\theta_j)` (dynamics.md §1.2 / §1.3),
-            ``W`` (p, q) or None, ``risk``, ``lap`` (N,) or None.
+            ``W`` (p, q) or None, ``risk``, ``lap`` (N,) or None; float64 arrays in either
+            ``precision`` (module docstring).
         """
         out = self._pass(theta, X, Y, W, weights, grad=True, lap=laplacian, part=part)
         return Gradient(out["grad"], out.get("gW"), out["risk"], out.get("lap"))
