@@ -254,6 +254,8 @@ DRIVERS = [  # name, kind, driver keywords
     ("langevin mini-batch noisy", "two_layer", dict(solver="langevin", batch=32, beta=200.0)),
     ("langevin online", "two_layer", dict(solver="langevin", batch=4, online=True)),
     ("kinetic baoab mini-batch", "nc", dict(solver="kinetic", batch=32, beta=200.0)),
+    ("kinetic full batch", "nc", dict(solver="kinetic")),
+    ("kinetic online", "two_layer", dict(solver="kinetic", batch=4, online=True, beta=200.0)),
     ("trainer shb", "two_layer", dict(solver="trainer", method="shb")),
     ("trainer noisy sgd", "nc", dict(solver="trainer", method="noisy_sgd", batch=16,
                                      beta=200.0)),
@@ -471,7 +473,7 @@ def _launcher():
 
 
 @pytest.mark.mpi
-@pytest.mark.parametrize("solver", ["langevin", "kinetic"])
+@pytest.mark.parametrize("solver", ["langevin", "kinetic", "trainer"])
 def test_float32_split_over_two_ranks_is_the_one_process_run(tmp_path, solver):
     """``mpiexec -n 2 mfpde run``: the per-chunk partial features (float64) are exchanged and
     summed in chunk order, so the float32 run is bitwise the one-process run."""
