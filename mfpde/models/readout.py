@@ -472,8 +472,8 @@ class ReadoutModel:
                    bufs[1][:(0 if low_d else m) * d_in].reshape(0 if low_d else m, d_in),
                    bufs[2][:(d_in if low_d else 0) * m].reshape(d_in if low_d else 0, m),
                    bufs[3][:m if lap else 0])
-            for b in out:
-                b.fill(0)
+            for i in (0, 2, 3):               # gU is written by its first product
+                out[i].fill(0)
             return out
 
         def summed(m, acc, first, kernel):
