@@ -217,9 +217,9 @@ def _float32_md(rows):
                  f"**{_x(r['ratio_float64_over_float32'])}** | "
                  f"{_x(r['ratio_blas64_over_blas32'])} | {r['force_rel_diff']:.1e} |")
     L += ["", "Noiseless full-batch Langevin step (`precision = \"float64\"` and `\"float32\"`), "
-          "timed in alternation with the step's BLAS products in float64 and float32 in "
-          "max(7, --repeat) rounds after one untimed round; ratios are medians of the per-round "
-          "ratios. force rel. diff.: "
+          "timed in alternation in max(7, --repeat) rounds after one untimed round, then the "
+          "step's BLAS products in float64 and float32 in rounds of their own; ratios are "
+          "medians of the per-round ratios. force rel. diff.: "
           "max |g32 - g64| / max |g64| at the initial state.", ""]
     return L
 

@@ -395,6 +395,17 @@ def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa):
 
 
 @jit
+def add_into(acc, part):
+    """``acc += part`` for C-contiguous arrays of one shape: a float32 block sum ``part`` added
+    to the float64 sum ``acc`` of a chunk (the float32 pass of
+    :mod:`mfpde.models.readout`), each entry rounded once."""
+    a = acc.reshape(-1)
+    b = part.reshape(-1)
+    for i in range(a.shape[0]):
+        a[i] += b[i]
+
+
+@jit
 def em_rows(theta, grad, noise, step, noise_scale, j0, j1):
     """Rows ``j0 <= i < j1`` of the Euler–Maruyama update of :func:`em_update` (in place)."""
     use_noise = noise_scale != 0.0

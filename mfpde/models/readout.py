@@ -51,8 +51,8 @@ from ..activations import activation_info, evaluate
 from .._blas import blas_threads
 from .._pool import run_tasks
 from ..rules import MEMORY_MODES
-from ..kernels.readout import (FROM_S, assemble_chunk, backward_chunk, backward_s, chunk_bounds,
-                               forward_chunk, forward_s, prepass, sweep_s)
+from ..kernels.readout import (FROM_S, add_into, assemble_chunk, backward_chunk, backward_s,
+                               chunk_bounds, forward_chunk, forward_s, prepass, sweep_s)
 
 #: input dimensions up to this use the compiled projection instead of BLAS (low-dimension regime)
 SMALL_D = 8
@@ -485,13 +485,12 @@ class ReadoutModel:
             b = block_sums(m)
             kernel(b, True)
             gAT, gU, gUT, lapc = acc
-            gAT += b[0]
             if first:
                 gU[...] = b[1]
             else:
-                gU += b[1]
-            gUT += b[2]
-            lapc += b[3]
+                add_into(gU, b[1])
+            for tot, part in ((gAT, b[0]), (gUT, b[2]), (lapc, b[3])):
+                add_into(tot, part)
 
         def bwd(c, s, e, T, Gb, acc, first):
             """Chunk ``c``, samples ``s:e``: accumulate ``acc = (gAT, gU, gUT, lap)``."""
