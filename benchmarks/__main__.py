@@ -97,9 +97,9 @@ def cpu_steal():
     return (vals[7] if len(vals) > 7 else 0), sum(vals)
 
 
-CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling", "grid",
-         "sparse", "mpi", "scaling_N", "scaling_n")
-DEFAULT_CASES = CASES[:10]
+CASES = ("limits", "full_batch", "float32", "online_sgd", "noise", "ot", "jit_memory", "scaling",
+         "grid", "sparse", "mpi", "scaling_N", "scaling_n")
+DEFAULT_CASES = CASES[:11]
 #: cases run by their own modules (``benchmarks/bench_<name>.py``: ``run(quick, repeat)``, and
 #: ``to_markdown(result)`` for the tables)
 MODULE_CASES = ("grid", "sparse", "mpi")
@@ -206,6 +206,24 @@ def _full_batch_md(rows, m, lim=None):
     return L + [""]
 
 
+def _float32_md(rows):
+    L = ["## 8. float32 option: the step of case 1 in float64 and with the float32 gradient pass",
+         "", "| regime | model | N | n | d | block | float64 step | float32 step | "
+         "float64/float32 | BLAS f64/f32 (ceiling) | force rel. diff. |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        L.append(f"| {r['regime']} | {r['model']} | {r['N']} | {r['n']} | {r['d']} | "
+                 f"{r['block']} | {_ms(r['t_float64'])} ms | {_ms(r['t_float32'])} ms | "
+                 f"**{_x(r['ratio_float64_over_float32'])}** | "
+                 f"{_x(r['ratio_blas64_over_blas32'])} | {r['force_rel_diff']:.1e} |")
+    L += ["", "Noiseless full-batch Langevin step (`precision = \"float64\"` and `\"float32\"`), "
+          "timed in alternation in max(7, --repeat) rounds after one untimed round, then the "
+          "step's BLAS products in float64 and float32 in rounds of their own; ratios are "
+          "medians of the per-round ratios. force rel. diff.: "
+          "max |g32 - g64| / max |g64| at the initial state.", ""]
+    return L
+
+
 def _online_md(o, m):
     names = [("mfpde", "mfpde"), ("numpy", "NumPy"), ("torch", "PyTorch"),
              ("torch_compile", "torch.compile"), ("jax", "JAX lax.scan")]
@@ -279,6 +297,8 @@ def to_markdown(res: dict) -> str:
         L += _limits_md(c["limits"])
     if "full_batch" in c:
         L += _full_batch_md(c["full_batch"], m, c.get("limits"))
+    if "float32" in c:
+        L += _float32_md(c["float32"])
     if "online_sgd" in c:
         L += _online_md(c["online_sgd"], m)
     if "noise" in c:

@@ -19,6 +19,11 @@
    (:func:`benchmarks.bench_step.machine_limits`).
 7. ``scaling``: per-update throughput ``N n / t`` of one noiseless step as N and n grow, with the
    fitted log-log slopes of ``t`` in N and in n.
+8. ``float32``: the step of case 1 in the BLAS-bound regimes (middle, high; two-layer and NC)
+   with ``precision = "float64"`` and ``"float32"`` (the mixed-precision gradient pass of
+   :mod:`mfpde.models.readout`), timed in alternation with the BLAS products in float64 and
+   float32 (the ceiling ``BLAS f64/f32``); the ratio is the median of the per-round
+   ``t_float64 / t_float32``.
 
 Every time is the median of ``repeat >= 5`` calls after one warm-up call (case 7: fewer runs for
 steps longer than 2 s, see :func:`scaling`); the first call of a compiled peer (JIT compilation)
@@ -116,11 +121,12 @@ REGIMES = {
 }
 
 
-def _make(kind, d, p, q):
+def _make(kind, d, p, q, precision="float64"):
     from mfpde.models import make_model
     if kind == "two_layer":
-        return make_model("two_layer", d=d, q=1, activation="tanh")
-    return make_model("nc", d=d, q=q, p=p, Gamma=1.0, lam=1e-3, lam_W=1e-3, activation="tanh")
+        return make_model("two_layer", d=d, q=1, activation="tanh", precision=precision)
+    return make_model("nc", d=d, q=q, p=p, Gamma=1.0, lam=1e-3, lam_W=1e-3, activation="tanh",
+                      precision=precision)
 
 
 def full_batch(regime, kind, repeat=5, seed=0, limits=None, compiled_torch=True):
@@ -178,6 +184,50 @@ def full_batch(regime, kind, repeat=5, seed=0, limits=None, compiled_torch=True)
 
 
 PEER_NAMES = ("numpy", "torch", "torch_compile", "jax", "jax_whole")
+
+
+# ---------------------------------------------------------------------------- case 8
+def float32_step(regime, kind, repeat=5, seed=0):
+    """Case 8 for one regime and model: one noiseless full-batch step of the solver of case 1
+    in float64 and with the float32 gradient pass (the same data and initial particles), timed
+    in alternation after one untimed round (JIT compilation of both precisions excluded), and
+    then the step's BLAS products in float64 and float32, in alternation too. Returns the medians ``t_float64``,
+    ``t_float32``, ``t_blas``, ``t_blas32``, the median per-round ratios
+    ``ratio_float64_over_float32`` and ``ratio_blas64_over_blas32``, and the relative force
+    difference of the two passes at the initial state, ``max|g32 - g64| / max|g64|``."""
+    from mfpde.dynamics import LangevinSolver
+    d, N, n, p, q = REGIMES[regime]
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d)) / math.sqrt(d)
+    models = {prec: _make(kind, d, p, q, prec) for prec in ("float64", "float32")}
+    Y = rng.standard_normal((n, models["float64"].q))
+    data = types.SimpleNamespace(X=X, Y=Y)
+    solvers = {prec: LangevinSolver(m, data, N=N, dt=1e-3, beta=np.inf, seed=seed)
+               for prec, m in models.items()}
+    m64, s64 = models["float64"], solvers["float64"]
+    theta0 = s64.theta.copy()
+    g64 = m64.gradient(theta0, X, Y, s64.W).theta
+    g32 = models["float32"].gradient(theta0, X, Y, s64.W).theta
+    th32, X32 = theta0.astype(np.float32), X.astype(np.float32)
+    steps = {"float64": lambda: solvers["float64"].step(1),
+             "float32": lambda: solvers["float32"].step(1)}
+    blas = {"blas": lambda: blas_products(m64, theta0, X, Y),
+            "blas32": lambda: blas_products(m64, th32, X32, Y, dtype=np.float32)}
+    # the BLAS products run in rounds of their own: after a call on both BLAS threads the
+    # OpenBLAS workers spin for a while and slow whatever runs next on the chunk threads
+    med, rounds = interleaved_times(steps, repeat)
+    med_b, rounds_b = interleaved_times(blas, repeat)
+    out = {"case": "float32", "regime": regime, "model": kind, "N": N, "n": n, "d": d,
+           "D": m64.D, "p": m64.p, "q": m64.q, "block": m64.block_size(n, N),
+           "force_rel_diff": float(np.abs(g32 - g64).max() / np.abs(g64).max())}
+    for name in steps:
+        out[f"t_{name}"] = med[name]
+    for name in blas:
+        out[f"t_{name}"] = med_b[name]
+    out["ratio_float64_over_float32"] = median_ratio(rounds, "float64", "float32")
+    out["ratio_blas64_over_blas32"] = median_ratio(rounds_b, "blas", "blas32")
+    out["rounds"] = rounds
+    return out
 
 
 def _peers(model, compiled_torch=True, jax_whole=False, torch_threads=None):
@@ -564,8 +614,8 @@ def scaling(quick=True, repeat=5, series=("N", "n")):
     return out
 
 
-CASES = ("limits", "full_batch", "online_sgd", "noise", "ot", "jit_memory", "scaling",
-         "scaling_N", "scaling_n")
+CASES = ("limits", "full_batch", "float32", "online_sgd", "noise", "ot", "jit_memory",
+         "scaling", "scaling_N", "scaling_n")
 
 
 def run(quick=True, repeat=5, cases=CASES) -> dict:
@@ -586,6 +636,12 @@ def run(quick=True, repeat=5, cases=CASES) -> dict:
                 _log(f"case 1: full-batch step, {regime}, {kind}")
                 res["full_batch"].append(full_batch(regime, kind, repeat, limits=probes,
                                                     compiled_torch=kind == "two_layer"))
+    if "float32" in cases:
+        res["float32"] = []
+        for regime in ("middle", "high"):
+            for kind in ("two_layer", "nc"):
+                _log(f"case 8: float32 step, {regime}, {kind}")
+                res["float32"].append(float32_step(regime, kind, max(repeat, 7)))
     if "online_sgd" in cases:
         _log("case 2: online SGD batch 1")
         res["online_sgd"] = online_sgd(steps=1000 if quick else 5000, repeat=repeat)
@@ -607,7 +663,8 @@ def run(quick=True, repeat=5, cases=CASES) -> dict:
 
 
 # ---------------------------------------------------------------------------- profile
-def profile_step(regime="middle", kind="two_layer", steps=3, top=10, size=None):
+def profile_step(regime="middle", kind="two_layer", steps=3, top=10, size=None,
+                 precision="float64"):
     """cProfile breakdown of ``steps`` full-batch steps (the evidence for a missed target).
 
     Returns ``[(function, calls, total_s, per_step_s), ...]`` sorted by total time (tottime),
@@ -615,14 +672,15 @@ def profile_step(regime="middle", kind="two_layer", steps=3, top=10, size=None):
     element-wise Numba kernels), ``em_update``. Chunks run on worker threads, which cProfile does
     not see: run with ``NUMBA_NUM_THREADS=1`` so that all the work is in the profiled thread.
     ``size = (d, N, n)`` profiles that size instead of a regime of case 1 (a point of the
-    scaling series: two-layer, ``p = q = 1``).
+    scaling series: two-layer, ``p = q = 1``); ``precision = "float32"`` profiles the float32
+    gradient pass (case 8).
     Run: ``python -c "from benchmarks.bench_cases import profile_step as p; print(*p(), sep='\\n')"``.
     """
     import cProfile
     import pstats
     from mfpde.dynamics import LangevinSolver
     d, N, n, p, q = REGIMES[regime] if size is None else (*size, 1, 1)
-    model = _make(kind, d, p, q)
+    model = _make(kind, d, p, q, precision)
     rng = np.random.default_rng(0)
     data = types.SimpleNamespace(X=rng.standard_normal((n, d)) / math.sqrt(d),
                                  Y=rng.standard_normal((n, model.q)))

@@ -421,7 +421,9 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     - particles: ``8 N D c`` with ``D = d + max(p, q) + 1`` and ``c`` = :data:`STATE_COPIES` of
       the driver, plus :data:`PASS_BYTES` for the tiles of a gradient pass, plus
       ``3 * 8 N min(n, BLAS_BLOCK)`` for the ``block x N`` buffers of the stored pass (memory
-      "fast", or "auto" below ``LOW_MEMORY_N`` particles);
+      "fast", or "auto" below ``LOW_MEMORY_N`` particles); with ``dynamics.precision =
+      "float32"`` the buffers hold 4-byte entries and the pass adds a float32 copy of the
+      particles' ``u`` (``4 N D``);
     - Pham–Nguyen: ``8 n1 n2 c`` (the ``w2`` matrix dominates);
     - grids: 16 arrays of the grid's cells.
     """
@@ -444,11 +446,15 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
         D = d + width + 1
         rows = int(dyn.N) if part is None else part.hi - part.lo
         terms["particles"] = 8 * rows * D * STATE_COPIES.get(solver, 4) + PASS_BYTES
+        f32 = getattr(dyn, "precision", "float64") == "float32"
+        item = 4 if f32 else 8                  # bytes of an entry of the pass's buffers
+        if f32:
+            terms["particles"] += 4 * rows * D    # the float32 copy of u of the pass
         memory = getattr(mc, "memory", "auto") if mc is not None else "auto"
         if memory == "fast" or (memory == "auto" and int(dyn.N) < LOW_MEMORY_N):
             # the stored pass: up to three block x N buffers, blocks of BLAS_BLOCK samples
             n_block = int(dyn.batch or 0) or (_int_param(dc.params, "n") if dc else BLAS_BLOCK)
-            terms["particles"] += 3 * 8 * rows * min(max(n_block, 1), BLAS_BLOCK)
+            terms["particles"] += 3 * item * rows * min(max(n_block, 1), BLAS_BLOCK)
         if part is not None and part.rank == 0 and part.layout.size > 1:
             terms["gathered state"] = 8 * 2 * int(dyn.N) * D      # fields and checkpoint
     n1 = getattr(dyn, "n1", None)
@@ -549,6 +555,12 @@ def build(cfg: Config, part=None) -> Built:
         cfg = _resolve_model(cfg, data)
         d, q = _data_shape(data)
         model = make_model(cfg.model, d, q)
+        precision = getattr(dyn, "precision", "float64")
+        if precision != "float64":
+            if not callable(getattr(model, "set_precision", None)):
+                raise ConfigError(f"dynamics.precision = {precision!r}: the "
+                                  f"{cfg.model.kind!r} model has only a float64 gradient pass")
+            model.set_precision(precision)
         if dyn.batch and not dyn.online and dyn.batch > data.X.shape[0]:
             raise ConfigError(f"dynamics.batch = {dyn.batch}: expected an integer between 0 and "
                               f"the number of samples n = {data.X.shape[0]}")

@@ -1073,6 +1073,13 @@ class DynamicsConfig(_Section):
                                doc="noise of the particles: blocks (one generator per particle "
                                    "chunk: the same run on any number of MPI ranks) or single "
                                    "(the run's generator, as in files of schema version 1)")
+    # arithmetic of the read-out model's gradient pass (mfpde.models.readout; docs/performance.md)
+    precision: str = option("float64", type="str", choices=("float64", "float32"),
+                            only_for=("langevin", "kinetic", "trainer"),
+                            ignored_elsewhere="float64",
+                            doc="arithmetic of the gradient pass: float64, or float32 (mixed "
+                                "precision: float32 products and activations, float64 sums, "
+                                "state, update and noise)")
 
     _name = "dynamics"
     _kind_key = "solver"

@@ -7,6 +7,12 @@ The activation table of theory/models.md §4 (names, properties, the public ``ev
 kernels dispatch on the integer code inside their fused loops, so one compiled kernel serves every
 activation (and the on-disk Numba cache holds one version). The scalar functions are inlined into
 the calling kernels.
+
+Float32 (the mixed-precision gradient pass of :mod:`mfpde.models.readout`): :func:`tanh_simd32`
+is the float32 counterpart of :func:`tanh_simd`, :func:`tanh_t` picks one of the two by the type
+of its argument and :func:`lit` gives a literal in the float type of an argument, so one kernel
+source compiles to float64 and to float32 arithmetic (a float64 argument leaves the float64 code
+as it was).
 """
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ import math
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .._numba import jit
 
@@ -110,11 +116,103 @@ def tanh_simd(z):
     return math.copysign(t, z)
 
 
+# ---------------------------------------------------------------------------- float32 tanh
+_F32 = np.float32
+_LOG2E_F = _F32(_LOG2E)
+# Cody–Waite split of ln 2 and the degree-7 polynomial of exp on |r| <= ln(2)/2 (Cephes expf.c)
+_LN2_HI_F, _LN2_LO_F = _F32(0.693359375), _F32(-2.12194440e-4)
+_EP0, _EP1, _EP2, _EP3, _EP4, _EP5 = (_F32(c) for c in (
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1,
+    5.0000001201e-1))
+# odd polynomial tanh(x) = x + x^3 P(x^2) on |x| < 0.625 (Cephes tanhf.c)
+_TF0, _TF1, _TF2, _TF3, _TF4 = (_F32(c) for c in (
+    -5.70498872745e-3, 2.06390887954e-2, -5.37397155531e-2, 1.33314422036e-1,
+    -3.33332819422e-1))
+_HALF_F, _ONE_F, _TWO_F, _SMALL_F, _CLIP_F = (_F32(c) for c in (0.5, 1.0, 2.0, 0.625, 10.0))
+#: ``1.5 * 2^23``: the float32 counterpart of :data:`_ROUND_MAGIC`
+_ROUND_MAGIC_F = 12582912.0
+
+
+@intrinsic
+def _pow2_f32(typingctx, n):
+    """``2.0f ** n`` for an integral float32 ``-126 <= n <= 127`` (:func:`_pow2` in float32: the
+    mantissa bits of ``n + 1.5 * 2^23`` hold ``2^22 + n``; ``+127`` and the shift by 23)."""
+    if n != types.float32:
+        return None
+    sig = types.float32(n)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        biased = builder.bitcast(builder.fadd(args[0], ir.Constant(ir.FloatType(),
+                                                                   _ROUND_MAGIC_F)), i32)
+        bits = builder.shl(builder.add(biased, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return sig, codegen
+
+
+@jit(inline="always", error_model="numpy")
+def _exp_nonpos32(x):
+    """``exp(x)`` in float32 for ``-20 <= x <= 0``: ``x = n ln 2 + r``, the Cephes ``expf``
+    polynomial in ``r``, times ``2^n``."""
+    n = np.floor(x * _LOG2E_F + _HALF_F)
+    r = (x - n * _LN2_HI_F) - n * _LN2_LO_F
+    p = _EP0
+    p = p * r + _EP1
+    p = p * r + _EP2
+    p = p * r + _EP3
+    p = p * r + _EP4
+    p = p * r + _EP5
+    p = p * (r * r) + r + _ONE_F
+    return p * _pow2_f32(n)
+
+
+@jit(inline="always", error_model="numpy")
+def tanh_simd32(z):
+    """:math:`\\tanh z` in float32 arithmetic for a float32 ``z`` (a few float32 ulp; tested),
+    branch-free like :func:`tanh_simd`: ``|z| + |z|^3 P(z^2)`` below ``|z| = 0.625``,
+    ``1 - 2e/(1+e)`` with ``e = exp(-2|z|)`` above (``|z|`` clipped at 10, where ``tanh = 1``
+    in single precision)."""
+    a = min(abs(z), _CLIP_F)
+    s = a * a
+    poly = (((_TF0 * s + _TF1) * s + _TF2) * s + _TF3) * s + _TF4
+    e = _exp_nonpos32(-_TWO_F * a)
+    t = a + a * s * poly if a < _SMALL_F else _ONE_F - _TWO_F * e / (_ONE_F + e)
+    return t if z >= 0 else -t
+
+
+def tanh_t(z):
+    """``tanh_simd32(z)`` for a float32 ``z``, else ``tanh_simd(z)`` (compiled code only)."""
+    raise NotImplementedError("tanh_t is for compiled kernels")
+
+
+@overload(tanh_t, inline="always")
+def _tanh_t(z):
+    if z == types.float32:
+        return lambda z: tanh_simd32(z)
+    return lambda z: tanh_simd(z)
+
+
+def lit(x, v):
+    """The literal ``v`` in the float type of ``x`` (a scalar or an array): float32 for float32,
+    ``v`` unchanged otherwise (compiled code only)."""
+    raise NotImplementedError("lit is for compiled kernels")
+
+
+@overload(lit, inline="always")
+def _lit(x, v):
+    t = x.dtype if isinstance(x, types.Array) else x
+    if t == types.float32:
+        return lambda x, v: np.float32(v)
+    return lambda x, v: v
+
+
 @jit(error_model="numpy", fastmath=CONTRACT)
 def tanh_array(z, out):
-    """``out[i] = tanh_simd(z[i])`` for 1-D arrays (the tests' view of the fused kernels' tanh)."""
+    """``out[i] = tanh_t(z[i])`` for 1-D arrays (the tests' view of the fused kernels' tanh:
+    :func:`tanh_simd` for float64, :func:`tanh_simd32` for float32 ``z``)."""
     for i in range(z.shape[0]):
-        out[i] = tanh_simd(z[i])
+        out[i] = tanh_t(z[i])
 
 
 @jit(inline="always")
@@ -202,4 +300,4 @@ def apply(code, order, z, out):
 
 __all__ = ["IDENTITY", "TANH", "SIGMOID", "ERF", "SOFTPLUS", "RELU", "MMN_PL", "MMN_T1", "MMN_T2",
            "MMN_S1", "MMN_S2", "CONTRACT", "sigma", "dsigma", "ddsigma", "apply", "tanh_simd",
-           "tanh_array"]
+           "tanh_simd32", "tanh_t", "lit", "tanh_array"]

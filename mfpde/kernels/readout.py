@@ -25,6 +25,14 @@ Two families of kernels do the element-wise work:
 - every other activation: :func:`prepass` + :func:`forward_chunk` keep ``S``, ``sigma'`` and
   (for Laplacians) ``sigma''`` in three tiles; :func:`backward_chunk` forms ``B``.
 
+Precision: every kernel compiles for float64 and for float32 arrays (the mixed-precision pass
+of :mod:`mfpde.models.readout`): in one call the tiles, ``X_b``, ``U^T``, ``A^T``, ``G`` and the
+accumulators ``gAT``, ``gUT``, ``lap`` are all float64 or all float32, the literals of the
+element-wise arithmetic take that type (:func:`~mfpde.kernels.activations.lit`, the tanh
+:func:`~mfpde.kernels.activations.tanh_t`), and the partial features ``Hpart`` are float64 in
+both (:func:`_dot` sums in float64). :func:`assemble_chunk` writes the float64 force from
+float64 or float32 sums.
+
 Each chunk's tile is small enough to stay in a core's cache between the kernels of a phase
 (``TILE_BYTES`` in :mod:`mfpde.models.readout`). All kernels are serial and release the GIL; the
 model runs chunks concurrently on a thread pool (:mod:`mfpde._pool`). Every reduction is either
@@ -40,8 +48,8 @@ import numpy as np
 
 from .._numba import jit
 from .._pool import run_tasks
-from .activations import (CONTRACT, IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, sigma,
-                          tanh_simd)
+from .activations import (CONTRACT, IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, lit,
+                          sigma, tanh_t)
 
 #: below this many entries a parallel (prange) update kernel (mfpde.kernels.kinetic) runs serially:
 #: a launch costs more than it saves
@@ -76,26 +84,30 @@ FROM_S = (TANH, SIGMOID, IDENTITY)
 
 @jit(inline="always")
 def _sigma_s_row(code, row):
-    """In place ``row <- sigma(row)`` for a :data:`FROM_S` activation: :func:`tanh_simd`, or
+    """In place ``row <- sigma(row)`` for a :data:`FROM_S` activation: the vectorised tanh
+    (:func:`~mfpde.kernels.activations.tanh_t`: float64 or float32 by the row's type), or
     ``1/2 + tanh(z/2)/2`` for the sigmoid; identity: nothing."""
+    half = lit(row, 0.5)
     if code == TANH:
         for j in range(row.shape[0]):
-            row[j] = tanh_simd(row[j])
+            row[j] = tanh_t(row[j])
     elif code == SIGMOID:
         for j in range(row.shape[0]):
-            row[j] = 0.5 + 0.5 * tanh_simd(0.5 * row[j])
+            row[j] = half + half * tanh_t(half * row[j])
 
 
 @jit(inline="always")
 def _d_from_s(code, s):
-    """``(sigma', sigma'')`` as functions of ``s = sigma(z)`` (codes in :data:`FROM_S`)."""
+    """``(sigma', sigma'')`` as functions of ``s = sigma(z)`` (codes in :data:`FROM_S`), in the
+    float type of ``s``."""
+    one, two = lit(s, 1.0), lit(s, 2.0)
     if code == TANH:
-        ds = 1.0 - s * s
-        return ds, -2.0 * s * ds
+        ds = one - s * s
+        return ds, -two * s * ds
     if code == SIGMOID:
-        ds = s * (1.0 - s)
-        return ds, ds * (1.0 - 2.0 * s)
-    return 1.0, 0.0
+        ds = s * (one - s)
+        return ds, ds * (one - two * s)
+    return one, lit(s, 0.0)
 
 
 @jit(inline="always")
@@ -165,22 +177,22 @@ def _forward_s(code, S, Xb, UT, AwT, Hpart):
 
 @jit(inline="always")
 def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
-    Brow = np.empty(S.shape[1])
+    Brow = np.empty(S.shape[1], S.dtype)
     for i in range(S.shape[0]):
-        xn = xn2[i] if want_lap else 0.0
+        xn = xn2[i] if want_lap else lit(xn2, 0.0)
         _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], gUT, Brow)
 
 
 @jit(inline="always")
 def _sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
     Nc = UT.shape[1]
-    Srow = np.empty(Nc)
-    Brow = np.empty(Nc)
+    Srow = np.empty(Nc, UT.dtype)
+    Brow = np.empty(Nc, UT.dtype)
     no_h = np.empty(0)
     for i in range(Xb.shape[0]):
         xi = Xb[i]
         _forward_row(code, Srow, xi, UT, AT, no_h)
-        xn = xn2[i] if want_lap else 0.0
+        xn = xn2[i] if want_lap else lit(xn2, 0.0)
         _backward_row(code, Srow, G[i], AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow)
 
 
@@ -254,7 +266,8 @@ def forward_s(code, S, Xb, UT, AwT, Hpart):
 
     Shapes: ``S`` (nb, Nc) C-contiguous; ``Xb`` (nb, d_in); ``AwT`` (p, Nc) the chunk's weighted
     output weights ``w_j a_j`` transposed; ``Hpart`` (nb, p), or (nb, 0) with ``AwT`` (0, 0) when
-    the features are known (the second pass of the low-memory sweep).
+    the features are known (the second pass of the low-memory sweep). Dtypes: ``S``, ``Xb``,
+    ``UT``, ``AwT`` all float64 or all float32; ``Hpart`` float64.
     """
     _FORWARD[code](S, Xb, UT, AwT, Hpart)
 
@@ -266,7 +279,8 @@ def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     ``gUT`` is not empty (small ``d_in``) ``gUT[k, j] += sum_i B[i, j] Xb[i, k]`` instead, and ``S``
     is left unchanged.
 
-    Shapes as :func:`backward_chunk`; ``Xb`` (nb, d_in); ``gUT`` (d_in, Nc) or (0, 0).
+    Shapes as :func:`backward_chunk`; ``Xb`` (nb, d_in); ``gUT`` (d_in, Nc) or (0, 0). Dtypes:
+    every array float64, or every array float32.
     """
     _BACKWARD[code](S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
 
@@ -300,7 +314,8 @@ def _activate_entry(code, z, pre, want_dd):
 
 @jit(fastmath={"reassoc", "contract"})
 def _dot(x, y):
-    """``sum_j x_j y_j`` of two rows (reassociated: vectorised; the order is fixed by the build)."""
+    """``sum_j x_j y_j`` of two rows (reassociated: vectorised; the order is fixed by the build),
+    summed in float64 for float64 and float32 rows alike (the partial features)."""
     acc = 0.0
     for j in range(x.shape[0]):
         acc += x[j] * y[j]
@@ -314,7 +329,9 @@ def forward_chunk(code, P, S, want_dd, Spp, AwT, Hpart):
 
     Shapes: ``P, S, Spp`` (nb, Nc) C-contiguous (``Spp`` (0, 0) without ``want_dd``; ``S`` holds
     the :func:`prepass` values on entry); ``AwT`` (p, Nc) = the chunk's weighted output weights
-    ``w_j a_j`` transposed; ``Hpart`` (nb, p) (``AwT`` (0, 0): no features).
+    ``w_j a_j`` transposed; ``Hpart`` (nb, p) (``AwT`` (0, 0): no features). Dtypes: the tiles
+    and ``AwT`` float64 or float32 (the activation is evaluated in float64 and rounded to the
+    tiles' type), ``Hpart`` float64.
     """
     nb, Nc = P.shape
     for i in range(nb):
@@ -335,10 +352,11 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
 
     Shapes: ``Sp, S, Spp`` (nb, Nc); ``G`` (nb, p); ``AT`` (p, Nc) the chunk's output weights
     transposed (ones for a fixed output); ``gAT`` (p, Nc); ``xn2`` (nb,); ``lap`` (Nc,).
-    Every ``gAT[k, j]`` and ``lap[j]`` is summed over ``i`` in order.
+    Every ``gAT[k, j]`` and ``lap[j]`` is summed over ``i`` in order. Dtypes: every array float64,
+    or every array float32.
     """
     nb, Nc = S.shape
-    Brow = np.empty(Nc)
+    Brow = np.empty(Nc, S.dtype)
     for i in range(nb):
         Si = S[i]
         if train_a:
@@ -362,7 +380,8 @@ def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa):
 
     Shapes ``out, theta`` (Nc, D) (row blocks of the full arrays), ``gAT`` (pa, Nc); the
     ``u`` part comes from ``gU`` (Nc, d_in) or, when that is empty, from its transpose ``gUT``
-    (d_in, Nc)."""
+    (d_in, Nc). ``out`` and ``theta`` float64; the sums ``gAT``, ``gU``, ``gUT`` float64, or float32
+    (the float32 pass with one block of samples)."""
     D = theta.shape[1]
     transposed = gU.shape[0] == 0
     for j in range(theta.shape[0]):
@@ -373,6 +392,17 @@ def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa):
                 g = gUT[k - pa, j] if transposed else gU[j, k - pa]
             g += lam * theta[j, k]
             out[j, k] = g
+
+
+@jit
+def add_into(acc, part):
+    """``acc += part`` for C-contiguous arrays of one shape: a float32 block sum ``part`` added
+    to the float64 sum ``acc`` of a chunk (the float32 pass of
+    :mod:`mfpde.models.readout`), each entry rounded once."""
+    a = acc.reshape(-1)
+    b = part.reshape(-1)
+    for i in range(a.shape[0]):
+        a[i] += b[i]
 
 
 @jit

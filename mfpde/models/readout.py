@@ -22,6 +22,17 @@ The data are streamed in blocks of samples (:meth:`ReadoutModel.block_size`) so 
 formed. Every product is a BLAS call; the element-wise work is fused in
 :mod:`mfpde.kernels.readout`.
 
+Precision (``precision``): by default every array of the pass is float64. With ``precision =
+"float32"`` the gradient pass (the force of :meth:`ReadoutModel.gradient` and
+:meth:`ReadoutModel.force_chunks`) is mixed precision: the copies of ``X_b``, ``U`` (and ``A``,
+``G``) it reads are float32, so the projections ``X_b U^T`` and ``B^T X_b`` are sgemm calls and
+the tiles ``S``, ``B`` and the element-wise kernels are float32 (the float32 tanh of
+:func:`~mfpde.kernels.activations.tanh_simd32`); the partial features ``S A^w`` are summed in
+float64 within a chunk and across chunks (in chunk order), the per-block sums ``grad_A``,
+``grad_U`` (and Laplacian) of a chunk are float32 and are added over blocks in float64, and the
+force is assembled in float64. The particle state, the update and the noise stay float64, as do
+the passes without a gradient (:meth:`ReadoutModel.features`, :meth:`ReadoutModel.risk`).
+
 Particles split over processes (``part``, e.g. :class:`mfpde.parallel.Partition` on MPI ranks):
 the gradient pass of one process holds the rows of a contiguous range of the fixed chunks of
 :func:`~mfpde.kernels.readout.chunk_bounds` ``(N)``; after each block's forward phase the
@@ -40,8 +51,8 @@ from ..activations import activation_info, evaluate
 from .._blas import blas_threads
 from .._pool import run_tasks
 from ..rules import MEMORY_MODES
-from ..kernels.readout import (FROM_S, assemble_chunk, backward_chunk, backward_s, chunk_bounds,
-                               forward_chunk, forward_s, prepass, sweep_s)
+from ..kernels.readout import (FROM_S, add_into, assemble_chunk, backward_chunk, backward_s,
+                               chunk_bounds, forward_chunk, forward_s, prepass, sweep_s)
 
 #: input dimensions up to this use the compiled projection instead of BLAS (low-dimension regime)
 SMALL_D = 8
@@ -61,6 +72,11 @@ BLAS_BLOCK = 128
 
 #: bytes of the blocks of points of :meth:`ReadoutModel.potential` (``n x block`` matrices)
 BLOCK_BYTES = 1 << 25
+
+#: precisions of the gradient pass (module docstring): float64, or the mixed float32 pass
+PRECISIONS = ("float64", "float32")
+
+_BUF_LOCK = threading.Lock()
 
 
 @dataclass
@@ -107,8 +123,8 @@ class _Tiles:
     """Work tiles of the stored pass: ``k`` buffers of ``block x N`` entries; chunk ``c``'s tiles
     are contiguous ``(nb, Nc)`` slices."""
 
-    def __init__(self, k, blk, bounds):
-        self.bufs = [np.empty(blk * int(bounds[-1])) for _ in range(k)]
+    def __init__(self, k, blk, bounds, dtype=np.float64):
+        self.bufs = [np.empty(blk * int(bounds[-1]), dtype) for _ in range(k)]
         self.bounds = bounds
 
     def get(self, c, nb):
@@ -119,14 +135,14 @@ class _Tiles:
 class _Scratch:
     """Work tiles of the low-memory sweep: ``k`` buffers of ``size`` entries per thread."""
 
-    def __init__(self, k, size, bounds):
-        self.k, self.size, self.bounds = k, size, bounds
+    def __init__(self, k, size, bounds, dtype=np.float64):
+        self.k, self.size, self.bounds, self.dtype = k, size, bounds, dtype
         self.local = threading.local()
 
     def get(self, c, nb):
         bufs = getattr(self.local, "bufs", None)
         if bufs is None:
-            bufs = self.local.bufs = [np.empty(self.size) for _ in range(self.k)]
+            bufs = self.local.bufs = [np.empty(self.size, self.dtype) for _ in range(self.k)]
         m = int(self.bounds[c + 1] - self.bounds[c])
         return [b[:nb * m].reshape(nb, m) for b in bufs]
 
@@ -173,6 +189,10 @@ class ReadoutModel:
         ("fast", the stored pass), or compute all features first and then each particle chunk
         on its own, evaluating the activations twice, with memory close to the particle state
         alone ("low", the sweep); "auto" picks "low" from :data:`LOW_MEMORY_N` particles on.
+    precision : {"float64", "float32"}
+        Arithmetic of the gradient pass (module docstring): "float64" (default), or "float32",
+        the mixed-precision pass (float32 products and element-wise kernels, float64 sums over
+        chunks and blocks, float64 force).
     """
 
     kind = "readout"
@@ -180,7 +200,7 @@ class ReadoutModel:
 
     def __init__(self, d, p, q, activation="tanh", bias=False, train_a=True, Gamma=1.0,
                  lam=0.0, lam_W=0.0, init_scale_a=1.0, init_scale_u=1.0,
-                 block_bytes=None, memory="auto"):
+                 block_bytes=None, memory="auto", precision="float64"):
         for name, val in (("d", d), ("p", p), ("q", q)):
             if not isinstance(val, (int, np.integer)) or isinstance(val, bool) or val < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {val!r}")
@@ -206,9 +226,18 @@ class ReadoutModel:
             raise ValueError(f"memory must be one of {', '.join(map(repr, MEMORY_MODES))}, "
                              f"got {memory!r}")
         self.memory = memory
+        self.set_precision(precision)
         self.pa = self.p if self.train_a else 0
         #: particle dimension D
         self.D = self.pa + self.d_in
+
+    def set_precision(self, precision) -> None:
+        """Set the arithmetic of the gradient pass, one of :data:`PRECISIONS` (module
+        docstring); ``ValueError`` naming ``precision`` otherwise."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(map(repr, PRECISIONS))}, "
+                             f"got {precision!r}")
+        self.precision = precision
 
     # ------------------------------------------------------------------ layout
     def split(self, theta):
@@ -373,70 +402,131 @@ class ReadoutModel:
         sweep = grad and self.low_memory(N)
         from_s = code in FROM_S                      # sigma', sigma'' from sigma: one tile
         low_d = self.compiled_projection             # projection and grad_U in the kernels
-        no_dd = np.empty((0, 0))
+        # the mixed-precision gradient pass (module docstring): float32 copies of X, U, A, G
+        f32 = grad and self.precision == "float32"
+        ft = np.float32 if f32 else np.float64
+        no_dd = np.empty((0, 0), ft)
+        Xk = np.ascontiguousarray(Xa, dtype=ft)
         # per-chunk contiguous (k, Nc) arrays: the kernels' inner loops run over particles
         AT = [np.ascontiguousarray(theta[r, :pa].T) if self.train_a else np.ones((1, m))
               for r, m in zip(rows, widths)]
         # weighted measure: features from w_j a_j; uniform: from a_j, divided by N per block
         AwT = AT if w is None else [a * w[r] for a, r in zip(AT, rows)]
-        UT = [np.ascontiguousarray(theta[r, pa:].T) for r in rows] if low_d else None
+        if f32:
+            AT = [np.ascontiguousarray(a, dtype=ft) for a in AT]
+            AwT = [np.ascontiguousarray(a, dtype=ft) for a in AwT]
+        UT = [np.ascontiguousarray(theta[r, pa:].T, dtype=ft) for r in rows] if low_d else None
+        # the chunks' u rows (Nc, d_in) of the projections: views of theta, or float32 copies
+        # (in a buffer kept by the model between passes) made by the chunk's first task
+        ubuf = self._take_buffer(NL * d_in) if (f32 and not low_d) else None
+        Uk = [None if f32 else theta[r, pa:] for r in rows] if not low_d else None
+        Ufilled = [not f32] * CL
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
+        if f32:
+            xn2 = xn2.astype(ft)
         n_tiles = 1 + (0 if from_s else 1) + (1 if (lap and not from_s) else 0)
         if sweep or not grad:
-            tiles = _Scratch(n_tiles, blk * max(widths, default=1), bounds)  # one per thread
+            tiles = _Scratch(n_tiles, blk * max(widths, default=1), bounds, ft)  # per thread
         else:
-            tiles = _Tiles(n_tiles, blk, bounds)                 # one block x N buffer each
+            tiles = _Tiles(n_tiles, blk, bounds, ft)             # one block x N buffer each
 
         no_h = np.empty((blk, 0))
 
         def fwd(c, s, e, T, Hout):
             """Chunk ``c``, samples ``s:e``: tiles ``T = (S, [P], [Spp])`` and features into
             ``Hout`` (None: features known, not formed)."""
-            r, Xb = rows[c], Xa[s:e]
+            Xb = Xk[s:e]
             S = T[0]
             Aw = AwT[c] if Hout is not None else no_dd
             if Hout is None:
                 Hout = no_h[:e - s]
+            if not low_d and not Ufilled[c]:
+                r = rows[c]
+                Uk[c] = ubuf[r.start * d_in:r.stop * d_in].reshape(r.stop - r.start, d_in)
+                np.copyto(Uk[c], theta[r, pa:])
+                Ufilled[c] = True
             if from_s:
                 if not low_d:
-                    np.dot(Xb, theta[r, pa:].T, out=S)
+                    np.dot(Xb, Uk[c].T, out=S)
                 forward_s(code, S, Xb, UT[c] if low_d else no_dd, Aw, Hout)
             else:
                 P = T[1]
-                np.dot(Xb, theta[r, pa:].T, out=P)
+                np.dot(Xb, Uk[c].T, out=P)
                 prepass(code, P, S)
                 forward_chunk(code, P, S, lap, T[2] if lap else no_dd, Aw, Hout)
 
+        # float32 pass: each block's sums go to zeroed float32 buffers of the thread and are
+        # then added to the chunk's float64 sums (gU: BLAS sums over the block's samples); with
+        # one block the chunk's sums are the float32 block sums themselves
+        direct = not f32 or len(blocks) == 1
+        adt = np.float64 if not direct else ft
+        bsum = threading.local()
+
+        def block_sums(m):
+            bufs = getattr(bsum, "bufs", None)
+            if bufs is None:
+                wmax = max(widths, default=1)
+                bufs = bsum.bufs = [np.empty(k * wmax, ft) for k in
+                                    (pa, 0 if low_d else d_in, d_in if low_d else 0, int(lap))]
+            out = (bufs[0][:pa * m].reshape(pa, m),
+                   bufs[1][:(0 if low_d else m) * d_in].reshape(0 if low_d else m, d_in),
+                   bufs[2][:(d_in if low_d else 0) * m].reshape(d_in if low_d else 0, m),
+                   bufs[3][:m if lap else 0])
+            for i in (0, 2, 3):               # gU is written by its first product
+                out[i].fill(0)
+            return out
+
+        def summed(m, acc, first, kernel):
+            """``kernel(sums)`` on the chunk's sums ``acc = (gAT, gU, gUT, lap)`` (float64),
+            or, in the float32 pass, on the block sums, then added to ``acc`` in float64."""
+            if direct:
+                kernel(acc, first)
+                return
+            b = block_sums(m)
+            kernel(b, True)
+            gAT, gU, gUT, lapc = acc
+            if first:
+                gU[...] = b[1]
+            else:
+                add_into(gU, b[1])
+            for tot, part in ((gAT, b[0]), (gUT, b[2]), (lapc, b[3])):
+                add_into(tot, part)
+
         def bwd(c, s, e, T, Gb, acc, first):
             """Chunk ``c``, samples ``s:e``: accumulate ``acc = (gAT, gU, gUT, lap)``."""
-            Xb, xb2 = Xa[s:e], (xn2[s:e] if lap else xn2)
-            gAT, gU, gUT, lapc = acc
+            Xb, xb2 = Xk[s:e], (xn2[s:e] if lap else xn2)
             S = T[0]
-            if from_s:
-                backward_s(code, S, Gb, AT[c], self.train_a, gAT, lap, xb2, lapc, Xb, gUT)
-            else:
-                backward_chunk(T[1], S, Gb, AT[c], self.train_a, gAT, lap,
-                               T[2] if lap else no_dd, xb2, lapc)
-            if low_d:
-                return
-            if first:
-                np.dot(S.T, Xb, out=gU)
-            else:
-                gU += S.T @ Xb
+
+            def kernel(sums, first):
+                gAT, gU, gUT, lapc = sums
+                if from_s:
+                    backward_s(code, S, Gb, AT[c], self.train_a, gAT, lap, xb2, lapc, Xb, gUT)
+                else:
+                    backward_chunk(T[1], S, Gb, AT[c], self.train_a, gAT, lap,
+                                   T[2] if lap else no_dd, xb2, lapc)
+                if low_d:
+                    return
+                if first:
+                    np.dot(S.T, Xb, out=gU)
+                else:
+                    gU += S.T @ Xb
+
+            summed(widths[c], acc, first, kernel)
 
         def new_acc(m, out_gU=None):
-            return (np.zeros((pa, m)), np.empty((0 if low_d else m, d_in)) if out_gU is None
-                    else out_gU, np.zeros((d_in if low_d else 0, m)), np.zeros(m if lap else 0))
+            return (np.zeros((pa, m), adt),
+                    np.empty((0 if low_d else m, d_in), adt) if out_gU is None else out_gU,
+                    np.zeros((d_in if low_d else 0, m), adt), np.zeros(m if lap else 0, adt))
 
         H = np.empty((n, p)) if features else None
-        G = np.empty((n, p)) if sweep else None
+        G = np.empty((n, p), ft) if sweep else None
         Hparts = np.empty((CL, blk, p))
         gW = np.zeros((p, self.q)) if (grad and W is not None) else None
         sq = 0.0
         g_scale = self.Gamma / n
         accs = None
         if grad and not sweep:
-            gU_all = np.empty((NL, d_in)) if not low_d else None
+            gU_all = np.empty((NL, d_in), adt) if not low_d else None
             accs = [new_acc(m, None if low_d else gU_all[r]) for m, r in zip(widths, rows)]
         # chunks run concurrently on single-threaded BLAS; one chunk keeps the BLAS default for
         # large products (see mfpde._blas)
@@ -467,7 +557,8 @@ class ReadoutModel:
                 if sweep:
                     G[s:e] = Gb
                 elif grad:
-                    run_tasks(lambda c: bwd(c, s, e, tiles.get(c, nb), Gb, accs[c], bi == 0),
+                    Gk = Gb.astype(ft) if f32 else Gb
+                    run_tasks(lambda c: bwd(c, s, e, tiles.get(c, nb), Gk, accs[c], bi == 0),
                               CL)
             res = {"risk": sq / (2.0 * n) if Y is not None else float("nan"), "H": H}
             if not grad:
@@ -485,8 +576,11 @@ class ReadoutModel:
                     acc = new_acc(widths[c])
                     for bi, (s, e) in enumerate(blocks):
                         if low_d:
-                            sweep_s(code, Xa[s:e], UT[c], G[s:e], AT[c], self.train_a, acc[0],
-                                    lap, xn2[s:e] if lap else xn2, acc[3], acc[2])
+                            def kernel(sums, first, s=s, e=e):
+                                sweep_s(code, Xk[s:e], UT[c], G[s:e], AT[c], self.train_a,
+                                        sums[0], lap, xn2[s:e] if lap else xn2, sums[3],
+                                        sums[2])
+                            summed(widths[c], acc, bi == 0, kernel)
                             continue
                         T = tiles.get(c, e - s)
                         fwd(c, s, e, T, None)
@@ -511,12 +605,34 @@ class ReadoutModel:
                 run_tasks(finish, CL, lambda c: produce(rows[c].start, rows[c].stop))
             else:
                 run_tasks(finish, CL)
+        if ubuf is not None:
+            self._give_buffer(ubuf)
         res["grad"] = out
         if gW is not None:
             res["gW"] = gW + self.lam_W * W
         if lap:
             res["lap"] = lapv + self.lam * self.D
         return res
+
+    def _take_buffer(self, size):
+        """A float32 work buffer of ``size`` entries for the float32 copy of ``U`` of one pass:
+        the one kept from the previous pass when it fits (no fresh pages per step), else new."""
+        with _BUF_LOCK:
+            buf = self.__dict__.pop("_f32_buf", None)
+        if buf is None or buf.size < size:
+            buf = np.empty(size, np.float32)
+        return buf
+
+    def _give_buffer(self, buf):
+        with _BUF_LOCK:
+            self.__dict__["_f32_buf"] = buf
+
+    def __getstate__(self):
+        """Copies and pickles leave out the work buffer of :meth:`_take_buffer` (a copy of the
+        model gets its own on its first float32 pass)."""
+        state = self.__dict__.copy()
+        state.pop("_f32_buf", None)
+        return state
 
     def low_memory(self, N) -> bool:
         """Whether a gradient pass over ``N`` particles uses the low-memory sweep
@@ -586,7 +702,8 @@ class ReadoutModel:
         -------
         Gradient
             ``theta`` (N, D) = :math:`\\nabla\\Psi(\\theta_j)` (dynamics.md §1.2 / §1.3),
-            ``W`` (p, q) or None, ``risk``, ``lap`` (N,) or None.
+            ``W`` (p, q) or None, ``risk``, ``lap`` (N,) or None; float64 arrays in either
+            ``precision`` (module docstring).
         """
         out = self._pass(theta, X, Y, W, weights, grad=True, lap=laplacian, part=part)
         return Gradient(out["grad"], out.get("gW"), out["risk"], out.get("lap"))
@@ -633,9 +750,10 @@ class ReadoutModel:
         """The plain parameters the fused multi-step online kernel
         (:func:`mfpde.kernels.online.online_steps`) needs, or None when this model is not
         eligible: the kernel is the two-layer read-out without ``W`` (``p = q``), with the force
-        of this class (a subclass that changes the force is not eligible)."""
+        of this class (a subclass that changes the force is not eligible), in float64 (the
+        float32 pass runs on the generic path)."""
         cls = type(self)
-        if self.has_W or self.p != self.q or not (
+        if self.has_W or self.p != self.q or self.precision != "float64" or not (
                 cls.gradient is ReadoutModel.gradient and cls._pass is ReadoutModel._pass
                 and cls.force_chunks is ReadoutModel.force_chunks):
             return None
