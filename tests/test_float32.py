@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_kinetic import check_linear_kinetic_moments  # noqa: E402  (tests/ is on the path)
 
 from mfpde.activations import evaluate
 from mfpde.data import gaussian_mixture, teacher_student
@@ -232,20 +233,7 @@ def test_float32_kinetic_gibbs_and_transient_moments_linear(float32_cases):
     _, kin = float32_cases
     model, data = kin.toy_linear()
     assert model.precision == "float32"
-    beta, gamma, lam, N = 10.0, 2.0, model.lam, 6000
-    s = KineticSolver(model, data, N=N, dt=0.05, gamma=gamma, beta=beta, integrator="baoab",
-                      seed=5)
-    s.step(30)
-    m, v, C = kin.linear_kinetic_moments(model, data, s.t, gamma, beta)
-    assert np.all(np.abs(s.theta.mean(0) - m) < 4 * np.sqrt(C[0, 0] / N))
-    assert np.all(np.abs(s.r.mean(0) - v) < 4 * np.sqrt(C[1, 1] / N))
-    assert np.all(np.abs(s.theta.var(0) - C[0, 0]) < 4 * C[0, 0] * np.sqrt(2 / N))
-    s.step(270)
-    X, Y = data.X, data.Y[:, 0]
-    m_inf = np.linalg.solve(X.T @ X / len(X) + lam * np.eye(X.shape[1]), X.T @ Y / len(X))
-    assert np.all(np.abs(s.theta.mean(0) - m_inf) < 4 * np.sqrt(1 / (beta * lam * N)))
-    assert np.all(np.abs(s.theta.var(0) - 1 / (beta * lam)) < 4 / (beta * lam) * np.sqrt(2 / N))
-    assert np.all(np.abs(s.r.var(0) - 1 / beta) < 4 / beta * np.sqrt(2 / N))
+    check_linear_kinetic_moments(model, data, kin.linear_kinetic_moments)
 
 
 # ----------------------------------------------------------------------------- drivers

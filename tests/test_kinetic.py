@@ -273,10 +273,17 @@ def test_gibbs_and_transient_moments_linear():
     """K2: underdamped Langevin for the linear neuron; mean and variances against the exact linear
     ODE (transient) and the Gibbs law (stationary), within 4 standard errors."""
     model, data = toy_linear()
+    check_linear_kinetic_moments(model, data, linear_kinetic_moments)
+
+
+def check_linear_kinetic_moments(model, data, moments):
+    """The K2 checks of :func:`test_gibbs_and_transient_moments_linear` for a linear-neuron
+    ``model`` (also run in float32 by tests/test_float32.py); ``moments`` the exact transient
+    moments ``(m, v, C)`` at time t."""
     beta, gamma, lam, N = 10.0, 2.0, model.lam, 6000
     s = KineticSolver(model, data, N=N, dt=0.05, gamma=gamma, beta=beta, integrator="baoab", seed=5)
     s.step(30)
-    m, v, C = linear_kinetic_moments(model, data, s.t, gamma, beta)
+    m, v, C = moments(model, data, s.t, gamma, beta)
     assert np.all(np.abs(s.theta.mean(0) - m) < 4 * np.sqrt(C[0, 0] / N))
     assert np.all(np.abs(s.r.mean(0) - v) < 4 * np.sqrt(C[1, 1] / N))
     assert np.all(np.abs(s.theta.var(0) - C[0, 0]) < 4 * C[0, 0] * np.sqrt(2 / N))
