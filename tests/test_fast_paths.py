@@ -223,3 +223,26 @@ def test_force_plan_chunks_equal_the_gradient():
         else:
             assert (plan.code, plan.pa, plan.bias, plan.lam, plan.D) == (
                 model.code, model.pa, model.bias, model.lam, model.D)
+
+
+@pytest.mark.parametrize("d", [3, 12])
+def test_work_buffers_kept_between_passes_give_the_same_numbers(d):
+    """The stored pass keeps its ``block x N`` tiles and ``grad_U`` sums between passes
+    (``ReadoutModel._take_buffer``): passes of one model over other and then the first sizes
+    reuse them (the larger buffer serves the smaller passes) and give, bit for bit, the numbers of a
+    fresh model."""
+    kept = make_model("two_layer", d=d, q=2, activation="tanh", lam=0.01)
+    shapes = [(1100, 300), (5000, 37), (1100, 300), (1100, 5)]    # the first is the largest
+    first = {}
+    for N, n in shapes:
+        theta, X, Y, W = _problem(kept, N, n, seed=N + n)
+        g = kept.gradient(theta, X, Y, W)
+        fresh = make_model("two_layer", d=d, q=2, activation="tanh", lam=0.01)
+        g0 = fresh.gradient(theta, X, Y, W)
+        assert np.array_equal(g.theta, g0.theta) and g.risk == g0.risk
+        tile = kept.__dict__["_work"][("tile", 0)]
+        assert tile.size >= min(n, kept.block_size(n, N)) * N
+        first.setdefault("tile", tile)
+    assert kept.__dict__["_work"][("tile", 0)] is first["tile"]    # never reallocated
+    if d > 8:
+        assert "gU" in kept.__dict__["_work"]

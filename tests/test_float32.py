@@ -175,15 +175,15 @@ def test_precision_is_checked_and_opt_in():
     m = TwoLayer(3, q=1)
     with pytest.raises(ValueError, match="precision"):
         m.set_precision(np.float32)
-    # the float32 pass keeps a work buffer; copies and pickles of the model leave it out
+    # the float32 pass keeps its work buffers; copies and pickles of the model leave them out
     import copy
     import pickle
     m32 = TwoLayer(20, q=1, precision="float32")
     theta, X, Y, _ = _problem(m32, 700, 50)
     g = m32.gradient(theta, X, Y).theta
-    assert "_f32_buf" in m32.__dict__
+    assert "u32" in m32.__dict__["_work"]
     for twin in (copy.copy(m32), pickle.loads(pickle.dumps(m32))):
-        assert "_f32_buf" not in twin.__dict__
+        assert "_work" not in twin.__dict__
         assert np.array_equal(twin.gradient(theta, X, Y).theta, g)
     # the fused online kernel is float64: a float32 model takes the generic path
     assert m.fused_plan() is not None

@@ -18,7 +18,7 @@ from benchmarks.peers import NumpyPeer
 from mfpde.kernels.activations import tanh_array
 from mfpde.kernels.readout import backward_s, chunk_bounds, forward_s, prepass_s
 from mfpde.models import make_model
-from mfpde.models.readout import BLAS_BLOCK, TILE_BYTES
+from mfpde.models.readout import BLAS_BLOCK, TILE_BYTES, TILE_BYTES_COMPILED
 
 RTOL = 1e-12
 
@@ -36,8 +36,9 @@ def _problem(model, N, n, seed):
     return theta, X, Y, W
 
 
-def _tile_rule(N):
-    return TILE_BYTES // (8 * int(np.max(np.diff(chunk_bounds(N)))))
+def _tile_rule(N, tile=TILE_BYTES_COMPILED):
+    """Samples per block of the tile rule (the compiled projection's tile by default)."""
+    return tile // (8 * int(np.max(np.diff(chunk_bounds(N)))))
 
 
 # ---------------------------------------------------------------------------- block size rule
@@ -62,13 +63,13 @@ def test_blas_path_blocks_at_least_blas_block_and_never_depend_on_threads():
     low_d = make_model("two_layer", d=3, q=1, activation="tanh")
     generic = make_model("two_layer", d=3, q=1, activation="erf")
     for N in (20_000, 300_000, 10_000_000):
-        assert _tile_rule(N) < BLAS_BLOCK
+        assert _tile_rule(N, TILE_BYTES) < BLAS_BLOCK
         assert blas.block_size(1000, N) == BLAS_BLOCK
         assert generic.block_size(1000, N) == BLAS_BLOCK
         assert low_d.block_size(1000, N) == _tile_rule(N) >= 16
         assert blas.block_size(50, N) == 50
     # at N = 10^7 the old cap (32 MiB / 8N) allowed no more than 0 samples, i.e. one
-    assert low_d.block_size(256, 10_000_000) == 16
+    assert low_d.block_size(256, 10_000_000) == 32
     code = ("from mfpde.models import make_model;"
             "m = make_model('two_layer', d=12, q=1, activation='tanh');"
             "print([m.block_size(n, N) for n in (7, 300, 5000) for N in (50, 5000, 600000)])")

@@ -93,6 +93,71 @@ def _dot(v, w):
     return (s0 + s1) + (s2 + s3)
 
 
+@jit(inline="always", error_model="numpy")
+def _update_u_row(Ut, c, x, xn, d, e, lam, noisy, ns, noise, k, pa, zn):
+    """Batch 1: ``u <- u - e (c x~ + lam u) [+ ns g^k]`` for every particle, and the next step's
+    pre-activations ``zn += u x~_next`` (``zn`` zero on entry), summed over ``i`` in order.
+
+    The rows of ``Ut`` (``d_in x N``) are taken four at a time: each pass over the particles
+    updates four rows and adds their four terms to ``zn[j]`` (in the order of ``i``), so ``zn``
+    is read and written once per four rows instead of once per row; the state, the largest
+    array, is read and written once per step."""
+    din, N = Ut.shape
+    i = 0
+    while i + 3 < din:
+        x0 = x[i] if i < d else 1.0
+        x1 = x[i + 1] if i + 1 < d else 1.0
+        x2 = x[i + 2] if i + 2 < d else 1.0
+        x3 = x[i + 3] if i + 3 < d else 1.0
+        y0 = xn[i] if i < d else 1.0
+        y1 = xn[i + 1] if i + 1 < d else 1.0
+        y2 = xn[i + 2] if i + 2 < d else 1.0
+        y3 = xn[i + 3] if i + 3 < d else 1.0
+        U0, U1, U2, U3 = Ut[i], Ut[i + 1], Ut[i + 2], Ut[i + 3]
+        if noisy:
+            q = pa + i
+            for j in range(N):
+                cj = c[j]
+                v0 = U0[j] - e * (cj * x0 + lam * U0[j]) + ns * noise[k, j, q]
+                v1 = U1[j] - e * (cj * x1 + lam * U1[j]) + ns * noise[k, j, q + 1]
+                v2 = U2[j] - e * (cj * x2 + lam * U2[j]) + ns * noise[k, j, q + 2]
+                v3 = U3[j] - e * (cj * x3 + lam * U3[j]) + ns * noise[k, j, q + 3]
+                U0[j] = v0
+                U1[j] = v1
+                U2[j] = v2
+                U3[j] = v3
+                zn[j] = (((zn[j] + v0 * y0) + v1 * y1) + v2 * y2) + v3 * y3
+        else:
+            for j in range(N):
+                cj = c[j]
+                v0 = U0[j] - e * (cj * x0 + lam * U0[j])
+                v1 = U1[j] - e * (cj * x1 + lam * U1[j])
+                v2 = U2[j] - e * (cj * x2 + lam * U2[j])
+                v3 = U3[j] - e * (cj * x3 + lam * U3[j])
+                U0[j] = v0
+                U1[j] = v1
+                U2[j] = v2
+                U3[j] = v3
+                zn[j] = (((zn[j] + v0 * y0) + v1 * y1) + v2 * y2) + v3 * y3
+        i += 4
+    while i < din:
+        xi = x[i] if i < d else 1.0
+        yi = xn[i] if i < d else 1.0
+        Ui = Ut[i]
+        if noisy:
+            q = pa + i
+            for j in range(N):
+                v = Ui[j] - e * (c[j] * xi + lam * Ui[j]) + ns * noise[k, j, q]
+                Ui[j] = v
+                zn[j] += v * yi
+        else:
+            for j in range(N):
+                v = Ui[j] - e * (c[j] * xi + lam * Ui[j])
+                Ui[j] = v
+                zn[j] += v * yi
+        i += 1
+
+
 # ---------------------------------------------------------------------------- the kernel
 @jit(error_model="numpy", fastmath=_FASTMATH)
 def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
@@ -202,23 +267,12 @@ def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
         # last step of the call accumulates an unused copy, so every step runs the same loops)
         kn = k + 1 if k + 1 < K else k
         Zn[:, :] = 0.0
+        if B == 1:
+            _update_u_row(Ut, C[0], X[k, 0], X[kn, 0], d, e, lam, noisy,
+                          noise_scale[k] if noisy else 0.0, noise, k, pa, Zn[0])
+            Z, Zn = Zn, Z
+            continue
         for i in range(din):
-            if B == 1:
-                xi = X[k, 0, i] if i < d else 1.0
-                xn = X[kn, 0, i] if i < d else 1.0
-                if noisy:
-                    ns = noise_scale[k]
-                    for j in range(N):
-                        v = (Ut[i, j] - e * (C[0, j] * xi + lam * Ut[i, j])
-                             + ns * noise[k, j, pa + i])
-                        Ut[i, j] = v
-                        Zn[0, j] += v * xn
-                else:
-                    for j in range(N):
-                        v = Ut[i, j] - e * (C[0, j] * xi + lam * Ut[i, j])
-                        Ut[i, j] = v
-                        Zn[0, j] += v * xn
-                continue
             tmp[:] = 0.0
             for b in range(B):
                 xi = X[k, b, i] if i < d else 1.0

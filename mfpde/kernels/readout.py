@@ -14,10 +14,10 @@ one block of samples ``X_b`` (``nb x d_in``) and one chunk ``c`` of particles th
 Two families of kernels do the element-wise work:
 
 - :data:`FROM_S` activations (tanh, sigmoid, identity), whose derivatives are functions of
-  ``s = sigma(z)``: one ``nb x Nc`` tile per chunk. :func:`forward_s` forms ``S`` row by row —
-  the projection (BLAS before the call, or compiled in the kernel for a small ``d_in``), the
-  activation in plain arithmetic (:func:`~mfpde.kernels.activations.tanh_simd`, vectorised) and
-  the partial features in one pass per sample; :func:`backward_s` computes ``sigma'``,
+  ``s = sigma(z)``: one ``nb x Nc`` tile per chunk. :func:`forward_s` forms ``S`` strip by strip
+  (:data:`STRIP`) — the projection (BLAS before the call, or compiled in the kernel for a small
+  ``d_in``) and the activation in plain arithmetic (:func:`~mfpde.kernels.activations.tanh_simd`,
+  vectorised) — and then the partial features; :func:`backward_s` computes ``sigma'``,
   ``sigma''`` from ``S`` and, for a small ``d_in``, accumulates ``grad_U`` itself, so no BLAS
   call and no second buffer is needed. The low-memory sweep of a small ``d_in`` runs both per
   sample row in :func:`sweep_s`, without a tile. These kernels contract multiply-adds
@@ -33,8 +33,9 @@ element-wise arithmetic take that type (:func:`~mfpde.kernels.activations.lit`, 
 both (:func:`_dot` sums in float64). :func:`assemble_chunk` writes the float64 force from
 float64 or float32 sums.
 
-Each chunk's tile is small enough to stay in a core's cache between the kernels of a phase
-(``TILE_BYTES`` in :mod:`mfpde.models.readout`). All kernels are serial and release the GIL; the
+Each chunk's tile is bounded (``TILE_BYTES``, ``TILE_BYTES_COMPILED`` in
+:mod:`mfpde.models.readout`), and the :data:`FROM_S` kernels run over it in strips that stay in
+a core's first cache levels. All kernels are serial and release the GIL; the
 model runs chunks concurrently on a thread pool (:mod:`mfpde._pool`). Every reduction is either
 inside one chunk (fixed order) or across chunks in chunk order, so results do not depend on the
 number of threads. :func:`assemble_chunk` adds the weight decay; the Euler–Maruyama update of the
@@ -82,18 +83,28 @@ def chunk_bounds(N: int) -> np.ndarray:
 FROM_S = (TANH, SIGMOID, IDENTITY)
 
 
+#: particles per strip of the :data:`FROM_S` kernels: each kernel runs over the chunk strip by
+#: strip and, within a strip, over the block's samples, so the strip's rows of ``U^T``, ``A^T``
+#: and of the sums ``gAT``, ``gUT``, ``lap`` stay in the first cache levels while every sample
+#: uses them (the low-memory sweep :func:`sweep_s` gains most, 10-15 % at d = 2). Every entry is
+#: computed, and every sum over samples taken, as without strips: the bits do not depend on the
+#: strip. The features of :func:`forward_s` are summed over whole rows after the strips.
+STRIP = 1024
+
+
 @jit(inline="always")
-def _sigma_s_row(code, row):
-    """In place ``row <- sigma(row)`` for a :data:`FROM_S` activation: the vectorised tanh
-    (:func:`~mfpde.kernels.activations.tanh_t`: float64 or float32 by the row's type), or
-    ``1/2 + tanh(z/2)/2`` for the sigmoid; identity: nothing."""
+def _sigma_s_row(code, row, j0, j1):
+    """In place ``row[j] <- sigma(row[j])``, ``j0 <= j < j1``, for a :data:`FROM_S` activation:
+    the vectorised tanh (:func:`~mfpde.kernels.activations.tanh_t`: float64 or float32 by the
+    row's type), or ``1/2 + tanh(z/2)/2`` for the sigmoid; identity: nothing."""
     half = lit(row, 0.5)
+    r = row[j0:j1]
     if code == TANH:
-        for j in range(row.shape[0]):
-            row[j] = tanh_t(row[j])
+        for j in range(r.shape[0]):
+            r[j] = tanh_t(r[j])
     elif code == SIGMOID:
-        for j in range(row.shape[0]):
-            row[j] = half + half * tanh_t(half * row[j])
+        for j in range(r.shape[0]):
+            r[j] = half + half * tanh_t(half * r[j])
 
 
 @jit(inline="always")
@@ -111,76 +122,90 @@ def _d_from_s(code, s):
 
 
 @jit(inline="always")
-def _combine_rows(c, M, out):
-    """``out[j] = sum_k c[k] M[k, j]`` (a combination of the rows of ``M``), vectorised over
-    ``j``: the back-propagated residual ``(G A^T)[i]`` (``c = G[i]``, ``M = A^T``) and the
-    projection ``(X U^T)[i]`` (``c = X[i]``, ``M = U^T``)."""
+def _combine_rows(c, M, out, j0, j1):
+    """``out[j] = sum_k c[k] M[k, j]``, ``j0 <= j < j1`` (a combination of the rows of ``M``),
+    vectorised over ``j``: the back-propagated residual ``(G A^T)[i]`` (``c = G[i]``,
+    ``M = A^T``) and the projection ``(X U^T)[i]`` (``c = X[i]``, ``M = U^T``)."""
     c0 = c[0]
-    M0 = M[0]
-    for j in range(out.shape[0]):
-        out[j] = c0 * M0[j]
+    o = out[j0:j1]
+    M0 = M[0][j0:j1]
+    for j in range(o.shape[0]):
+        o[j] = c0 * M0[j]
     for k in range(1, M.shape[0]):
         ck = c[k]
-        Mk = M[k]
-        for j in range(out.shape[0]):
-            out[j] += ck * Mk[j]
+        Mk = M[k][j0:j1]
+        for j in range(o.shape[0]):
+            o[j] += ck * Mk[j]
 
 
 @jit(inline="always")
-def _add_outer(M, c, row):
-    """``M[k, j] += c[k] row[j]`` (accumulate ``grad_A`` or ``grad_U`` of one sample)."""
+def _add_outer(M, c, row, j0, j1):
+    """``M[k, j] += c[k] row[j]``, ``j0 <= j < j1`` (accumulate ``grad_A`` or ``grad_U`` of one
+    sample)."""
+    r = row[j0:j1]
     for k in range(M.shape[0]):
         ck = c[k]
-        Mk = M[k]
-        for j in range(row.shape[0]):
-            Mk[j] += row[j] * ck
+        Mk = M[k][j0:j1]
+        for j in range(r.shape[0]):
+            Mk[j] += r[j] * ck
 
 
 @jit(inline="always")
-def _forward_row(code, Si, xi, UT, AwT, Hi):
-    """One sample: ``Si <- sigma(x_i U^T)`` (the projection formed first when ``UT`` is not
-    empty, else ``Si`` holds it on entry), then ``Hi[k] = sum_j Si[j] AwT[k, j]`` (when ``Hi``
-    is not empty)."""
+def _forward_row(code, Si, xi, UT, j0, j1):
+    """One sample, entries ``j0 <= j < j1``: ``Si <- sigma(x_i U^T)`` (the projection formed
+    first when ``UT`` is not empty, else ``Si`` holds it on entry)."""
     if UT.shape[0] > 0:
-        _combine_rows(xi, UT, Si)
-    _sigma_s_row(code, Si)
-    for k in range(Hi.shape[0]):
-        Hi[k] = _dot(Si, AwT[k])
+        _combine_rows(xi, UT, Si, j0, j1)
+    _sigma_s_row(code, Si, j0, j1)
 
 
 @jit(inline="always")
-def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow):
-    """One sample: ``gAT += gi (x) Si`` (if ``train_a``), ``B = sigma'(Si) (.) (gi A^T)``,
-    ``lap += B sigma''(Si) |x_i|^2``; then ``gUT += xi (x) B`` (``gUT`` not empty) or
-    ``Si <- B``."""
+def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow, j0, j1):
+    """One sample, entries ``j0 <= j < j1``: ``gAT += gi (x) Si`` (if ``train_a``),
+    ``B = sigma'(Si) (.) (gi A^T)``, ``lap += B sigma''(Si) |x_i|^2``; then ``gUT += xi (x) B``
+    (``gUT`` not empty) or ``Si <- B``."""
     if train_a:
-        _add_outer(gAT, gi, Si)
-    _combine_rows(gi, AT, Brow)
-    for j in range(Si.shape[0]):
-        ds, dds = _d_from_s(code, Si[j])
-        b = Brow[j]
+        _add_outer(gAT, gi, Si, j0, j1)
+    _combine_rows(gi, AT, Brow, j0, j1)
+    s = Si[j0:j1]
+    br = Brow[j0:j1]
+    lp = lap[j0:j1] if want_lap else lap
+    for j in range(s.shape[0]):
+        ds, dds = _d_from_s(code, s[j])
+        b = br[j]
         if want_lap:
-            lap[j] += b * dds * xn
-        Brow[j] = b * ds
+            lp[j] += b * dds * xn
+        br[j] = b * ds
     if gUT.shape[0] > 0:
-        _add_outer(gUT, xi, Brow)
+        _add_outer(gUT, xi, Brow, j0, j1)
     else:
-        for j in range(Si.shape[0]):
-            Si[j] = Brow[j]
+        for j in range(s.shape[0]):
+            s[j] = br[j]
 
 
 @jit(inline="always")
 def _forward_s(code, S, Xb, UT, AwT, Hpart):
-    for i in range(S.shape[0]):
-        _forward_row(code, S[i], Xb[i], UT, AwT, Hpart[i])
+    nb, Nc = S.shape
+    for j0 in range(0, Nc, STRIP):
+        j1 = min(j0 + STRIP, Nc)
+        for i in range(nb):
+            _forward_row(code, S[i], Xb[i], UT, j0, j1)
+    for i in range(Hpart.shape[0]):
+        Hi = Hpart[i]
+        for k in range(Hi.shape[0]):
+            Hi[k] = _dot(S[i], AwT[k])
 
 
 @jit(inline="always")
 def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
-    Brow = np.empty(S.shape[1], S.dtype)
-    for i in range(S.shape[0]):
-        xn = xn2[i] if want_lap else lit(xn2, 0.0)
-        _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], gUT, Brow)
+    nb, Nc = S.shape
+    Brow = np.empty(Nc, S.dtype)
+    for j0 in range(0, Nc, STRIP):
+        j1 = min(j0 + STRIP, Nc)
+        for i in range(nb):
+            xn = xn2[i] if want_lap else lit(xn2, 0.0)
+            _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], gUT,
+                          Brow, j0, j1)
 
 
 @jit(inline="always")
@@ -188,12 +213,14 @@ def _sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
     Nc = UT.shape[1]
     Srow = np.empty(Nc, UT.dtype)
     Brow = np.empty(Nc, UT.dtype)
-    no_h = np.empty(0)
-    for i in range(Xb.shape[0]):
-        xi = Xb[i]
-        _forward_row(code, Srow, xi, UT, AT, no_h)
-        xn = xn2[i] if want_lap else lit(xn2, 0.0)
-        _backward_row(code, Srow, G[i], AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow)
+    for j0 in range(0, Nc, STRIP):
+        j1 = min(j0 + STRIP, Nc)
+        for i in range(Xb.shape[0]):
+            xi = Xb[i]
+            _forward_row(code, Srow, xi, UT, j0, j1)
+            xn = xn2[i] if want_lap else lit(xn2, 0.0)
+            _backward_row(code, Srow, G[i], AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow,
+                          j0, j1)
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
@@ -202,7 +229,7 @@ def prepass_s(code, P):
     (:func:`~mfpde.kernels.activations.tanh_simd`; the sigmoid as ``1/2 + tanh(z/2)/2``): the
     activation step that :func:`forward_s` fuses with the projection and the features."""
     for i in range(P.shape[0]):
-        _sigma_s_row(code, P[i])
+        _sigma_s_row(code, P[i], 0, P.shape[1])
 
 
 # One compiled kernel per activation of FROM_S (the code a constant in each, so the loops
@@ -360,8 +387,8 @@ def backward_chunk(Sp, S, G, AT, train_a, gAT, want_lap, Spp, xn2, lap):
     for i in range(nb):
         Si = S[i]
         if train_a:
-            _add_outer(gAT, G[i], Si)
-        _combine_rows(G[i], AT, Brow)
+            _add_outer(gAT, G[i], Si, 0, Nc)
+        _combine_rows(G[i], AT, Brow, 0, Nc)
         Spi = Sp[i]
         if want_lap:
             xn = xn2[i]

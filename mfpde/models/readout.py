@@ -61,9 +61,16 @@ SMALL_D = 8
 #: (``memory = "auto"``, see :meth:`ReadoutModel.low_memory`)
 LOW_MEMORY_N = 1 << 19
 
-#: bytes of one chunk's ``block x chunk`` tile: the block size where the element-wise kernels
-#: dominate (small ``d_in`` with a :data:`~mfpde.kernels.readout.FROM_S` activation)
+#: bytes of one chunk's ``block x chunk`` tile where the products are BLAS calls (blocks are at
+#: least :data:`BLAS_BLOCK` samples there)
 TILE_BYTES = 1 << 21
+
+#: bytes of one chunk's tile where the projection is compiled (:attr:`ReadoutModel.
+#: compiled_projection`: a small ``d_in`` with a :data:`~mfpde.kernels.readout.FROM_S`
+#: activation), where the element-wise kernels dominate. Every block costs two rounds of the
+#: thread pool and the sum of the chunks' features; at d = 2, N = 2*10^5, n = 256 blocks of 40
+#: samples (4 MiB) took 182-194 ms per step against 200-236 ms with 20 (2 MiB).
+TILE_BYTES_COMPILED = 1 << 22
 
 #: samples per block at least where the products are BLAS calls (``d_in > SMALL_D`` or another
 #: activation): the reduction of ``grad_U = B^T X_b`` runs over the block, and each block reads
@@ -123,8 +130,8 @@ class _Tiles:
     """Work tiles of the stored pass: ``k`` buffers of ``block x N`` entries; chunk ``c``'s tiles
     are contiguous ``(nb, Nc)`` slices."""
 
-    def __init__(self, k, blk, bounds, dtype=np.float64):
-        self.bufs = [np.empty(blk * int(bounds[-1]), dtype) for _ in range(k)]
+    def __init__(self, bufs, bounds):
+        self.bufs = bufs                 # k flat buffers of at least block x N entries
         self.bounds = bounds
 
     def get(self, c, nb):
@@ -293,13 +300,15 @@ class ReadoutModel:
         """Samples per block of a pass over ``n`` samples and ``N`` particles, a function of
         ``n``, ``N`` and the model only (never of the thread or process count, so the sums over
         blocks have one order): as many as keep one chunk's ``block x chunk`` tile within
-        :data:`TILE_BYTES`, and at least :data:`BLAS_BLOCK` where the products are BLAS calls;
+        :data:`TILE_BYTES_COMPILED` where the projection is compiled, else within
+        :data:`TILE_BYTES` and at least :data:`BLAS_BLOCK` (the products are BLAS calls);
         in the stored pass (:meth:`low_memory` False), which allocates ``block x N`` buffers,
         also at most ``block_bytes / (8 N)`` when ``block_bytes`` is set."""
         widest = int(np.max(np.diff(chunk_bounds(N))))
-        blk = TILE_BYTES // (8 * widest)
-        if not self.compiled_projection:
-            blk = max(blk, BLAS_BLOCK)
+        if self.compiled_projection:
+            blk = TILE_BYTES_COMPILED // (8 * widest)
+        else:
+            blk = max(TILE_BYTES // (8 * widest), BLAS_BLOCK)
         if self.block_bytes is not None and not self.low_memory(N):
             blk = min(blk, self.block_bytes // (8 * N))
         return int(max(1, min(n, blk)))
@@ -418,7 +427,7 @@ class ReadoutModel:
         UT = [np.ascontiguousarray(theta[r, pa:].T, dtype=ft) for r in rows] if low_d else None
         # the chunks' u rows (Nc, d_in) of the projections: views of theta, or float32 copies
         # (in a buffer kept by the model between passes) made by the chunk's first task
-        ubuf = self._take_buffer(NL * d_in) if (f32 and not low_d) else None
+        ubuf = self._take_buffer("u32", NL * d_in, ft) if (f32 and not low_d) else None
         Uk = [None if f32 else theta[r, pa:] for r in rows] if not low_d else None
         Ufilled = [not f32] * CL
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
@@ -428,7 +437,9 @@ class ReadoutModel:
         if sweep or not grad:
             tiles = _Scratch(n_tiles, blk * max(widths, default=1), bounds, ft)  # per thread
         else:
-            tiles = _Tiles(n_tiles, blk, bounds, ft)             # one block x N buffer each
+            # one block x N buffer each, kept by the model between passes
+            tiles = _Tiles([self._take_buffer(("tile", i), blk * NL, ft)
+                            for i in range(n_tiles)], bounds)
 
         no_h = np.empty((blk, 0))
 
@@ -526,7 +537,8 @@ class ReadoutModel:
         g_scale = self.Gamma / n
         accs = None
         if grad and not sweep:
-            gU_all = np.empty((NL, d_in), adt) if not low_d else None
+            gbuf = self._take_buffer("gU", NL * d_in, adt) if not low_d else None
+            gU_all = gbuf[:NL * d_in].reshape(NL, d_in) if not low_d else None
             accs = [new_acc(m, None if low_d else gU_all[r]) for m, r in zip(widths, rows)]
         # chunks run concurrently on single-threaded BLAS; one chunk keeps the BLAS default for
         # large products (see mfpde._blas)
@@ -606,7 +618,12 @@ class ReadoutModel:
             else:
                 run_tasks(finish, CL)
         if ubuf is not None:
-            self._give_buffer(ubuf)
+            self._give_buffer("u32", ubuf)
+        if isinstance(tiles, _Tiles):
+            for i, b in enumerate(tiles.bufs):
+                self._give_buffer(("tile", i), b)
+        if grad and not sweep and not low_d:
+            self._give_buffer("gU", gbuf)
         res["grad"] = out
         if gW is not None:
             res["gW"] = gW + self.lam_W * W
@@ -614,24 +631,29 @@ class ReadoutModel:
             res["lap"] = lapv + self.lam * self.D
         return res
 
-    def _take_buffer(self, size):
-        """A float32 work buffer of ``size`` entries for the float32 copy of ``U`` of one pass:
-        the one kept from the previous pass when it fits (no fresh pages per step), else new."""
+    def _take_buffer(self, key, size, dtype):
+        """A flat work buffer of at least ``size`` entries of ``dtype`` for one gradient pass
+        (``key``: the float32 copy of ``U``, each ``block x N`` tile of the stored pass, the
+        ``(N, d_in)`` sums of ``grad_U``): the one kept under ``key`` from the previous pass
+        when it fits, else new. Buffers of tens of megabytes are fresh pages from the system
+        on every allocation; faulting them in cost a fixed 10-20 % of a step at n = 64 samples
+        (d = 64, N = 10^5). Concurrent passes of one model each take their own buffer."""
         with _BUF_LOCK:
-            buf = self.__dict__.pop("_f32_buf", None)
-        if buf is None or buf.size < size:
-            buf = np.empty(size, np.float32)
+            buf = self.__dict__.setdefault("_work", {}).pop(key, None)
+        if buf is None or buf.size < size or buf.dtype != dtype:
+            buf = np.empty(size, dtype)
         return buf
 
-    def _give_buffer(self, buf):
+    def _give_buffer(self, key, buf):
+        """Keep ``buf`` under ``key`` for the next pass (:meth:`_take_buffer`)."""
         with _BUF_LOCK:
-            self.__dict__["_f32_buf"] = buf
+            self.__dict__.setdefault("_work", {})[key] = buf
 
     def __getstate__(self):
-        """Copies and pickles leave out the work buffer of :meth:`_take_buffer` (a copy of the
-        model gets its own on its first float32 pass)."""
+        """Copies and pickles leave out the work buffers of :meth:`_take_buffer` (a copy of the
+        model gets its own on its first pass)."""
         state = self.__dict__.copy()
-        state.pop("_f32_buf", None)
+        state.pop("_work", None)
         return state
 
     def low_memory(self, N) -> bool:
