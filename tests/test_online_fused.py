@@ -251,3 +251,74 @@ def test_kinetic_online_split_bitwise():
     for m in (1, 128, 171):
         b.step(m)
     assert np.array_equal(a.theta, b.theta) and np.array_equal(a.r, b.r)
+
+
+# ---------------------------------------------------------------------------- two parts
+def test_part_bounds_depend_on_N_only():
+    from mfpde.kernels.online import PART_ALIGN, PARTS_MIN_N, part_bounds
+    assert part_bounds(PARTS_MIN_N - 1).tolist() == [0, PARTS_MIN_N - 1]
+    for N in (PARTS_MIN_N, 800, 1003, 4097):
+        b = part_bounds(N)
+        assert b[0] == 0 and b[2] == N and b[1] % PART_ALIGN == 0 and abs(N - 2 * b[1]) < 2 * PART_ALIGN
+
+
+@pytest.mark.parametrize("case,batch,beta", [
+    ("fixed", 1, np.inf),
+    ("trainable_bias", 1, 40.0),
+    ("vector_q2", 3, 25.0),
+    ("sigmoid_fixed", 2, np.inf),
+    ("erf_batch", 1, np.inf),
+])
+def test_two_parts_equal_the_generic_path_on_one_and_two_threads(case, batch, beta):
+    """From PARTS_MIN_N particles the fused kernel runs two parts, on two threads when Numba
+    has two: the same bits as on one thread, and the generic path's numbers to 1e-12."""
+    import numba
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    N = 1003
+    runs = {}
+    saved = numba.get_num_threads()
+    try:
+        for fused, threads in ((False, 2), (True, 1), (True, 2)):
+            numba.set_num_threads(threads)
+            s = _solver(case, fused=fused, N=N, batch=batch, beta=beta)
+            assert s._fused_ok() is fused
+            s.step(200)
+            runs[fused, threads] = s
+    finally:
+        numba.set_num_threads(saved)
+    one, two, generic = runs[True, 1], runs[True, 2], runs[False, 2]
+    assert np.array_equal(one.theta, two.theta) and one.last_risk == two.last_risk
+    assert _rel(two.theta, generic.theta) <= 1e-12
+    assert two.last_risk == pytest.approx(generic.last_risk, rel=1e-11)
+
+
+def test_two_parts_run_on_two_threads(monkeypatch):
+    """With two Numba threads part 1 of a large enough problem runs on the thread kept for it;
+    from a worker of the mfpde pool both parts run in turn on the calling thread."""
+    import threading
+
+    import numba
+    from mfpde.kernels import online
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    real = online._side_queue
+    ran = []
+
+    class Spy:
+        def put(self, job):
+            def wrapped():
+                ran.append(threading.current_thread().name)
+                job()
+            real().put(wrapped)
+
+    monkeypatch.setattr(online, "_side_queue", Spy)
+    _solver("fixed", N=1003).step(10)
+    assert ran and all(name == "mfpde-online-1" for name in ran)
+    ran.clear()
+    box = []
+    t = threading.Thread(target=lambda: box.append(_solver("fixed", N=1003).step(10)),
+                         name="mfpde-test")
+    t.start()
+    t.join()
+    assert box and not ran

@@ -36,8 +36,9 @@ these are small problems by construction, :data:`FUSED_MAX_WORK`).
 Fused path: mini-batch and online SGD with small batches (``batch <= FUSED_MAX_BATCH``) of a
 two-layer read-out model (no ``W``; the model says so and gives the kernel's parameters through
 ``model.fused_plan()``) runs many steps per compiled call
-(:func:`mfpde.kernels.online.online_steps`), in blocks that never cross a refill of the sample
-buffer or an epoch. It draws the same random numbers in the same order (the noise of consecutive
+(:func:`mfpde.kernels.online.online_steps`, two fixed parts of the particles on two threads from
+512 particles), the samples taken in blocks that never cross a refill of the sample buffer or an
+epoch and several blocks handed to one call. It draws the same random numbers in the same order (the noise of consecutive
 steps within a block is one generator call, which gives the same numbers as one call per step) and
 differs from the generic path (one streamed :meth:`~mfpde.models.readout.ReadoutModel.gradient` pass
 per step) only by floating-point rounding. It is used unless a ``batch_source`` / ``noise_source``
@@ -64,11 +65,18 @@ from .heavy_ball import descent_step
 
 #: largest mini-batch run by the fused kernel (larger batches: one BLAS pass per step)
 FUSED_MAX_BATCH = 16
-#: largest per-step work ``N * batch * D`` of the fused kernel (one thread); larger problems use
-#: the multi-threaded generic path, where the fixed cost per step no longer matters
+#: largest per-step work ``N * batch * D`` of the fused kernel (two threads at most); larger
+#: problems use the generic path, where the fixed cost per step no longer matters
 FUSED_MAX_WORK = 1 << 21
 #: bytes of Gaussian noise drawn by one generator call on the fused path (finite ``beta``)
 FUSED_NOISE_BYTES = 1 << 24
+
+#: steps of one call of the fused kernel at most (several blocks of samples; each call has a
+#: fixed cost, e.g. handing part 1 to its thread)
+FUSED_CALL_STEPS = 4096
+
+#: bytes of the samples of one call of the fused kernel at most
+FUSED_CALL_BYTES = 1 << 24
 
 
 _NO_NOISE = np.empty((0, 0))
@@ -200,43 +208,57 @@ class LangevinSolver(ParticleDriver):
         return plan is not None and self.N * B * plan.D <= FUSED_MAX_WORK
 
     def _step_fused(self, n: int) -> None:
-        """``n`` steps through :func:`~mfpde.kernels.online.online_steps`, in blocks of at most
-        :data:`~mfpde.dynamics.base.ONLINE_CHUNK` steps that end at every refill of the sample
-        buffer or end of epoch (the generator draws exactly what the generic path draws)."""
+        """``n`` steps through :func:`~mfpde.kernels.online.online_steps`. The samples are taken
+        in blocks of at most :data:`~mfpde.dynamics.base.ONLINE_CHUNK` steps that end at every
+        refill of the sample buffer or end of epoch, each block's noise drawn right after its
+        rows (the generator draws exactly what the generic path draws, in the same order); up to
+        :data:`FUSED_CALL_STEPS` steps of consecutive blocks (at most :data:`FUSED_CALL_BYTES`
+        of samples, :data:`FUSED_NOISE_BYTES` of noise) go to one call of the kernel, whose
+        results do not depend on how the steps are split into calls."""
         plan = self._fused_plan()
         B, N, D = self.batch, self.N, plan.D
         noisy = math.isfinite(self.beta)
-        cap = ONLINE_CHUNK
+        room_cap = max(1, min(FUSED_CALL_STEPS, FUSED_CALL_BYTES // (8 * B * (plan.d + plan.q))))
         if noisy:
-            cap = max(1, min(cap, FUSED_NOISE_BYTES // (8 * N * D)))
+            room_cap = max(1, min(room_cap, FUSED_NOISE_BYTES // (8 * N * D)))
         no_noise = np.empty((0, 0, 0))
         done = 0
         while done < n:
-            want = min(n - done, cap)
-            if self.sampler is not None:
-                X, Y = self._online_rows(want)
-            else:
-                X, Y = self._epoch_rows(want)
-            m = X.shape[0] // B
-            X = np.ascontiguousarray(X, dtype=np.float64)
-            if X.ndim != 2 or X.shape[1] != plan.d:
-                raise ValueError(f"samples must have d = {plan.d} columns, got shape {X.shape}")
-            Y = np.ascontiguousarray(Y, dtype=np.float64).reshape(m, B, -1)
-            if Y.shape[2] != plan.q:
-                raise ValueError(f"targets must have q = {plan.q} columns, got {Y.shape[2]}")
-            X = X.reshape(m, B, plan.d)
+            room = min(n - done, room_cap)
+            Xs, Ys, noises = [], [], []
+            got = 0
+            while got < room:
+                want = min(room - got, ONLINE_CHUNK)
+                if self.sampler is not None:
+                    X, Y = self._online_rows(want)
+                else:
+                    X, Y = self._epoch_rows(want)
+                m = X.shape[0] // B
+                X = np.ascontiguousarray(X, dtype=np.float64)
+                if X.ndim != 2 or X.shape[1] != plan.d:
+                    raise ValueError(f"samples must have d = {plan.d} columns, got shape {X.shape}")
+                Y = np.ascontiguousarray(Y, dtype=np.float64).reshape(m, B, -1)
+                if Y.shape[2] != plan.q:
+                    raise ValueError(f"targets must have q = {plan.q} columns, got {Y.shape[2]}")
+                Xs.append(X.reshape(m, B, plan.d))
+                Ys.append(Y)
+                if noisy:
+                    noises.append(self.block_noise(m) if self._streams is not None else
+                                  self.rng.standard_normal((m, N, D)))
+                got += m
+            X = Xs[0] if len(Xs) == 1 else np.concatenate(Xs)
+            Y = Ys[0] if len(Ys) == 1 else np.concatenate(Ys)
             if isinstance(self.xi, ConstantSchedule):
-                eps = np.full(m, self.dt * self.xi.value)
+                eps = np.full(got, self.dt * self.xi.value)
             else:
                 eps = np.array([self.dt * self.xi(k * self.dt)
-                                for k in range(self.k, self.k + m)], dtype=np.float64)
+                                for k in range(self.k, self.k + got)], dtype=np.float64)
             if noisy:
-                noise = self.block_noise(m) if self._streams is not None else \
-                    self.rng.standard_normal((m, N, D))
+                noise = noises[0] if len(noises) == 1 else np.concatenate(noises)
                 scale = np.sqrt(2.0 * eps / self.beta)
             else:
                 noise, scale = no_noise, eps
             self.last_risk = float(online_steps(plan.code, self.theta, plan.pa, plan.bias,
                                                 X, Y, eps, plan.lam, noise, scale))
-            self.k += m
-            done += m
+            self.k += got
+            done += got
