@@ -61,11 +61,18 @@ def median_time(fn, repeat=5, warmup=1):
     return float(np.median(ts))
 
 
+#: seconds of idle time before each timed call of :func:`interleaved_times`: the worker
+#: threads of the previous call (OpenBLAS, XLA's and PyTorch's pools) keep spinning for a while
+#: after their work and would slow whichever implementation comes next
+PAUSE = 0.1
+
+
 def interleaved_times(fns, repeat=5, warmup=1):
     """Time several implementations in alternation: ``repeat`` rounds, each calling every
-    function once (after ``warmup`` untimed rounds). Returns ``(medians, rounds)``: the median
-    time of each name and the list of per-round ``{name: seconds}``. On a shared machine whose
-    speed drifts, per-round ratios compare implementations under the same conditions."""
+    function once (after ``warmup`` untimed rounds), each timed call preceded by :data:`PAUSE`
+    seconds of idle time. Returns ``(medians, rounds)``: the median time of each name and the
+    list of per-round ``{name: seconds}``. On a shared machine whose speed drifts, per-round
+    ratios compare implementations under the same conditions."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -73,6 +80,7 @@ def interleaved_times(fns, repeat=5, warmup=1):
     for _ in range(repeat):
         r = {}
         for name, fn in fns.items():
+            time.sleep(PAUSE)
             t0 = time.perf_counter()
             fn()
             r[name] = time.perf_counter() - t0
