@@ -322,3 +322,46 @@ def test_two_parts_run_on_two_threads(monkeypatch):
     t.start()
     t.join()
     assert box and not ran
+
+
+@pytest.mark.parametrize("failing", [0, 1])
+def test_a_failing_part_stops_the_other(monkeypatch, failing):
+    """If one part of the two-thread kernel fails, the other stops at its next exchange: the
+    call raises instead of hanging, and the next call runs normally."""
+    import threading
+
+    import numba
+    from mfpde.kernels import online
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs two Numba threads")
+    real = online._online_run
+
+    def flaky(*args):
+        if args[10] == failing:                   # the part index
+            raise RuntimeError("part failed")
+        return real(*args)
+
+    monkeypatch.setattr(online, "_online_run", flaky)
+    result = []
+
+    def run():
+        try:
+            _solver("fixed", N=1003).step(50)
+        except RuntimeError as exc:
+            result.append(str(exc))
+
+    t = threading.Thread(target=run, name="test-caller", daemon=True)
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "the kernel hung"
+    assert result == ["part failed"]
+    monkeypatch.setattr(online, "_online_run", real)
+    a, b = _solver("fixed", N=1003), _solver("fixed", N=1003)
+    a.step(50)
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        b.step(50)
+    finally:
+        numba.set_num_threads(saved)
+    assert np.array_equal(a.theta, b.theta)

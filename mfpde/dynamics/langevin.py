@@ -36,12 +36,13 @@ these are small problems by construction, :data:`FUSED_MAX_WORK`).
 Fused path: mini-batch and online SGD with small batches (``batch <= FUSED_MAX_BATCH``) of a
 two-layer read-out model (no ``W``; the model says so and gives the kernel's parameters through
 ``model.fused_plan()``) runs many steps per compiled call
-(:func:`mfpde.kernels.online.online_steps`, two fixed parts of the particles on two threads from
-512 particles), the samples taken in blocks that never cross a refill of the sample buffer or an
-epoch and several blocks handed to one call. It draws the same random numbers in the same order (the noise of consecutive
-steps within a block is one generator call, which gives the same numbers as one call per step) and
-differs from the generic path (one streamed :meth:`~mfpde.models.readout.ReadoutModel.gradient` pass
-per step) only by floating-point rounding. It is used unless a ``batch_source`` / ``noise_source``
+(:func:`mfpde.kernels.online.online_steps`, two fixed parts of the particles on two threads
+from 512 particles), the samples taken in blocks that never cross a refill of the sample buffer
+or an epoch and, without noise, several blocks handed to one call. It draws the same random
+numbers in the same order (the noise of consecutive steps within a block is one generator call,
+which gives the same numbers as one call per step) and differs from the generic path (one
+streamed :meth:`~mfpde.models.readout.ReadoutModel.gradient` pass per step) only by
+floating-point rounding. It is used unless a ``batch_source`` / ``noise_source``
 hook is set, the per-step work ``N * batch * D`` exceeds :data:`FUSED_MAX_WORK` (the generic path
 is multi-threaded) or :attr:`LangevinSolver.fused` is False.
 
@@ -211,16 +212,17 @@ class LangevinSolver(ParticleDriver):
         """``n`` steps through :func:`~mfpde.kernels.online.online_steps`. The samples are taken
         in blocks of at most :data:`~mfpde.dynamics.base.ONLINE_CHUNK` steps that end at every
         refill of the sample buffer or end of epoch, each block's noise drawn right after its
-        rows (the generator draws exactly what the generic path draws, in the same order); up to
+        rows (the generator draws exactly what the generic path draws, in the same order). Up to
         :data:`FUSED_CALL_STEPS` steps of consecutive blocks (at most :data:`FUSED_CALL_BYTES`
-        of samples, :data:`FUSED_NOISE_BYTES` of noise) go to one call of the kernel, whose
-        results do not depend on how the steps are split into calls."""
+        of samples) go to one call of the kernel, whose results do not depend on how the steps
+        are split into calls; with noise, one block per call (at most
+        :data:`FUSED_NOISE_BYTES` of it)."""
         plan = self._fused_plan()
         B, N, D = self.batch, self.N, plan.D
         noisy = math.isfinite(self.beta)
         room_cap = max(1, min(FUSED_CALL_STEPS, FUSED_CALL_BYTES // (8 * B * (plan.d + plan.q))))
-        if noisy:
-            room_cap = max(1, min(room_cap, FUSED_NOISE_BYTES // (8 * N * D)))
+        if noisy:       # one block per call: drawing the noise costs far more than a call
+            room_cap = max(1, min(room_cap, ONLINE_CHUNK, FUSED_NOISE_BYTES // (8 * N * D)))
         no_noise = np.empty((0, 0, 0))
         done = 0
         while done < n:
@@ -240,6 +242,8 @@ class LangevinSolver(ParticleDriver):
                 Y = np.ascontiguousarray(Y, dtype=np.float64).reshape(m, B, -1)
                 if Y.shape[2] != plan.q:
                     raise ValueError(f"targets must have q = {plan.q} columns, got {Y.shape[2]}")
+                if got + m < room:      # a refill may follow: keep a copy, not a view
+                    X, Y = X.copy(), Y.copy()
                 Xs.append(X.reshape(m, B, plan.d))
                 Ys.append(Y)
                 if noisy:

@@ -36,6 +36,7 @@ the thread count.
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 
 import numpy as np
@@ -177,7 +178,7 @@ def _update_u_row(Ut, c, x, xn, d, e, lam, noisy, ns, noise, k, pa, zn, lo, hi):
 # ---------------------------------------------------------------------------- two parts
 #: from this many particles the kernel splits the particles into two parts (:func:`part_bounds`)
 PARTS_MIN_N = 512
-#: part boundaries are multiples of this many particles (64-byte rows of the state)
+#: the boundary of the two parts is a multiple of this many particles
 PART_ALIGN = 8
 #: busy-wait iterations of a part before it yields the processor at each further check
 SPIN_BEFORE_YIELD = 1000
@@ -185,7 +186,7 @@ SPIN_BEFORE_YIELD = 1000
 
 def part_bounds(N: int) -> np.ndarray:
     """Boundaries ``[0, m, N]`` of the two parts of ``N >= PARTS_MIN_N`` particles (``m`` the
-    multiple of :data:`PART_ALIGN` nearest below ``N / 2``), ``[0, N]`` below. A function of
+    largest multiple of :data:`PART_ALIGN` at or below ``N / 2``), ``[0, N]`` below. A function of
     ``N`` only: the sums over particles, and so the results, never depend on the thread count."""
     if N < PARTS_MIN_N:
         return np.array([0, N], dtype=np.int64)
@@ -227,36 +228,40 @@ def _store_release(typingctx, arr, idx, val):
 
 @intrinsic
 def _yield_cpu(typingctx):
-    """``sched_yield()``: let the other part's thread run when it holds the processor."""
+    """``sched_yield()`` (POSIX; nothing elsewhere): let the other part's thread run when it
+    holds the processor."""
     def codegen(context, builder, signature, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), []),
-                                            "sched_yield")
-        builder.call(fn, [])
+        if sys.platform != "win32":
+            fnty = ir.FunctionType(ir.IntType(32), [])
+            builder.call(cgutils.get_or_insert_function(builder.module, fnty, "sched_yield"), [])
         return context.get_dummy_value()
 
     return types.void(), codegen
 
 
+@jit
+def _set_abort(sync, i):
+    """Set the abort word ``sync[i]`` of :func:`_online_run` (a release store)."""
+    _store_release(sync, i, 1)
+
+
 # ---------------------------------------------------------------------------- the phases
 @jit(inline="always", error_model="numpy")
-def _load_part(theta, pa, Ut, At, lo, hi):
-    """Columns ``lo:hi`` of the transposed state from the rows ``lo:hi`` of ``theta``."""
+def _move_part(theta, pa, Ut, At, lo, hi, load):
+    """Columns ``lo:hi`` of the transposed state from the rows ``lo:hi`` of ``theta``
+    (``load``), or back."""
     din = Ut.shape[0]
     for j in range(lo, hi):
         for r in range(pa):
-            At[r, j] = theta[j, r]
+            if load:
+                At[r, j] = theta[j, r]
+            else:
+                theta[j, r] = At[r, j]
         for i in range(din):
-            Ut[i, j] = theta[j, pa + i]
-
-
-@jit(inline="always", error_model="numpy")
-def _store_part(theta, pa, Ut, At, lo, hi):
-    din = Ut.shape[0]
-    for j in range(lo, hi):
-        for r in range(pa):
-            theta[j, r] = At[r, j]
-        for i in range(din):
-            theta[j, pa + i] = Ut[i, j]
+            if load:
+                Ut[i, j] = theta[j, pa + i]
+            else:
+                theta[j, pa + i] = Ut[i, j]
 
 
 @jit(inline="always", error_model="numpy")
@@ -384,10 +389,12 @@ def _online_run(code, theta, pa, X, Y, eps, lam, noise, noise_scale, bounds, p, 
                 hbuf, out):
     """The ``K`` steps of :func:`online_steps` for part ``p`` of ``bounds`` (its particles
     ``bounds[p]:bounds[p + 1]``), exchanging each step's sums with the other parts through
-    ``hbuf`` (2, P, B, q) and the step counters ``sync`` (8 P,); ``p = -1``: every part in
-    turn in this thread. ``work = (Ut, At, Z, Zn, S, Sp, C, tmp, G)`` holds the full-width work
-    arrays (this part uses its columns only). Part 0 (or ``p = -1``) writes the risk of the
-    last step to ``out[0]``. No allocation, so nothing can fail between the barriers."""
+    ``hbuf`` (2, P, B, q) and the step counters ``sync[8 p]`` (``sync`` (8 (P + 1),); a part
+    returns early once the abort word ``sync[8 P]`` is set, by the caller when another part
+    failed); ``p = -1``: every part in turn in this thread. ``work = (Ut, At, Z, Zn, S, Sp, C,
+    tmp, G)`` holds the full-width work arrays (this part uses its columns only). Part 0 (or
+    ``p = -1``) writes the risk of the last step to ``out[0]``. No allocation, so nothing can
+    fail between the barriers."""
     Ut, At, Z, Zn, S, Sp, C, tmp, G = work
     N = theta.shape[0]
     K, B, d = X.shape
@@ -399,7 +406,7 @@ def _online_run(code, theta, pa, X, Y, eps, lam, noise, noise_scale, bounds, p, 
     risk = np.nan
     for pp in range(p0, p1):
         lo, hi = bounds[pp], bounds[pp + 1]
-        _load_part(theta, pa, Ut, At, lo, hi)
+        _move_part(theta, pa, Ut, At, lo, hi, True)
         for b in range(B):
             for j in range(lo, hi):
                 Z[b, j] = 0.0
@@ -415,6 +422,8 @@ def _online_run(code, theta, pa, X, Y, eps, lam, noise, noise_scale, bounds, p, 
                 if o != p:
                     spins = 0
                     while _load_acquire(sync, 8 * o) < k + 1:
+                        if _load_acquire(sync, 8 * P) != 0:
+                            return
                         spins += 1
                         if spins > SPIN_BEFORE_YIELD:
                             _yield_cpu()
@@ -426,7 +435,7 @@ def _online_run(code, theta, pa, X, Y, eps, lam, noise, noise_scale, bounds, p, 
                      noise, k, bounds[pp], bounds[pp + 1])
         Z, Zn = Zn, Z
     for pp in range(p0, p1):
-        _store_part(theta, pa, Ut, At, bounds[pp], bounds[pp + 1])
+        _move_part(theta, pa, Ut, At, bounds[pp], bounds[pp + 1], False)
     if p <= 0:
         out[0] = risk
 
@@ -438,7 +447,7 @@ _side = None
 def _side_queue():
     """The job queue of the thread that runs part 1 (started once per process, a daemon; a
     forked child starts its own). Calls from several threads queue their part 1 one after the
-    other, which never blocks a call whose part 1 is running."""
+    other: a later call's part 0 waits (spinning, then yielding) until its part 1 runs."""
     global _side
     with _side_lock:
         if _side is None or not _side[0].is_alive():
@@ -454,6 +463,18 @@ def _side_queue():
         return _side[1]
 
 
+def _wait_through_interrupts(event):
+    """``event.wait()``, deferring a KeyboardInterrupt raised meanwhile until the event is set."""
+    interrupted = None
+    while not event.is_set():
+        try:
+            event.wait()
+        except KeyboardInterrupt as exc:          # pragma: no cover - timing dependent
+            interrupted = exc
+    if interrupted is not None:
+        raise interrupted
+
+
 def _work(N, D, pa, B, q):
     return (np.empty((D - pa, N)), np.empty((pa, N)), np.empty((B, N)), np.empty((B, N)),
             np.empty((B, N)), np.empty((B, N)), np.empty((B, N)), np.empty(N), np.empty((B, q)))
@@ -465,9 +486,11 @@ def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
     From :data:`PARTS_MIN_N` particles the particles are split into two fixed parts
     (:func:`part_bounds`); when Numba has two or more threads and the call is not made from a
     worker of :mod:`mfpde._pool`, part 1 runs on a thread kept for it (:func:`_side_queue`),
-    concurrently with part 0 on this thread. Each step the parts exchange their sums of the features (``2 B q``
-    numbers) and wait for each other (an acquire/release step counter; a part that waits long
-    yields the processor), and every part forms the residual from the sums in part order.
+    concurrently with part 0 on this thread. Each step the parts exchange their sums of the
+    features (``2 B q`` numbers) and wait for each other (an acquire/release step counter; a
+    part that waits long yields the processor), and every part forms the residual from the sums
+    in part order; if one part fails the other stops at its next exchange, and the call returns
+    (raising) only when both have stopped.
     The parts' arithmetic is the same when they run in turn on one thread, so the results do
     not depend on the thread count.
 
@@ -506,7 +529,7 @@ def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
     bounds = part_bounds(N)
     P = bounds.size - 1
     hbuf = np.empty((2, P, B, q))
-    sync = np.zeros(8 * P, dtype=np.int64)
+    sync = np.zeros(8 * (P + 1), dtype=np.int64)     # the parts' step counters, the abort word
     out = np.full(1, np.nan)
     if P > 1 and num_threads() > 1 and not threading.current_thread().name.startswith("mfpde"):
         works = [_work(N, D, pa, B, q) for _ in range(P)]
@@ -520,14 +543,20 @@ def online_steps(code, theta, pa, bias, X, Y, eps, lam, noise, noise_scale):
         def side():
             try:
                 part(1)
-            except BaseException as exc:              # pragma: no cover - nothing raises
+            except BaseException as exc:          # e.g. a failed compilation: stop part 0
                 errors.append(exc)
+                _set_abort(sync, 8 * P)
             finally:
                 done.set()
 
         _side_queue().put(side)
-        part(0)
-        done.wait()
+        try:
+            part(0)
+        except BaseException:
+            _set_abort(sync, 8 * P)               # part 1 stops at its next exchange
+            raise
+        finally:
+            _wait_through_interrupts(done)        # part 1 writes theta: never return before it
         if errors:
             raise errors[0]
     else:
