@@ -278,14 +278,17 @@ def _first_z(x0, d, Ut, Z, lo, hi):
 
 
 @jit(inline="always", error_model="numpy")
-def _phase_a(code, pa, Z, S, Sp, At, hp, lo, hi):
-    """Part ``lo:hi``: ``S = sigma(z)``, ``S' = sigma'(z)`` and the part's sums
-    ``hp[b, r] = sum_j a_rj s_bj`` (``sum_j s_bj`` for ``a = 1``)."""
+def _phase_a(code, pa, Z, S, Sp, At, hk, bounds, p0, p1):
+    """Parts ``p0 <= p < p1``: ``S = sigma(z)``, ``S' = sigma'(z)`` over their particles (one
+    element-wise loop) and each part's sums ``hk[p, b, r] = sum_j a_rj s_bj`` over its own
+    particles (``sum_j s_bj`` for ``a = 1``)."""
+    lo, hi = bounds[p0], bounds[p1]
     for b in range(Z.shape[0]):
-        s = S[b][lo:hi]
-        _activate(code, Z[b][lo:hi], s, Sp[b][lo:hi])
-        for r in range(hp.shape[1]):
-            hp[b, r] = _dot(At[r][lo:hi], s) if pa > 0 else _sum(s)
+        _activate(code, Z[b][lo:hi], S[b][lo:hi], Sp[b][lo:hi])
+        for pp in range(p0, p1):
+            s = S[b][bounds[pp]:bounds[pp + 1]]
+            for r in range(hk.shape[2]):
+                hk[pp, b, r] = _dot(At[r][bounds[pp]:bounds[pp + 1]], s) if pa > 0 else _sum(s)
 
 
 @jit(inline="always", error_model="numpy")
@@ -306,7 +309,7 @@ def _residual(hk, y, invN, invB, G):
 
 @jit(inline="always", error_model="numpy")
 def _phase_b(pa, Ut, At, Zn, S, Sp, C, tmp, G, x, xn, d, e, lam, noisy, ns, noise, k, lo, hi):
-    """Part ``lo:hi`` of the update of step ``k`` (module docstring) with the next step's
+    """Particles ``lo:hi`` of the update of step ``k`` (module docstring) with the next step's
     pre-activations accumulated into ``Zn`` (``x``, ``xn``: this and the next step's batch)."""
     B = Zn.shape[0]
     q = G.shape[1]
@@ -404,17 +407,17 @@ def _online_run(code, theta, pa, X, Y, eps, lam, noise, noise_scale, bounds, p, 
     invN = 1.0 / N
     invB = 1.0 / B
     risk = np.nan
-    for pp in range(p0, p1):
-        lo, hi = bounds[pp], bounds[pp + 1]
-        _move_part(theta, pa, Ut, At, lo, hi, True)
-        for b in range(B):
-            for j in range(lo, hi):
-                Z[b, j] = 0.0
-        _first_z(X[0], d, Ut, Z, lo, hi)
+    # the element-wise work runs over all particles of the parts p0 <= p < p1 at once: every
+    # entry is the same whichever parts a loop covers; only the sums are taken part by part
+    lo, hi = bounds[p0], bounds[p1]
+    _move_part(theta, pa, Ut, At, lo, hi, True)
+    for b in range(B):
+        for j in range(lo, hi):
+            Z[b, j] = 0.0
+    _first_z(X[0], d, Ut, Z, lo, hi)
     for k in range(K):
         hk = hbuf[k % 2]
-        for pp in range(p0, p1):
-            _phase_a(code, pa, Z, S, Sp, At, hk[pp], bounds[pp], bounds[pp + 1])
+        _phase_a(code, pa, Z, S, Sp, At, hk, bounds, p0, p1)
         if p >= 0:
             # publish this part's sums of step k, then wait for every other part's
             _store_release(sync, 8 * p, k + 1)
@@ -430,12 +433,10 @@ def _online_run(code, theta, pa, X, Y, eps, lam, noise, noise_scale, bounds, p, 
         risk = _residual(hk, Y[k], invN, invB, G) / (2.0 * B)
         kn = k + 1 if k + 1 < K else k
         ns = noise_scale[k] if noisy else 0.0
-        for pp in range(p0, p1):
-            _phase_b(pa, Ut, At, Zn, S, Sp, C, tmp, G, X[k], X[kn], d, eps[k], lam, noisy, ns,
-                     noise, k, bounds[pp], bounds[pp + 1])
+        _phase_b(pa, Ut, At, Zn, S, Sp, C, tmp, G, X[k], X[kn], d, eps[k], lam, noisy, ns,
+                 noise, k, lo, hi)
         Z, Zn = Zn, Z
-    for pp in range(p0, p1):
-        _move_part(theta, pa, Ut, At, bounds[pp], bounds[pp + 1], False)
+    _move_part(theta, pa, Ut, At, lo, hi, False)
     if p <= 0:
         out[0] = risk
 
