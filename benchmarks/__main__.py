@@ -9,7 +9,6 @@ for how to read the tables.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -387,18 +386,17 @@ def main(argv=None):
     s1, res["load_end"] = cpu_steal(), load_average()
     res["steal_fraction"] = (None if s0 is None or s1 is None or s1[1] == s0[1]
                              else (s1[0] - s0[0]) / (s1[1] - s0[1]))
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "benchmarks.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    md = to_markdown(res)
-    for c, mod in mods.items():
-        if "error" in res["cases"][c]:
-            md += f"## {c}\n\nThe {c} case failed: {res['cases'][c]['error']}\n\n"
-        elif hasattr(mod, "to_markdown"):
-            md += mod.to_markdown(res["cases"][c])
-    with open(os.path.join(args.out, "benchmarks.md"), "w") as f:
-        f.write(md)
-    sys.stdout.write(md)
+
+    def tables(res):
+        md = to_markdown(res)
+        for c, mod in mods.items():
+            if "error" in res["cases"][c]:
+                md += f"## {c}\n\nThe {c} case failed: {res['cases'][c]['error']}\n\n"
+            elif hasattr(mod, "to_markdown"):
+                md += mod.to_markdown(res["cases"][c])
+        return md
+
+    bench_cases.write_outputs(args.out, "benchmarks", res, tables)
     return 0
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
-import os
 import sys
 import time
 
@@ -152,14 +150,9 @@ def main(argv=None):
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="benchmark-results", help="output directory")
     args = ap.parse_args(argv)
+    from .bench_cases import write_outputs
     res = run()
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "accuracy_float32.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    md = to_markdown(res)
-    with open(os.path.join(args.out, "accuracy_float32.md"), "w") as f:
-        f.write(md)
-    sys.stdout.write(md)
+    write_outputs(args.out, "accuracy_float32", res, to_markdown)
     return 0
 
 

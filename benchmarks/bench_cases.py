@@ -89,6 +89,18 @@ def interleaved_times(fns, repeat=5, warmup=1):
     return med, rounds
 
 
+def write_outputs(out, stem, res, markdown):
+    """Write ``res`` to ``OUT/STEM.json`` first (kept if the tables fail), then the tables
+    ``markdown(res)`` to ``OUT/STEM.md``, and print them."""
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{stem}.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    md = markdown(res)
+    with open(os.path.join(out, f"{stem}.md"), "w") as f:
+        f.write(md)
+    sys.stdout.write(md)
+
+
 def median_ratio(rounds, num, den):
     """Median over rounds of ``t[num] / t[den]``."""
     return float(np.median([r[num] / r[den] for r in rounds]))

@@ -152,6 +152,18 @@ COMPARES = [
 ]
 
 
+
+def _report(rank, bad, ok) -> int:
+    """Rank 0 prints ``DIFFERENT`` and the differences ``bad`` (exit code 1), or ``ok`` (0);
+    the other ranks print nothing and return 0."""
+    if rank != 0:
+        return 0
+    if bad:
+        print("DIFFERENT\n" + "\n".join(bad), flush=True)
+        return 1
+    print(ok, flush=True)
+    return 0
+
 def digest(path, volatile=VOLATILE) -> dict:
     """SHA-256 of every dataset and the value of every attribute of a run file, apart from the
     ``volatile`` attributes and the output path in the stored config."""
@@ -218,13 +230,8 @@ def contract(out: Path) -> int:
                 if diff:
                     bad.append(f"{name}: R = {R}: {diff[:5]}")
         world.Barrier()
-    if rank == 0:
-        if bad:
-            print("DIFFERENT\n" + "\n".join(bad), flush=True)
-            return 1
-        print(f"OK {len(CASES)} cases identical on R = 1..{size} ranks and in one process "
-              f"(threads 1..{max_threads})", flush=True)
-    return 0
+    return _report(rank, bad, f"OK {len(CASES)} cases identical on R = 1..{size} ranks and in "
+                              f"one process (threads 1..{max_threads})")
 
 
 def resume(out: Path) -> int:
@@ -252,13 +259,8 @@ def resume(out: Path) -> int:
             if diff:
                 bad.append(f"{name}: {diff[:5]}")
         world.Barrier()
-    if rank == 0:
-        if bad:
-            print("DIFFERENT\n" + "\n".join(bad), flush=True)
-            return 1
-        print(f"OK resumed on {size} ranks after {size - 1} ranks: identical to one "
-              f"uninterrupted process", flush=True)
-    return 0
+    return _report(rank, bad, f"OK resumed on {size} ranks after {size - 1} ranks: identical "
+                              f"to one uninterrupted process")
 
 
 def fail(out: Path) -> int:
@@ -324,13 +326,8 @@ def compare(out: Path) -> int:
                     bad.append(f"{name}: R = {R}: {diff[:5]}")
         world.Barrier()
     bad = [b for part in world.gather(bad) or [] for b in part]
-    if rank == 0:
-        if bad:
-            print("DIFFERENT\n" + "\n".join(bad), flush=True)
-            return 1
-        print(f"OK {len(COMPARES)} comparisons identical with the reference split over "
-              f"R = 2..{size} ranks and in one process", flush=True)
-    return 0
+    return _report(rank, bad, f"OK {len(COMPARES)} comparisons identical with the reference "
+                              f"split over R = 2..{size} ranks and in one process")
 
 
 if __name__ == "__main__":
