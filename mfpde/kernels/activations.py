@@ -38,6 +38,21 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 #: contraction only (no reassociation), so every sum keeps its order and results are reproducible
 CONTRACT = {"contract"}
 
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` with one rounding (``llvm.fma``) for three floats of one type: a
+    multiply-add whose contraction does not depend on the optimiser, so that a fused loop keeps
+    the bits of the separate loops it replaces (each of their ``o += c * m`` is one fused
+    multiply-add)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, b, c), codegen
+
+
 # ---------------------------------------------------------------------------- SIMD tanh
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
@@ -299,4 +314,4 @@ def apply(code, order, z, out):
 
 __all__ = ["IDENTITY", "TANH", "SIGMOID", "ERF", "SOFTPLUS", "RELU", "MMN_PL", "MMN_T1", "MMN_T2",
            "MMN_S1", "MMN_S2", "CONTRACT", "sigma", "dsigma", "ddsigma", "apply", "tanh_simd",
-           "tanh_simd32", "tanh_t", "lit", "tanh_array"]
+           "tanh_simd32", "tanh_t", "lit", "tanh_array", "fma"]
