@@ -196,71 +196,93 @@ def _forward_row(code, Si, xi, UT, j0, j1):
 
 
 @jit(inline="always")
-def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow, j0, j1):
-    """One sample, entries ``j0 <= j < j1``: ``gAT += gi (x) Si`` (if ``train_a``),
-    ``B = sigma'(Si) (.) (gi A^T)``, ``lap += B sigma''(Si) |x_i|^2``; then ``gUT += xi (x) B``
-    (``gUT`` not empty) or ``Si <- B``."""
-    if train_a:
-        _add_outer(gAT, gi, Si, j0, j1)
-    _combine_rows(gi, AT, Brow, j0, j1)
-    s = Si[j0:j1]
-    br = Brow[j0:j1]
-    lp = lap[j0:j1] if want_lap else lap
-    for j in range(s.shape[0]):
-        ds, dds = _d_from_s(code, s[j])
-        b = br[j]
-        if want_lap:
-            lp[j] += b * dds * xn
-        br[j] = b * ds
-    if gUT.shape[0] > 0:
-        _add_outer(gUT, xi, Brow, j0, j1)
-    else:
-        for j in range(s.shape[0]):
-            s[j] = br[j]
-
-
-@jit(inline="always")
 def _backward_pairs(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT, B1, B2, j0, j1):
-    """One output (``p = 1``), entries ``j0 <= j < j1`` of every row of ``S`` (nb, Nc), two
-    sample rows per pass: what :func:`_backward_row` does to each row, with each sum taking the
-    two rows' terms in turn, ``gA[j] = (gA[j] + s_i g_i) + s_{i+1} g_{i+1}`` — the operations of
-    the row-by-row loops in their order (the same bits) with half the loads and stores of the
-    sums, and ``grad_A``, ``B`` (and the Laplacian) in one loop instead of three (the backward
-    kernel 2.4x faster at ``d_in = 2``). ``B`` goes to the scratch rows ``B1``, ``B2``
-    (STRIP,) when ``gUT`` is not empty, else into ``S``. An odd last row is paired with itself
-    at weight 0, which adds zeros."""
+    """Entries ``j0 <= j < j1`` of every row ``i`` of ``S`` (nb, Nc): ``gAT += g_i (x) s_i`` (if
+    ``train_a``), ``B = sigma'(s_i) (.) (g_i A^T)``, ``lap += B sigma''(s_i) |x_i|^2``, then
+    ``gUT += x_i (x) B`` (``gUT`` not empty) or ``s_i <- B``. Two sample rows per pass, each
+    sum taking the two rows' terms in turn, ``gA[j] = (gA[j] + s_i g_i) + s_{i+1} g_{i+1}``:
+    the operations of row-by-row loops in their order (the same bits) with half the loads and
+    stores of the sums. With one output
+    (``p = 1``) ``grad_A``, ``B`` and the Laplacian are one loop instead of three (the backward
+    kernel 2.4x faster at ``d_in = 2``); with ``p > 1`` the rows ``G_i A^T`` are formed first
+    (:func:`_combine_rows`). ``B`` goes to the scratch rows ``B1``, ``B2`` (Nc,) when ``gUT``
+    is not empty, else into ``S``. An odd last row is paired with itself at weight 0, which
+    adds zeros."""
     nb = S.shape[0]
+    p = AT.shape[0]
     zero = lit(G, 0.0)
+    zrow = np.zeros(p, G.dtype)
     m = j1 - j0
     A = AT[0][j0:j1]
-    gA = gAT[0][j0:j1] if train_a else A
     lp = lap[j0:j1] if want_lap else lap
     to_s = gUT.shape[0] == 0
+    b1 = B1[j0:j1]
+    b2 = B2[j0:j1]
     for i in range(0, nb, 2):
         i2 = min(i + 1, nb - 1)
         two = i2 > i
+        G2 = G[i2] if two else zrow
         g1 = G[i, 0]
-        g2 = G[i2, 0] if two else zero
+        g2 = G2[0]
         xn_1 = xn2[i] if want_lap else zero
         xn_2 = xn2[i2] if (want_lap and two) else zero
         s1 = S[i][j0:j1]
         s2 = S[i2][j0:j1]
-        o1 = s1 if to_s else B1[:m]
-        o2 = s2 if (to_s and two) else B2[:m]
-        for j in range(m):
-            u = s1[j]
-            v = s2[j]
-            a = A[j]
+        o1 = s1 if to_s else b1
+        o2 = s2 if (to_s and two) else b2
+        if p == 1:
+            gA = gAT[0][j0:j1] if train_a else A
+            for j in range(m):
+                u = s1[j]
+                v = s2[j]
+                a = A[j]
+                if train_a:
+                    gA[j] = (gA[j] + u * g1) + v * g2
+                ds1, dds1 = _d_from_s(code, u)
+                ds2, dds2 = _d_from_s(code, v)
+                c1 = g1 * a
+                c2 = g2 * a
+                if want_lap:
+                    lp[j] = (lp[j] + c1 * dds1 * xn_1) + c2 * dds2 * xn_2
+                o1[j] = c1 * ds1
+                o2[j] = c2 * ds2
+        else:
             if train_a:
-                gA[j] = (gA[j] + u * g1) + v * g2
-            ds1, dds1 = _d_from_s(code, u)
-            ds2, dds2 = _d_from_s(code, v)
-            c1 = g1 * a
-            c2 = g2 * a
-            if want_lap:
-                lp[j] = (lp[j] + c1 * dds1 * xn_1) + c2 * dds2 * xn_2
-            o1[j] = c1 * ds1
-            o2[j] = c2 * ds2
+                for r in range(p):
+                    gr = gAT[r][j0:j1]
+                    h1 = G[i, r]
+                    h2 = G2[r]
+                    for j in range(m):
+                        gr[j] = (gr[j] + s1[j] * h1) + s2[j] * h2
+            if p > 4:
+                _combine_rows(G[i], AT, B1, j0, j1)
+                _combine_rows(G2, AT, B2, j0, j1)
+            # p <= 4: G_i A^T formed in the loop below as _combine_rows forms it (c_0 A_0, then
+            # one fused multiply-add per row: the same bits), rows past p at weight 0
+            A1 = AT[1][j0:j1]
+            A2 = AT[min(2, p - 1)][j0:j1]
+            A3 = AT[min(3, p - 1)][j0:j1]
+            e0, e1 = G[i, 0], G[i, 1]
+            e2 = G[i, 2] if p > 2 else zero
+            e3 = G[i, 3] if p > 3 else zero
+            f0, f1 = G2[0], G2[1]
+            f2 = G2[2] if p > 2 else zero
+            f3 = G2[3] if p > 3 else zero
+            for j in range(m):
+                u = s1[j]
+                v = s2[j]
+                ds1, dds1 = _d_from_s(code, u)
+                ds2, dds2 = _d_from_s(code, v)
+                if p > 4:
+                    c1 = b1[j]
+                    c2 = b2[j]
+                else:
+                    c1 = fma(e3, A3[j], fma(e2, A2[j], fma(e1, A1[j], e0 * A[j])))
+                    c2 = fma(f3, A3[j], fma(f2, A2[j], fma(f1, A1[j], f0 * A[j])))
+                if want_lap:
+                    lp[j] = (lp[j] + c1 * dds1 * xn_1) + c2 * dds2 * xn_2
+                o1[j] = c1 * ds1
+                o2[j] = c2 * ds2
         for k in range(gUT.shape[0]):
             xa = Xb[i, k]
             xb = Xb[i2, k] if two else zero
@@ -284,49 +306,28 @@ def _forward_s(code, S, Xb, UT, AwT, Hpart):
 
 @jit(inline="always")
 def _backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
-    nb, Nc = S.shape
-    if AT.shape[0] == 1:
-        B = np.empty((2, STRIP), S.dtype)
-        for j0 in range(0, Nc, STRIP):
-            _backward_pairs(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT, B[0],
-                            B[1], j0, min(j0 + STRIP, Nc))
-        return
-    Brow = np.empty(Nc, S.dtype)
+    Nc = S.shape[1]
+    B = np.empty((2, Nc), S.dtype)
     for j0 in range(0, Nc, STRIP):
-        j1 = min(j0 + STRIP, Nc)
-        for i in range(nb):
-            xn = xn2[i] if want_lap else lit(xn2, 0.0)
-            _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], gUT,
-                          Brow, j0, j1)
+        _backward_pairs(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT, B[0], B[1],
+                        j0, min(j0 + STRIP, Nc))
 
 
 @jit(inline="always")
 def _sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
     Nc = UT.shape[1]
     nb = Xb.shape[0]
-    if AT.shape[0] == 1:            # two rows at a time, for _backward_pairs
-        Srows = np.empty((2, Nc), UT.dtype)
-        B = np.empty((2, STRIP), UT.dtype)
-        for j0 in range(0, Nc, STRIP):
-            j1 = min(j0 + STRIP, Nc)
-            for i in range(0, nb, 2):
-                e = min(i + 2, nb)
-                for r in range(e - i):
-                    _forward_row(code, Srows[r], Xb[i + r], UT, j0, j1)
-                _backward_pairs(code, Srows[:e - i], G[i:e], AT, train_a, gAT, want_lap,
-                                xn2[i:e] if want_lap else xn2, lap, Xb[i:e], gUT, B[0], B[1],
-                                j0, j1)
-        return
-    Srow = np.empty(Nc, UT.dtype)
-    Brow = np.empty(Nc, UT.dtype)
+    Srows = np.empty((2, Nc), UT.dtype)         # two rows at a time, for _backward_pairs
+    B = np.empty((2, Nc), UT.dtype)
     for j0 in range(0, Nc, STRIP):
         j1 = min(j0 + STRIP, Nc)
-        for i in range(nb):
-            xi = Xb[i]
-            _forward_row(code, Srow, xi, UT, j0, j1)
-            xn = xn2[i] if want_lap else lit(xn2, 0.0)
-            _backward_row(code, Srow, G[i], AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow,
-                          j0, j1)
+        for i in range(0, nb, 2):
+            e = min(i + 2, nb)
+            for r in range(e - i):
+                _forward_row(code, Srows[r], Xb[i + r], UT, j0, j1)
+            _backward_pairs(code, Srows[:e - i], G[i:e], AT, train_a, gAT, want_lap,
+                            xn2[i:e] if want_lap else xn2, lap, Xb[i:e], gUT, B[0], B[1], j0,
+                            j1)
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
