@@ -230,6 +230,27 @@ def _backward_pairs(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT, B
         s2 = S[i2][j0:j1]
         o1 = s1 if to_s else b1
         o2 = s2 if (to_s and two) else b2
+        if p == 1 and gUT.shape[0] == 2 and train_a and not want_lap:
+            # the two-layer pass at d_in = 2: grad_U's rows in the same loop (the same
+            # operations as the loops over its rows below)
+            gA = gAT[0][j0:j1]
+            u0 = gUT[0][j0:j1]
+            u1 = gUT[1][j0:j1]
+            xa0, xa1 = Xb[i, 0], Xb[i, 1]
+            xb0 = Xb[i2, 0] if two else zero
+            xb1 = Xb[i2, 1] if two else zero
+            for j in range(m):
+                u = s1[j]
+                v = s2[j]
+                a = A[j]
+                gA[j] = (gA[j] + u * g1) + v * g2
+                ds1, dds1 = _d_from_s(code, u)
+                ds2, dds2 = _d_from_s(code, v)
+                c1 = (g1 * a) * ds1
+                c2 = (g2 * a) * ds2
+                u0[j] = (u0[j] + c1 * xa0) + c2 * xb0
+                u1[j] = (u1[j] + c1 * xa1) + c2 * xb1
+            continue
         if p == 1:
             gA = gAT[0][j0:j1] if train_a else A
             for j in range(m):
