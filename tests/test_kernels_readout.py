@@ -1,0 +1,96 @@
+"""The kernels of the tanh pass at d_in = 2 (fused projection, two sample rows per pass) give the
+bits of the general kernels, and the models that take them match the NumPy peer.
+
+The special kernels exist for speed only: any difference from the general kernels, however
+small, is a failure here (the comparison is exact), for odd and even blocks (an odd last row is
+paired with itself at weight 0), chunks of one and of several strips, float64 and float32.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.peers import NumpyPeer
+from mfpde.kernels import readout as R
+from mfpde.kernels.activations import TANH
+from mfpde.models import make_model
+
+SHAPES = [(1, 5), (2, 700), (7, 1024), (40, 2500)]     # (samples in the block, particles)
+
+
+def _inputs(nb, Nc, p, dtype, seed):
+    rng = np.random.default_rng(seed)
+    f = lambda *s: rng.standard_normal(s).astype(dtype)
+    return dict(Xb=f(nb, 2), UT=f(2, Nc), AT=f(p, Nc), G=f(nb, p) * dtype(0.1),
+                gAT=f(p, Nc), gUT=f(2, Nc))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nb,Nc", SHAPES)
+def test_forward_d2_equals_general_kernel(nb, Nc, dtype):
+    a = _inputs(nb, Nc, 1, dtype, nb + Nc)
+    S1, S2 = np.empty((nb, Nc), dtype), np.empty((nb, Nc), dtype)
+    H1, H2 = np.empty((nb, 1)), np.empty((nb, 1))
+    R.forward_s(TANH, S1, a["Xb"], a["UT"], a["AT"], H1)           # takes _forward2_tanh
+    R._FORWARD[TANH](S2, a["Xb"], a["UT"], a["AT"], H2)
+    assert np.array_equal(S1, S2) and np.array_equal(H1, H2)
+    assert np.allclose(S1, np.tanh(a["Xb"] @ a["UT"]), rtol=1e-5 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("p", [1, 2, 3, 4])
+@pytest.mark.parametrize("nb,Nc", SHAPES)
+def test_backward_pairs_equal_general_kernel(nb, Nc, p, dtype):
+    a = _inputs(nb, Nc, p, dtype, 10 * p + nb)
+    S = np.tanh(a["Xb"] @ a["UT"]).astype(dtype)
+    out = []
+    for kernel in ("dispatch", "general"):
+        gAT, gUT, Sk = a["gAT"].copy(), a["gUT"].copy(), S.copy()
+        args = (Sk, a["G"], a["AT"], True, gAT, False, np.zeros(0, dtype), np.zeros(0, dtype),
+                a["Xb"], gUT)
+        if kernel == "dispatch":
+            R.backward_s(TANH, *args)
+        else:
+            R._BACKWARD[TANH](*args)
+        out.append((gAT, gUT, Sk))
+    for x, y in zip(*out):
+        assert np.array_equal(x, y)
+    # and the sums themselves: grad_A += S^T G, grad_U += ((G A^T) (1 - S^2))^T X
+    B = (a["G"].astype(np.float64) @ a["AT"]) * (1 - S.astype(np.float64) ** 2)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    assert np.allclose(out[0][0], a["gAT"] + (S.T @ a["G"]).T, rtol=tol, atol=tol)
+    assert np.allclose(out[0][1], a["gUT"] + (B.T @ a["Xb"]).T, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nb,Nc", SHAPES)
+def test_sweep_d2_equals_general_kernel(nb, Nc, dtype):
+    a = _inputs(nb, Nc, 1, dtype, 7 * nb + Nc)
+    out = []
+    for kernel in (R.sweep_s, lambda code, *args: R._SWEEP[code](*args)):
+        gAT, gUT = a["gAT"].copy(), a["gUT"].copy()
+        kernel(TANH, a["Xb"], a["UT"], a["G"], a["AT"], True, gAT, False, np.zeros(0, dtype),
+               np.zeros(0, dtype), gUT)
+        out.append((gAT, gUT))
+    for x, y in zip(*out):
+        assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("memory", ["fast", "low"])
+@pytest.mark.parametrize("kind", ["two_layer", "nc"])
+def test_models_at_d2_match_numpy_peer(kind, memory):
+    """Several chunks (N = 3000: 4 chunks of 750) and blocks of odd size, stored and low-memory
+    passes, against the NumPy peer."""
+    kw = dict(d=2, activation="tanh", memory=memory, lam=0.01)
+    model = (make_model("two_layer", q=1, **kw) if kind == "two_layer"
+             else make_model("nc", q=2, p=4, Gamma=1.3, lam_W=0.02, **kw))
+    model.block_bytes = 8 * 3000 * 13                       # blocks of 13 samples (stored pass)
+    rng = np.random.default_rng(3)
+    theta = model.init_particles(3000, rng)
+    X = rng.standard_normal((101, 2)) / math.sqrt(2)
+    Y = rng.standard_normal((101, model.q))
+    W = rng.standard_normal((model.p, model.q)) if model.has_W else None
+    g = model.gradient(theta, X, Y, W)
+    gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
+    assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < 1e-12
+    assert abs(g.risk - riskp) <= 1e-12 * abs(riskp)
