@@ -254,12 +254,17 @@ def _features(S, AwT, Hpart):
 
 
 @jit(inline="always")
-def _forward_s(code, S, Xb, UT, AwT, Hpart):
+def _forward_s(code, S, Xb, UT, AwT, Hpart, d2=False):
+    """The forward kernel; ``d2`` (a constant of the calling kernel): the rows of
+    :func:`_forward_row2` (``d_in = 2``)."""
     nb, Nc = S.shape
     for j0 in range(0, Nc, STRIP):
         j1 = min(j0 + STRIP, Nc)
         for i in range(nb):
-            _forward_row(code, S[i], Xb[i], UT, j0, j1)
+            if d2:
+                _forward_row2(code, S[i], Xb[i], UT, j0, j1)
+            else:
+                _forward_row(code, S[i], Xb[i], UT, j0, j1)
     _features(S, AwT, Hpart)
 
 
@@ -403,12 +408,7 @@ def _sweep_identity(Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
 # their loops would compile for every pass (the cold start 16.7 s instead of 6.1 s)
 @jit(error_model="numpy", fastmath=CONTRACT)
 def _forward2_tanh(S, Xb, UT, AwT, Hpart):
-    nb, Nc = S.shape
-    for j0 in range(0, Nc, STRIP):
-        j1 = min(j0 + STRIP, Nc)
-        for i in range(nb):
-            _forward_row2(TANH, S[i], Xb[i], UT, j0, j1)
-    _features(S, AwT, Hpart)
+    _forward_s(TANH, S, Xb, UT, AwT, Hpart, True)
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
