@@ -195,16 +195,16 @@ def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Br
 
 
 @jit(inline="always")
-def _backward_pairs_p(code, S, G, AT, gAT, Xb, gUT, B1, B2, j0, j1):
+def _backward_pairs_p(code, S, G, AT, gAT, Xb, gUT, B1, B2, zrow, j0, j1):
     """:func:`_backward_row` for ``2 <= p <= 4`` trainable outputs, no Laplacian, ``gUT`` not
     empty, entries ``j0 <= j < j1`` of every row of ``S``, two sample rows per pass (the sums
     as in :func:`_backward_pairs2`, the same bits), ``G_i A^T`` formed in registers as
     :func:`_combine_rows` forms it (``c_0 A_0``, then one fused multiply-add per row; rows past
-    ``p`` at weight 0). ``B1``, ``B2`` (Nc,): scratch rows of ``B``."""
+    ``p`` at weight 0). ``B1``, ``B2`` (Nc,): scratch rows of ``B``; ``zrow`` (p,): zeros, the
+    residual of the weight-0 partner of an odd last row."""
     nb = S.shape[0]
     p = AT.shape[0]
     zero = lit(G, 0.0)
-    zrow = np.zeros(p, G.dtype)
     A0, A1 = AT[0][j0:j1], AT[1][j0:j1]
     A2 = AT[min(2, p - 1)][j0:j1]
     A3 = AT[min(3, p - 1)][j0:j1]
@@ -436,8 +436,10 @@ def _sweep2_tanh(Xb, UT, G, AT, gAT, gUT):
 def _backwardp_tanh(S, G, AT, gAT, Xb, gUT):
     Nc = S.shape[1]
     B = np.empty((2, Nc), S.dtype)
+    zrow = np.zeros(AT.shape[0], G.dtype)
     for j0 in range(0, Nc, STRIP):
-        _backward_pairs_p(TANH, S, G, AT, gAT, Xb, gUT, B[0], B[1], j0, min(j0 + STRIP, Nc))
+        _backward_pairs_p(TANH, S, G, AT, gAT, Xb, gUT, B[0], B[1], zrow, j0,
+                          min(j0 + STRIP, Nc))
 
 
 def _pairs2(code, AT, train_a, want_lap, gUT):
