@@ -24,7 +24,9 @@ Two families of kernels do the element-wise work:
   (``fastmath = CONTRACT``: fused multiply-add only, every sum keeps its order). With tanh at
   ``d_in = 2`` the projection and the activation are one loop and the backward pass takes two
   sample rows per pass (also with 2 to 4 outputs), in kernels of their own that give the bits
-  of the general ones.
+  of the general ones. For a larger ``d_in``, :func:`forward_g` and
+  :func:`backward_g` form the two products themselves with the tiles of
+  :mod:`mfpde.kernels.gemm`, panel by panel around the same element-wise rows.
 - every other activation: :func:`prepass` + :func:`forward_chunk` keep ``S``, ``sigma'`` and
   (for Laplacians) ``sigma''`` in three tiles; :func:`backward_chunk` forms ``B``.
 
@@ -54,6 +56,7 @@ from .._numba import jit
 from .._pool import run_tasks
 from .activations import (CONTRACT, IDENTITY, SIGMOID, SOFTPLUS, TANH, ddsigma, dsigma, fma, lit,
                           sigma, tanh_t)
+from .gemm import TILE_Q, accumulate_gu, panel_width, project
 
 #: below this many entries a parallel (prange) update kernel (mfpde.kernels.kinetic) runs serially:
 #: a launch costs more than it saves
@@ -442,6 +445,73 @@ def _backwardp_tanh(S, G, AT, gAT, Xb, gUT):
                           min(j0 + STRIP, Nc))
 
 
+# The compiled products (d_in > SMALL_D, float64; mfpde.kernels.gemm): the projection and
+# grad_U panel by panel around the element-wise rows, one kernel per activation
+@jit(inline="always")
+def _forward_g(code, S, XTP, U, AwT, Hpart):
+    """:func:`_forward_s` with the projection ``S = X_b U^T`` formed here by
+    :func:`~mfpde.kernels.gemm.project`, one packed group of sample rows of a panel at a time,
+    each row's activation taken while its entries are in the first-level cache."""
+    nb, Nc = S.shape
+    W = XTP.shape[2]
+    w = panel_width(U.shape[1], nb)
+    for j0 in range(0, Nc, w):
+        j1 = min(j0 + w, Nc)
+        for g in range(XTP.shape[0]):
+            project(XTP, U, S, g, j0, j1)
+            for i in range(W * g, min(nb, W * g + W)):
+                _sigma_s_row(code, S[i], j0, j1)
+    _features(S, AwT, Hpart)
+
+
+@jit(inline="always")
+def _backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    """:func:`_backward_s` (``B`` into ``S``) panel by panel, each panel's ``B`` columns then
+    summed into ``gU`` by :func:`~mfpde.kernels.gemm.accumulate_gu` while in the second-level
+    cache; the panel width is that of the scratch ``BP``."""
+    nb, Nc = S.shape
+    w = BP.shape[0] * TILE_Q
+    Brow = np.empty(Nc, S.dtype)
+    none = np.empty((0, 0), S.dtype)
+    for j0 in range(0, Nc, w):
+        j1 = min(j0 + w, Nc)
+        for i in range(nb):
+            xn = xn2[i] if want_lap else lit(xn2, 0.0)
+            _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], none,
+                          Brow, j0, j1)
+        accumulate_gu(S, Xb, XP, gU, j0, j1, first, BP)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _forwardg_tanh(S, XTP, U, AwT, Hpart):
+    _forward_g(TANH, S, XTP, U, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _forwardg_sigmoid(S, XTP, U, AwT, Hpart):
+    _forward_g(SIGMOID, S, XTP, U, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _forwardg_identity(S, XTP, U, AwT, Hpart):
+    _forward_g(IDENTITY, S, XTP, U, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backwardg_tanh(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    _backward_g(TANH, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backwardg_sigmoid(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    _backward_g(SIGMOID, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backwardg_identity(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    _backward_g(IDENTITY, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+
+
 def _pairs2(code, AT, train_a, want_lap, gUT):
     """Whether a pass takes the kernels of the two-layer pass at ``d_in = 2``."""
     return code == TANH and AT.shape[0] == 1 and train_a and not want_lap and gUT.shape[0] == 2
@@ -450,6 +520,8 @@ def _pairs2(code, AT, train_a, want_lap, gUT):
 _FORWARD = {TANH: _forward_tanh, SIGMOID: _forward_sigmoid, IDENTITY: _forward_identity}
 _BACKWARD = {TANH: _backward_tanh, SIGMOID: _backward_sigmoid, IDENTITY: _backward_identity}
 _SWEEP = {TANH: _sweep_tanh, SIGMOID: _sweep_sigmoid, IDENTITY: _sweep_identity}
+_FORWARD_G = {TANH: _forwardg_tanh, SIGMOID: _forwardg_sigmoid, IDENTITY: _forwardg_identity}
+_BACKWARD_G = {TANH: _backwardg_tanh, SIGMOID: _backwardg_sigmoid, IDENTITY: _backwardg_identity}
 
 
 def forward_s(code, S, Xb, UT, AwT, Hpart):
@@ -497,6 +569,33 @@ def sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
         _sweep2_tanh(Xb, UT, G, AT, gAT, gUT)
     else:
         _SWEEP[code](Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT)
+
+
+def forward_g(code, S, XTP, U, AwT, Hpart):
+    """One chunk, forward, for :data:`FROM_S` activations with the projection compiled here
+    (:mod:`mfpde.kernels.gemm`): ``S = sigma(X_b U^T)``, ``Hpart[i, k] = sum_j S[i, j]
+    AwT[k, j]`` — :func:`forward_s` without the BLAS product before it.
+
+    Shapes: ``S`` (nb, Nc) C-contiguous; ``XTP`` the packed ``X_b^T``
+    (:func:`~mfpde.kernels.gemm.pack_samples`); ``U`` (Nc, d_in) the chunk's ``u`` rows (rows
+    may be strided, the last axis contiguous); ``AwT``, ``Hpart`` as :func:`forward_s`. Dtypes
+    as :func:`forward_s`.
+    """
+    _FORWARD_G[code](S, XTP, U, AwT, Hpart)
+
+
+def backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    """One chunk, backward, for :data:`FROM_S` activations with ``grad_U`` compiled here:
+    :func:`backward_s` (``gAT``, ``lap``; ``B`` into ``S``) and ``gU[j, k] <- (0 if first else
+    gU[j, k]) + sum_i B[i, j] Xb[i, k]`` (:func:`~mfpde.kernels.gemm.accumulate_gu`), panel by
+    panel.
+
+    Shapes: as :func:`backward_s`; ``XP`` the packed ``Xb``
+    (:func:`~mfpde.kernels.gemm.pack_inputs`); ``gU`` (Nc, d_in) C-contiguous; ``BP``
+    (w // 6, nb, 6) scratch, ``w`` the panel width (:func:`~mfpde.kernels.gemm.panel_width`).
+    Every array float64, or every array float32.
+    """
+    _BACKWARD_G[code](S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
 
 
 def prepass(code, P, S):

@@ -19,14 +19,19 @@ parameter). With the output weight fixed to 1 the particle is ``u`` alone and ``
 
 The data are streamed in blocks of samples (:meth:`ReadoutModel.block_size`) so memory stays
 ``O(N*D + block*N)`` (``O(N*D)`` in the low-memory sweep): the ``n x N`` matrices are never
-formed. Every product is a BLAS call; the element-wise work is fused in
-:mod:`mfpde.kernels.readout`.
+formed. The element-wise work is fused in :mod:`mfpde.kernels.readout`. The products ``X_b U^T``
+and ``B^T X_b``: for a small ``d_in`` (:data:`SMALL_D`) and an activation of
+:data:`~mfpde.kernels.readout.FROM_S`, loops of those kernels; for a larger ``d_in`` with such
+an activation, the compiled tiles of :mod:`mfpde.kernels.gemm` around the element-wise rows (one fused multiply-add chain per entry, in the order of the summation index:
+the results depend neither on the CPU nor on a BLAS library); for the other activations BLAS
+calls.
 
 Precision (``precision``): by default every array of the pass is float64. With ``precision =
 "float32"`` the gradient pass (the force of :meth:`ReadoutModel.gradient` and
 :meth:`ReadoutModel.force_chunks`) is mixed precision: the copies of ``X_b``, ``U`` (and ``A``,
-``G``) it reads are float32, so the projections ``X_b U^T`` and ``B^T X_b`` are sgemm calls and
-the tiles ``S``, ``B`` and the element-wise kernels are float32 (the float32 tanh of
+``G``) it reads are float32, so the products ``X_b U^T`` and ``B^T X_b`` are float32 tiles
+(sgemm calls for the other activations) and the tiles ``S``, ``B`` and the element-wise kernels
+are float32 (the float32 tanh of
 :func:`~mfpde.kernels.activations.tanh_simd32`); the partial features ``S A^w`` are summed in
 float64 within a chunk and across chunks (in chunk order), the per-block sums ``grad_A``,
 ``grad_U`` (and Laplacian) of a chunk are float32 and are added over blocks in float64, and the
@@ -51,18 +56,21 @@ from ..activations import activation_info, evaluate
 from .._blas import blas_threads
 from .._pool import run_tasks
 from ..rules import MEMORY_MODES
-from ..kernels.readout import (FROM_S, add_into, assemble_chunk, backward_chunk, backward_s,
-                               chunk_bounds, forward_chunk, forward_s, prepass, sweep_s)
+from ..kernels.gemm import TILE_Q, pack_inputs, pack_samples, panel_width
+from ..kernels.readout import (FROM_S, add_into, assemble_chunk, backward_chunk, backward_g,
+                               backward_s, chunk_bounds, forward_chunk, forward_g, forward_s,
+                               prepass, sweep_s)
 
-#: input dimensions up to this use the compiled projection instead of BLAS (low-dimension regime)
+#: input dimensions up to this use the projection of the element-wise kernels (low-dimension
+#: regime) instead of matrix products
 SMALL_D = 8
 
 #: from this many particles on, gradient passes use the low-memory sweep
 #: (``memory = "auto"``, see :meth:`ReadoutModel.low_memory`)
 LOW_MEMORY_N = 1 << 19
 
-#: bytes of one chunk's ``block x chunk`` tile where the products are BLAS calls (blocks are at
-#: least :data:`BLAS_BLOCK` samples there)
+#: bytes of one chunk's ``block x chunk`` tile where the products are BLAS calls or the tiles of
+#: :mod:`mfpde.kernels.gemm` (blocks are at least :data:`BLAS_BLOCK` samples there)
 TILE_BYTES = 1 << 21
 
 #: bytes of one chunk's tile where the projection is compiled (:attr:`ReadoutModel.
@@ -72,8 +80,8 @@ TILE_BYTES = 1 << 21
 #: samples (4 MiB) took 182-194 ms per step against 200-236 ms with 20 (2 MiB).
 TILE_BYTES_COMPILED = 1 << 22
 
-#: samples per block at least where the products are BLAS calls (``d_in > SMALL_D`` or another
-#: activation): the reduction of ``grad_U = B^T X_b`` runs over the block, and each block reads
+#: samples per block at least where the products are BLAS calls or compiled tiles (``d_in >
+#: SMALL_D`` or another activation): the reduction of ``grad_U = B^T X_b`` runs over the block, and each block reads
 #: and writes the chunk's ``(Nc, d_in)`` accumulator once
 BLAS_BLOCK = 128
 
@@ -301,7 +309,8 @@ class ReadoutModel:
         ``n``, ``N`` and the model only (never of the thread or process count, so the sums over
         blocks have one order): as many as keep one chunk's ``block x chunk`` tile within
         :data:`TILE_BYTES_COMPILED` where the projection is compiled, else within
-        :data:`TILE_BYTES` and at least :data:`BLAS_BLOCK` (the products are BLAS calls);
+        :data:`TILE_BYTES` and at least :data:`BLAS_BLOCK` (the products are BLAS calls or
+        the tiles of :mod:`mfpde.kernels.gemm`);
         in the stored pass (:meth:`low_memory` False), which allocates ``block x N`` buffers,
         also at most ``block_bytes / (8 N)`` when ``block_bytes`` is set."""
         widest = int(np.max(np.diff(chunk_bounds(N))))
@@ -315,8 +324,9 @@ class ReadoutModel:
 
     @property
     def compiled_projection(self) -> bool:
-        """Whether the projection and ``grad_U`` are compiled loops (a small ``d_in`` and an
-        activation of :data:`~mfpde.kernels.readout.FROM_S`) instead of BLAS products."""
+        """Whether the projection and ``grad_U`` are loops of the element-wise kernels (a small
+        ``d_in`` and an activation of :data:`~mfpde.kernels.readout.FROM_S`) instead of products
+        (the tiles of :mod:`mfpde.kernels.gemm` or BLAS calls, module docstring)."""
         return self.code in FROM_S and self.d_in <= SMALL_D
 
     # ------------------------------------------------------------------ init
@@ -425,9 +435,19 @@ class ReadoutModel:
             AT = [np.ascontiguousarray(a, dtype=ft) for a in AT]
             AwT = [np.ascontiguousarray(a, dtype=ft) for a in AwT]
         UT = [np.ascontiguousarray(theta[r, pa:].T, dtype=ft) for r in rows] if low_d else None
-        # the chunks' u rows (Nc, d_in) of the projections: views of theta, or float32 copies
-        # (in a buffer kept by the model between passes) made by the chunk's first task
+        # the compiled products (mfpde.kernels.gemm) with a larger d_in: the projection reads the
+        # chunks' u rows (below), both products read packed copies of each block
+        gemm = from_s and not low_d
+        if gemm:
+            XTPs, XPs = {}, {}              # the blocks' packed inputs, by first sample
+            gw = panel_width(d_in, blk)
+            gscr = threading.local()
+        # the chunks' u rows (Nc, d_in) of the projections: views of theta (last axis
+        # contiguous), or float32 copies (in a buffer kept by the model between passes) made by
+        # the chunk's first task
         ubuf = self._take_buffer("u32", NL * d_in, ft) if (f32 and not low_d) else None
+        if not low_d and not f32 and theta.strides[1] != theta.itemsize:
+            theta = np.ascontiguousarray(theta)
         Uk = [None if f32 else theta[r, pa:] for r in rows] if not low_d else None
         Ufilled = [not f32] * CL
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
@@ -456,7 +476,9 @@ class ReadoutModel:
                 Uk[c] = ubuf[r.start * d_in:r.stop * d_in].reshape(r.stop - r.start, d_in)
                 np.copyto(Uk[c], theta[r, pa:])
                 Ufilled[c] = True
-            if from_s:
+            if gemm:
+                forward_g(code, S, XTPs[s], Uk[c], Aw, Hout)
+            elif from_s:
                 if not low_d:
                     np.dot(Xb, Uk[c].T, out=S)
                 forward_s(code, S, Xb, UT[c] if low_d else no_dd, Aw, Hout)
@@ -510,6 +532,10 @@ class ReadoutModel:
 
             def kernel(sums, first):
                 gAT, gU, gUT, lapc = sums
+                if gemm:
+                    backward_g(code, S, Gb, AT[c], self.train_a, gAT, lap, xb2, lapc, Xb,
+                               XPs[s], gU, first, scratch(e - s))
+                    return
                 if from_s:
                     backward_s(code, S, Gb, AT[c], self.train_a, gAT, lap, xb2, lapc, Xb, gUT)
                 else:
@@ -523,6 +549,13 @@ class ReadoutModel:
                     gU += S.T @ Xb
 
             summed(widths[c], acc, first, kernel)
+
+        def scratch(nb):
+            """This thread's packing panel of :func:`~mfpde.kernels.gemm.accumulate_gu`."""
+            bp = getattr(gscr, "bp", None)
+            if bp is None:
+                bp = gscr.bp = np.empty((gw // TILE_Q, blk, TILE_Q), ft)
+            return bp[:, :nb]
 
         def new_acc(m, out_gU=None):
             return (np.zeros((pa, m), adt),
@@ -545,6 +578,10 @@ class ReadoutModel:
         with blas_threads(0 if C > 1 else blk * N * max(d_in, p)):
             for bi, (s, e) in enumerate(blocks):
                 nb = e - s
+                if gemm:
+                    XTPs[s] = pack_samples(Xk[s:e])
+                    if grad:
+                        XPs[s] = pack_inputs(Xk[s:e])
                 run_tasks(lambda c: fwd(c, s, e, tiles.get(c, nb), Hparts[c, :nb]), CL)
                 # every chunk's partial features, summed in chunk order (all processes alike)
                 Hall = Hparts if part is None else part.allgather_chunks(Hparts, nb)

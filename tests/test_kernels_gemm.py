@@ -1,0 +1,202 @@
+"""The compiled products of the read-out pass (mfpde.kernels.gemm) and the fused kernels built on
+them.
+
+Every entry of both products is defined as one chain of fused multiply-adds in the order of its
+summation index (from zero, or continued from the sums of the earlier blocks), whichever tile
+computes it. The comparisons with that chain are exact, so a tile that reorders, splits or
+re-rounds a sum fails here; the shapes cover the 12-, 4-sample and scalar edges of the
+projection, the 8-, 4-input and scalar edges of ``grad_U``, input dimensions above the block of
+inputs :data:`~mfpde.kernels.gemm.KB`, strided ``u`` rows and several panels.
+"""
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.peers import NumpyPeer
+from mfpde.kernels import gemm
+from mfpde.kernels import readout as R
+from mfpde.kernels.activations import IDENTITY, SIGMOID, TANH, fma, lit
+from mfpde._numba import jit
+from mfpde.models import make_model
+
+
+@jit
+def _chain_projection(X, U, Z):
+    for i in range(Z.shape[0]):
+        for j in range(Z.shape[1]):
+            a = lit(Z, 0.0)
+            for k in range(U.shape[1]):
+                a = fma(X[i, k], U[j, k], a)
+            Z[i, j] = a
+
+
+@jit
+def _chain_gu(B, X, G, first):
+    for j in range(G.shape[0]):
+        for k in range(G.shape[1]):
+            a = lit(G, 0.0) if first else G[j, k]
+            for i in range(X.shape[0]):
+                a = fma(B[i, j], X[i, k], a)
+            G[j, k] = a
+
+
+# (samples, particles, inputs): every edge of both tiles, K > KB, several panels
+SHAPES = [(1, 1, 9), (3, 5, 9), (8, 4, 16), (13, 7, 17), (12, 260, 3), (25, 301, 600),
+          (64, 784, 785), (209, 1250, 64), (17, 33, 12), (4, 6, 8), (130, 97, 40)]
+
+
+def _strided_rows(rng, m, K, dtype=np.float64):
+    """``m x K`` rows of a wider array (the chunk's ``u`` rows are a view of the state)."""
+    return rng.standard_normal((m, K + 3)).astype(dtype)[:, 2:K + 2]
+
+
+def _unit(dtype):
+    return 2.0 ** (-24 if dtype == np.float32 else -53)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nb,m,K", SHAPES)
+def test_projection_is_the_fma_chain(nb, m, K, dtype):
+    rng = np.random.default_rng(nb * 1000 + m + K)
+    X, U = rng.standard_normal((nb, K)).astype(dtype), _strided_rows(rng, m, K, dtype)
+    Z, Zc = np.full((nb, m), np.nan, dtype), np.empty((nb, m), dtype)
+    gemm.project_kernel(gemm.pack_samples(X), U, Z)
+    _chain_projection(X, np.ascontiguousarray(U), Zc)
+    assert np.array_equal(Z, Zc)
+    # and it is the product: within the rounding bound K u sum |x_k u_k|
+    X64, U64 = X.astype(np.float64), U.astype(np.float64)
+    bound = K * _unit(dtype) * (np.abs(X64) @ np.abs(U64).T)
+    assert np.all(np.abs(Z - X64 @ U64.T) <= 2 * bound)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nb,m,K", SHAPES)
+@pytest.mark.parametrize("first", [True, False])
+def test_grad_u_is_the_fma_chain(nb, m, K, first, dtype):
+    rng = np.random.default_rng(nb * 1000 + m + K + first)
+    B, X = rng.standard_normal((nb, m)).astype(dtype), rng.standard_normal((nb, K)).astype(dtype)
+    G0 = rng.standard_normal((m, K)).astype(dtype)
+    G, Gc = G0.copy(), G0.copy()
+    gemm.accumulate_gu_kernel(B, X, gemm.pack_inputs(X), G, first)
+    _chain_gu(B, X, Gc, first)
+    assert np.array_equal(G, Gc)
+    B64, X64, G64 = (a.astype(np.float64) for a in (B, X, G0))
+    ref = B64.T @ X64 + (0.0 if first else G64)
+    bound = (nb + 1) * _unit(dtype) * (np.abs(B64).T @ np.abs(X64)
+                                        + (0.0 if first else np.abs(G64)))
+    assert np.all(np.abs(G - ref) <= 2 * bound)
+
+
+def test_chain_continues_over_blocks():
+    """Two blocks summed into ``grad_U`` one after the other are the one chain over both."""
+    rng = np.random.default_rng(5)
+    B, X = rng.standard_normal((50, 37)), rng.standard_normal((50, 21))
+    G1, G2 = np.empty((37, 21)), np.empty((37, 21))
+    gemm.accumulate_gu_kernel(B, X, gemm.pack_inputs(X), G1, True)
+    gemm.accumulate_gu_kernel(B[:23], X[:23], gemm.pack_inputs(X[:23]), G2, True)
+    gemm.accumulate_gu_kernel(B[23:], X[23:], gemm.pack_inputs(X[23:]), G2, False)
+    assert np.array_equal(G1, G2)
+
+
+def test_the_sum_order_is_checked():
+    """The exact comparisons can fail: with terms ``1e16, 1, 1, 0, ...`` the chain in order
+    gives ``1e16`` (each ``+ 1`` rounds away), any order that adds the ones first ``1e16 + 2``."""
+    X = np.zeros((12, 9))
+    X[:, :3] = [1e16, 1.0, 1.0]
+    Z = np.empty((12, 4))
+    gemm.project_kernel(gemm.pack_samples(X), np.ones((4, 9)), Z)
+    assert np.all(Z == 1e16)
+    assert math.fsum(X[0]) == 1e16 + 2 and float(np.sum(X[0][::-1])) == 1e16 + 2
+
+
+def test_bad_shapes_raise():
+    X, U = np.zeros((5, 8)), np.zeros((6, 8))
+    with pytest.raises(ValueError):
+        gemm.project(gemm.pack_samples(X), U, np.zeros((5, 4)), 0, 0, 6)    # Z too narrow
+    with pytest.raises(ValueError):
+        gemm.project(gemm.pack_samples(X), np.zeros((6, 7)), np.zeros((5, 6)), 0, 0, 6)
+    BP = np.zeros((1, 5, gemm.TILE_Q))
+    with pytest.raises(ValueError):                  # 12 particles need two packing panels
+        gemm.accumulate_gu(np.zeros((5, 12)), X, gemm.pack_inputs(X), np.zeros((12, 8)), 0, 12,
+                           True, BP)
+
+
+@pytest.mark.parametrize("code,dtype", [(TANH, np.float64), (SIGMOID, np.float64),
+                                        (IDENTITY, np.float64), (TANH, np.float32)])
+@pytest.mark.parametrize("nb,m,K", [(37, 301, 40), (13, 1250, 64), (64, 90, 300)])
+def test_fused_kernels_equal_product_then_element_wise(code, nb, m, K, dtype):
+    """forward_g = the chain product, then forward_s; backward_g = backward_s (B), then the chain
+    product ``B^T X_b`` — exactly, with a Laplacian and with 3 outputs."""
+    rng = np.random.default_rng(nb + m + K + code)
+    p = 3
+    f = lambda *s: rng.standard_normal(s).astype(dtype)
+    X, U = f(nb, K) / dtype(math.sqrt(K)), _strided_rows(rng, m, K, dtype)
+    AT, G = f(p, m), f(nb, p) * dtype(0.1)
+    S1, S2 = np.empty((nb, m), dtype), np.empty((nb, m), dtype)
+    H1, H2 = np.empty((nb, p)), np.empty((nb, p))
+    R.forward_g(code, S1, gemm.pack_samples(X), U, AT, H1)
+    _chain_projection(X, np.ascontiguousarray(U), S2)
+    R.forward_s(code, S2, X, np.empty((0, 0), dtype), AT, H2)
+    assert np.array_equal(S1, S2) and np.array_equal(H1, H2)
+
+    xn2 = np.einsum("ij,ij->i", X, X)
+    gAT1, gAT2 = np.zeros((p, m), dtype), np.zeros((p, m), dtype)
+    lap1, lap2 = np.zeros(m, dtype), np.zeros(m, dtype)
+    G0 = f(m, K)
+    gU1, gU2 = G0.copy(), G0.copy()
+    w = gemm.panel_width(K, nb)
+    BP = np.empty((w // gemm.TILE_Q, nb, gemm.TILE_Q), dtype)
+    R.backward_g(code, S1, G, AT, True, gAT1, True, xn2, lap1, X, gemm.pack_inputs(X), gU1,
+                 False, BP)
+    R.backward_s(code, S2, G, AT, True, gAT2, True, xn2, lap2, X, np.empty((0, 0), dtype))
+    _chain_gu(S2, X, gU2, False)
+    assert np.array_equal(S1, S2)                     # B
+    assert np.array_equal(gAT1, gAT2) and np.array_equal(lap1, lap2)
+    assert np.array_equal(gU1, gU2)
+
+
+def _model(kind, d, **kw):
+    if kind == "two_layer":
+        return make_model("two_layer", d=d, q=1, lam=1e-3, **kw)
+    return make_model("nc", d=d, q=3, p=4, lam=1e-3, lam_W=1e-3, **kw)
+
+
+@pytest.mark.parametrize("kind", ["two_layer", "nc"])
+@pytest.mark.parametrize("d,N,n", [(9, 700, 37), (64, 3000, 700), (100, 1100, 64)])
+def test_models_match_numpy_peer(kind, d, N, n):
+    model = _model(kind, d, bias=(d == 9))
+    rng = np.random.default_rng(d + N)
+    theta = model.init_particles(N, rng)
+    X = rng.standard_normal((n, d)) / math.sqrt(d)
+    Y = rng.standard_normal((n, model.q))
+    W = rng.standard_normal((model.p, model.q)) if model.has_W else None
+    g = model.gradient(theta, X, Y, W)
+    gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
+    assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < 1e-12
+    assert abs(g.risk - riskp) <= 1e-12 * abs(riskp)
+
+
+@pytest.mark.parametrize("kind", ["two_layer", "nc"])
+def test_force_does_not_depend_on_blocks_or_memory_mode(kind):
+    """Every sum of the force runs over the samples in order across blocks, so the force is the
+    same bits for any block size and in the low-memory sweep (the risk's sum over blocks
+    regroups, so it is compared to round-off)."""
+    rng = np.random.default_rng(11)
+    N, n, d = 2100, 900, 30
+    X = rng.standard_normal((n, d)) / math.sqrt(d)
+    ref = None
+    for memory, block_bytes in [("fast", None), ("fast", 8 * N * 100), ("fast", 8 * N * 37),
+                                ("low", None)]:
+        model = _model(kind, d, memory=memory)
+        model.block_bytes = block_bytes
+        theta = model.init_particles(N, np.random.default_rng(3))
+        Y = np.random.default_rng(4).standard_normal((n, model.q))
+        W = np.random.default_rng(6).standard_normal((model.p, model.q)) if model.has_W else None
+        g = model.gradient(theta, X, Y, W, laplacian=True)
+        if ref is None:
+            ref, blk0 = g, model.block_size(n, N)
+            continue
+        assert model.block_size(n, N) != blk0 or memory == "low"
+        assert np.array_equal(g.theta, ref.theta) and np.array_equal(g.lap, ref.lap)
+        assert abs(g.risk - ref.risk) <= 1e-14 * abs(ref.risk)
