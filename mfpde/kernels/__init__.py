@@ -1,4 +1,4 @@
-"""Compiled kernels: the element-wise and loop work fused around the BLAS products.
+"""Compiled kernels: the element-wise and loop work, and the matrix products it is fused with.
 
 Nothing but compiled kernels (and the thin wrappers that pick a serial or parallel variant or
 split rows in chunks) lives here, all compiled under the one policy of :func:`mfpde._numba.jit`:
@@ -8,6 +8,8 @@ split rows in chunks) lives here, all compiled under the one policy of :func:`mf
                               the vectorisable ``tanh_simd`` of the fused loops
 :mod:`.readout`               per-chunk forward / backward of the read-out gradient pass, the
                               Euler–Maruyama row update
+:mod:`.gemm`                  the products ``X_b U^T`` and ``B^T X_b`` of that pass for a larger
+                              ``d_in``: LLVM vector tiles, one fused multiply-add chain per entry
 :mod:`.online`                the fused multi-step online / small-batch SGD kernel
 :mod:`.kinetic`               the fused heavy-ball and splitting sub-steps
 :mod:`.grid`                  finite-volume fluxes and right-hand sides, the compiled multi-step
