@@ -88,11 +88,12 @@ def test_grad_u_is_the_fma_chain(nb, m, K, first, dtype):
     assert np.all(np.abs(G - ref) <= 2 * bound)
 
 
-def test_chain_continues_over_blocks():
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_chain_continues_over_blocks(dtype):
     """Two blocks summed into ``grad_U`` one after the other are the one chain over both."""
     rng = np.random.default_rng(5)
-    B, X = rng.standard_normal((50, 37)), rng.standard_normal((50, 21))
-    G1, G2 = np.empty((37, 21)), np.empty((37, 21))
+    B, X = (rng.standard_normal(s).astype(dtype) for s in ((50, 37), (50, 21)))
+    G1, G2 = np.empty((37, 21), dtype), np.empty((37, 21), dtype)
     gemm.accumulate_gu_kernel(B, X, gemm.pack_inputs(X), G1, True)
     gemm.accumulate_gu_kernel(B[:23], X[:23], gemm.pack_inputs(X[:23]), G2, True)
     gemm.accumulate_gu_kernel(B[23:], X[23:], gemm.pack_inputs(X[23:]), G2, False)
@@ -116,10 +117,17 @@ def test_bad_shapes_raise():
         gemm.project(gemm.pack_samples(X), U, np.zeros((5, 4)), 0, 0, 6)    # Z too narrow
     with pytest.raises(ValueError):
         gemm.project(gemm.pack_samples(X), np.zeros((6, 7)), np.zeros((5, 6)), 0, 0, 6)
+    with pytest.raises(ValueError):                  # u rows not contiguous (F order)
+        gemm.project(gemm.pack_samples(X), np.asfortranarray(U), np.zeros((5, 6)), 0, 0, 6)
+    with pytest.raises(ValueError):                  # a group of 13 samples is not a layout
+        gemm.project(np.zeros((1, 8, 13)), U, np.zeros((5, 6)), 0, 0, 6)
     BP = np.zeros((1, 5, gemm.TILE_Q))
     with pytest.raises(ValueError):                  # 12 particles need two packing panels
         gemm.accumulate_gu(np.zeros((5, 12)), X, gemm.pack_inputs(X), np.zeros((12, 8)), 0, 12,
                            True, BP)
+    with pytest.raises(ValueError):                  # B with a reversed last axis
+        gemm.accumulate_gu(np.zeros((5, 6))[:, ::-1], X, gemm.pack_inputs(X), np.zeros((6, 8)),
+                           0, 6, True, np.zeros((1, 5, gemm.TILE_Q)))
 
 
 @pytest.mark.parametrize("code,dtype", [(TANH, np.float64), (SIGMOID, np.float64),
@@ -162,10 +170,13 @@ def _model(kind, d, **kw):
     return make_model("nc", d=d, q=3, p=4, lam=1e-3, lam_W=1e-3, **kw)
 
 
-@pytest.mark.parametrize("kind", ["two_layer", "nc"])
+@pytest.mark.parametrize("kind", ["two_layer", "nc", "fixed"])
 @pytest.mark.parametrize("d,N,n", [(9, 700, 37), (64, 3000, 700), (100, 1100, 64)])
 def test_models_match_numpy_peer(kind, d, N, n):
-    model = _model(kind, d, bias=(d == 9))
+    if kind == "fixed":
+        model = make_model("two_layer", d=d, q=1, lam=1e-3, output="fixed", activation="sigmoid")
+    else:
+        model = _model(kind, d, bias=(d == 9))
     rng = np.random.default_rng(d + N)
     theta = model.init_particles(N, rng)
     X = rng.standard_normal((n, d)) / math.sqrt(d)

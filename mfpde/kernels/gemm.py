@@ -36,7 +36,8 @@ here against 32-39, docs/performance.md).
 
 Shapes and strides: 2-D arrays of one float type (float64, or float32 for the mixed-precision
 pass) whose last axis is contiguous; rows may be strided (the chunk's ``u`` rows are a view of
-the ``(N, D)`` state).
+the ``(N, D)`` state). :func:`project` and :func:`accumulate_gu` check the shapes, the unit
+strides of the last axes and the packed layouts (ValueError) before any vector access.
 """
 from __future__ import annotations
 
@@ -322,8 +323,11 @@ def project(XTP, U, Z, g, j0, j1):
     L = W // 3
     i0 = W * g
     if not (0 <= i0 < nb and 0 <= j0 <= j1 <= min(Z.shape[1], U.shape[0])
-            and XTP.shape[0] * W >= nb and XTP.shape[1] == K and L * 4 * Z.itemsize == 128):
-        raise ValueError("project: shapes of XTP, U, Z and the ranges do not match")
+            and XTP.shape[0] * W >= nb and XTP.shape[1] == K and W == 3 * L
+            and L * 4 * Z.itemsize == 128 and XTP.strides[2] == XTP.itemsize
+            and XTP.strides[1] == W * XTP.itemsize and U.strides[1] == U.itemsize
+            and Z.strides[1] == Z.itemsize):
+        raise ValueError("project: shapes or strides of XTP, U, Z or the ranges do not match")
     XT = XTP[g]
     rows = min(W, nb - i0)
     rl = rows // L * L if rows < W else rows
@@ -368,8 +372,13 @@ def accumulate_gu(B, X, XP, G, j0, j1, first, BP):
     nq = (j1 - j0) // TILE_Q
     if not (0 <= j0 <= j1 <= min(B.shape[1], G.shape[0]) and B.shape[0] == nb and G.shape[1] == K
             and nq <= BP.shape[0] and BP.shape[1] == nb and BP.shape[2] == TILE_Q
-            and XP.shape[0] == K // T and XP.shape[1] == nb and L * 4 * G.itemsize == 128):
-        raise ValueError("accumulate_gu: shapes of B, X, XP, G, BP and the range do not match")
+            and XP.shape[0] == K // T and XP.shape[1] == nb and T == 2 * L
+            and L * 4 * G.itemsize == 128 and B.strides[1] == B.itemsize
+            and X.strides[1] == X.itemsize and G.strides[1] == G.itemsize
+            and XP.strides[2] == XP.itemsize and XP.strides[1] == T * XP.itemsize
+            and BP.strides[2] == BP.itemsize and BP.strides[1] == TILE_Q * BP.itemsize):
+        raise ValueError("accumulate_gu: shapes or strides of B, X, XP, G, BP or the range do "
+                         "not match")
     for q in range(nq):
         Bq = BP[q]
         for i in range(nb):

@@ -440,7 +440,8 @@ class ReadoutModel:
         gemm = from_s and not low_d
         if gemm:
             XTPs, XPs = {}, {}              # the blocks' packed inputs, by first sample
-            gw = panel_width(d_in, blk)
+            # panel width of grad_U (at most the widest chunk, rounded up to a multiple of 12)
+            gw = min(panel_width(d_in, blk), -(-max(widths, default=1) // 12) * 12)
             gscr = threading.local()
         # the chunks' u rows (Nc, d_in) of the projections: views of theta (last axis
         # contiguous), or float32 copies (in a buffer kept by the model between passes) made by
@@ -583,6 +584,9 @@ class ReadoutModel:
                     if grad:
                         XPs[s] = pack_inputs(Xk[s:e])
                 run_tasks(lambda c: fwd(c, s, e, tiles.get(c, nb), Hparts[c, :nb]), CL)
+                if gemm and not sweep:
+                    # a block's packed inputs are read again only by the sweep's chunks
+                    XTPs.pop(s)
                 # every chunk's partial features, summed in chunk order (all processes alike)
                 Hall = Hparts if part is None else part.allgather_chunks(Hparts, nb)
                 Hb = Hall[0, :nb].copy()
@@ -612,6 +616,8 @@ class ReadoutModel:
                     # are its own, so the order changes no result)
                     run_tasks(lambda r: bwd(CL - 1 - r, s, e, tiles.get(CL - 1 - r, nb), Gk,
                                             accs[CL - 1 - r], bi == 0), CL)
+                if gemm and not sweep:
+                    XPs.pop(s, None)
             res = {"risk": sq / (2.0 * n) if Y is not None else float("nan"), "H": H}
             if not grad:
                 return res
