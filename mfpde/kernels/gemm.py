@@ -425,5 +425,5 @@ def accumulate_gu_kernel(B, X, XP, G, first):
         accumulate_gu(B, X, XP, G, j0, min(m, j0 + w), first, BP)
 
 
-__all__ = ["KB", "TILE_P", "TILE_Q", "accumulate_gu", "accumulate_gu_kernel", "lanes", "pack_inputs",
-           "pack_samples", "panel_width", "project", "project_kernel"]
+__all__ = ["KB", "TILE_P", "TILE_Q", "accumulate_gu", "accumulate_gu_kernel", "lanes",
+           "pack_inputs", "pack_samples", "panel_width", "project", "project_kernel"]

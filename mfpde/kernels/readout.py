@@ -445,8 +445,8 @@ def _backwardp_tanh(S, G, AT, gAT, Xb, gUT):
                           min(j0 + STRIP, Nc))
 
 
-# The compiled products (d_in > SMALL_D, float64; mfpde.kernels.gemm): the projection and
-# grad_U panel by panel around the element-wise rows, one kernel per activation
+# The compiled products (d_in > SMALL_D of mfpde.models.readout; mfpde.kernels.gemm): the
+# projection and grad_U panel by panel around the element-wise rows, one kernel per activation
 @jit(inline="always")
 def _forward_g(code, S, XTP, U, AwT, Hpart):
     """:func:`_forward_s` with the projection ``S = X_b U^T`` formed here by

@@ -22,9 +22,9 @@ The data are streamed in blocks of samples (:meth:`ReadoutModel.block_size`) so 
 formed. The element-wise work is fused in :mod:`mfpde.kernels.readout`. The products ``X_b U^T``
 and ``B^T X_b``: for a small ``d_in`` (:data:`SMALL_D`) and an activation of
 :data:`~mfpde.kernels.readout.FROM_S`, loops of those kernels; for a larger ``d_in`` with such
-an activation, the compiled tiles of :mod:`mfpde.kernels.gemm` around the element-wise rows (one fused multiply-add chain per entry, in the order of the summation index:
-the results depend neither on the CPU nor on a BLAS library); for the other activations BLAS
-calls.
+an activation, the compiled tiles of :mod:`mfpde.kernels.gemm` around the element-wise rows
+(one fused multiply-add chain per entry, in the order of the summation index: the results
+depend neither on the CPU nor on a BLAS library); for the other activations BLAS calls.
 
 Precision (``precision``): by default every array of the pass is float64. With ``precision =
 "float32"`` the gradient pass (the force of :meth:`ReadoutModel.gradient` and
@@ -81,8 +81,8 @@ TILE_BYTES = 1 << 21
 TILE_BYTES_COMPILED = 1 << 22
 
 #: samples per block at least where the products are BLAS calls or compiled tiles (``d_in >
-#: SMALL_D`` or another activation): the reduction of ``grad_U = B^T X_b`` runs over the block, and each block reads
-#: and writes the chunk's ``(Nc, d_in)`` accumulator once
+#: SMALL_D`` or another activation): the reduction of ``grad_U = B^T X_b`` runs over the block,
+#: and each block reads and writes the chunk's ``(Nc, d_in)`` accumulator once
 BLAS_BLOCK = 128
 
 #: bytes of the blocks of points of :meth:`ReadoutModel.potential` (``n x block`` matrices)
