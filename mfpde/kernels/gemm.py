@@ -108,6 +108,21 @@ class _Vec:
         fnty = ir.FunctionType(self.vec, [self.vec] * 3)
         return cgutils.get_or_insert_function(builder.module, fnty, name)
 
+    def accumulators(self, builder, npart, nvec):
+        """``npart x nvec`` zeroed vector accumulators (stack slots that LLVM keeps in
+        registers)."""
+        return [[cgutils.alloca_once_value(builder, self.zero) for _ in range(nvec)]
+                for _ in range(npart)]
+
+    def rank1(self, builder, vfma, acc, xv, data, indices):
+        """One term of every chain of a tile: ``acc[r][c] <- fma(xv[c], data[indices[r]],
+        acc[r][c])``, the scalar broadcast to a vector."""
+        for r, idx in enumerate(indices):
+            b = self.broadcast(builder, builder.load(builder.gep(data, [idx])))
+            for c, x in enumerate(xv):
+                a = acc[r][c]
+                builder.store(builder.call(vfma, [x, b, builder.load(a)]), a)
+
     def quarter(self, builder, v, h):
         """Entries ``4 h .. 4 h + 3`` of a vector (the vector itself for float64)."""
         if self.L == 4:
@@ -171,8 +186,7 @@ def _fwd_tile(nvec):
             zidx = [[[builder.add(builder.mul(builder.add(ziv, _c(V.L * c + 4 * h + s)), zs),
                                   j0v) for s in range(4)] for h in range(nq)]
                     for c in range(nvec)]
-            acc = [[cgutils.alloca_once_value(builder, V.zero) for _ in range(nvec)]
-                   for _ in range(TILE_P)]
+            acc = V.accumulators(builder, TILE_P, nvec)
             for c in range(nvec):
                 quarters = [_transpose4(builder, [V.load(builder, zd, zidx[c][h][s], V.vec4)
                                                   for s in range(4)]) for h in range(nq)]
@@ -183,12 +197,7 @@ def _fwd_tile(nvec):
             with cgutils.for_range_slice(builder, k0v, k1v, _c(1)) as (k, _):
                 xb = builder.add(builder.mul(k, xs), xiv)
                 xv = [V.load(builder, xd, builder.add(xb, _c(V.L * c))) for c in range(nvec)]
-                for r in range(TILE_P):
-                    ub = V.broadcast(builder, builder.load(builder.gep(ud, [builder.add(urow[r],
-                                                                                        k)])))
-                    for c in range(nvec):
-                        a = acc[r][c]
-                        builder.store(builder.call(vfma, [xv[c], ub, builder.load(a)]), a)
+                V.rank1(builder, vfma, acc, xv, ud, [builder.add(u, k) for u in urow])
             for c in range(nvec):
                 vals = [builder.load(acc[r][c]) for r in range(TILE_P)]
                 for h in range(nq):
@@ -229,8 +238,7 @@ def _bwd_tile(nvec, npart=TILE_Q):
             gidx = [[builder.add(builder.mul(builder.add(jgv, _c(r)), gs),
                                  builder.add(kgv, _c(V.L * c))) for c in range(nvec)]
                     for r in range(npart)]
-            acc = [[cgutils.alloca_once_value(builder, V.zero) for _ in range(nvec)]
-                   for _ in range(npart)]
+            acc = V.accumulators(builder, npart, nvec)
             for r in range(npart):
                 for c in range(nvec):
                     old = V.load(builder, gd, gidx[r][c])
@@ -240,12 +248,7 @@ def _bwd_tile(nvec, npart=TILE_Q):
                 xb = builder.add(builder.mul(i, xs), kxv)
                 xv = [V.load(builder, xd, builder.add(xb, _c(V.L * c))) for c in range(nvec)]
                 bb = builder.add(builder.mul(i, bs), jbv)
-                for r in range(npart):
-                    bv = V.broadcast(builder, builder.load(builder.gep(bd, [builder.add(bb,
-                                                                                        _c(r))])))
-                    for c in range(nvec):
-                        a = acc[r][c]
-                        builder.store(builder.call(vfma, [bv, xv[c], builder.load(a)]), a)
+                V.rank1(builder, vfma, acc, xv, bd, [builder.add(bb, _c(r)) for r in range(npart)])
             for r in range(npart):
                 for c in range(nvec):
                     V.store(builder, builder.load(acc[r][c]), gd, gidx[r][c])
