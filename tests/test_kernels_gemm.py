@@ -171,7 +171,8 @@ def _model(kind, d, **kw):
 
 
 @pytest.mark.parametrize("kind", ["two_layer", "nc", "fixed"])
-@pytest.mark.parametrize("d,N,n", [(9, 700, 37), (64, 3000, 700), (100, 1100, 64)])
+@pytest.mark.parametrize("d,N,n", [(9, 700, 37), (64, 3000, 700), (100, 1100, 64), (64, 3000, 1),
+                                   (16, 1100, 1)])
 def test_models_match_numpy_peer(kind, d, N, n):
     if kind == "fixed":
         model = make_model("two_layer", d=d, q=1, lam=1e-3, output="fixed", activation="sigmoid")
@@ -186,6 +187,26 @@ def test_models_match_numpy_peer(kind, d, N, n):
     gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
     assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < 1e-12
     assert abs(g.risk - riskp) <= 1e-12 * abs(riskp)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("kind", ["two_layer", "nc"])
+def test_last_block_of_one_sample(kind, precision):
+    """Blocks of 100 samples and n = 201: the last block holds one sample (packed operands with
+    a length-1 axis)."""
+    rng = np.random.default_rng(5)
+    N, n, d = 1500, 201, 24
+    model = _model(kind, d, precision=precision)
+    model.block_bytes = 8 * N * 100
+    assert model.block_size(n, N) == 100
+    theta = model.init_particles(N, rng)
+    X = rng.standard_normal((n, d)) / math.sqrt(d)
+    Y = rng.standard_normal((n, model.q))
+    W = rng.standard_normal((model.p, model.q)) if model.has_W else None
+    g = model.gradient(theta, X, Y, W)
+    gp, _, _ = NumpyPeer(model).gradient(theta, X, Y, W)
+    tol = 1e-5 if precision == "float32" else 1e-12
+    assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < tol
 
 
 @pytest.mark.parametrize("kind", ["two_layer", "nc"])

@@ -1,5 +1,6 @@
 """The kernels of the tanh pass at d_in = 2 (fused projection, two sample rows per pass) give the
-bits of the general kernels, and the models that take them match the NumPy peer.
+bits of the general kernels, and the models that take them match the NumPy peer; the one-loop
+backward rows (``B`` into ``S``, up to four outputs) give the bits of the separate loops.
 
 The special kernels exist for speed only: any difference from the general kernels, however
 small, is a failure here (the comparison is exact), for odd and even blocks (an odd last row is
@@ -12,7 +13,8 @@ import pytest
 
 from benchmarks.peers import NumpyPeer
 from mfpde.kernels import readout as R
-from mfpde.kernels.activations import TANH
+from mfpde.kernels.activations import IDENTITY, SIGMOID, TANH
+from mfpde.kernels.gemm import pack_inputs, panel_width
 from mfpde.models import make_model
 
 SHAPES = [(1, 5), (2, 700), (7, 1024), (40, 2500)]     # (samples in the block, particles)
@@ -60,6 +62,41 @@ def test_backward_pairs_equal_general_kernel(nb, Nc, p, dtype):
     tol = 1e-4 if dtype == np.float32 else 1e-12
     assert np.allclose(out[0][0], a["gAT"] + (S.T @ a["G"]).T, rtol=tol, atol=tol)
     assert np.allclose(out[0][1], a["gUT"] + (B.T @ a["Xb"]).T, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("code", [TANH, SIGMOID, IDENTITY])
+@pytest.mark.parametrize("train_a", [True, False])
+@pytest.mark.parametrize("p", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("nb,Nc", [(1, 5), (7, 1024), (40, 1500)])
+def test_one_loop_rows_equal_separate_loops(nb, Nc, p, train_a, code, dtype):
+    """``B`` into ``S`` without a Laplacian takes one loop per row (up to four outputs; the
+    compiled-product kernel one loop for one output); with a Laplacian the separate loops
+    (``gAT``, ``G A^T`` into a scratch row, then ``B``). ``S`` and the sums must agree bit for
+    bit (signed zeros included), for both kernels."""
+    rng = np.random.default_rng(100 * p + nb)
+    f = lambda *s: rng.standard_normal(s).astype(dtype)
+    d_in = 16
+    S0 = np.tanh(f(nb, Nc)).astype(dtype)
+    G, AT, gA0, Xb = f(nb, p) * dtype(0.1), f(p, Nc), f(p, Nc), f(nb, d_in)
+    G[0] = 0.0                                          # exact zeros: -0.0 products
+    xn2 = f(nb)
+    w = panel_width(d_in, nb)
+    outs = {}
+    for lap in (False, True):
+        S, gA, lp = S0.copy(), gA0.copy(), np.zeros(Nc, dtype)
+        R._BACKWARD[code](S, G, AT, train_a, gA, lap, xn2, lp, Xb, np.empty((0, 0), dtype))
+        Sg, gAg, lpg, gU = S0.copy(), gA0.copy(), np.zeros(Nc, dtype), np.empty((Nc, d_in), dtype)
+        R.backward_g(code, Sg, G, AT, train_a, gAg, lap, xn2, lpg, Xb, pack_inputs(Xb), gU, True,
+                     np.empty((w // 6, nb, 6), dtype))
+        outs[lap] = (S, gA, Sg, gAg, gU)
+    for x, y in zip(outs[False], outs[True]):
+        assert x.tobytes() == y.tobytes()
+    ds = {TANH: 1 - S0.astype(np.float64) ** 2, SIGMOID: S0 * (1.0 - S0), IDENTITY: 1.0}[code]
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    assert np.allclose(outs[False][0], (G.astype(np.float64) @ AT) * ds, rtol=tol, atol=tol)
+    if train_a:
+        assert np.allclose(outs[False][1], gA0 + (S0.T @ G).T, rtol=tol, atol=tol)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -289,9 +289,11 @@ def pack_samples(Xb):
     nb, d_in = Xb.shape
     W = 3 * lanes(Xb.dtype)
     ng = -(-nb // W)
-    out = np.zeros((ng, W, d_in), Xb.dtype)
-    out.reshape(ng * W, d_in)[:nb] = Xb
-    return np.ascontiguousarray(out.transpose(0, 2, 1))
+    rows = np.zeros((ng, W, d_in), Xb.dtype)
+    rows.reshape(ng * W, d_in)[:nb] = Xb
+    out = np.empty((ng, d_in, W), Xb.dtype)      # the canonical strides, also of length-1 axes
+    out[...] = rows.transpose(0, 2, 1)
+    return out
 
 
 def pack_inputs(Xb):
@@ -301,7 +303,9 @@ def pack_inputs(Xb):
     nb, d_in = Xb.shape
     T = 2 * lanes(Xb.dtype)
     nt = d_in // T
-    return np.ascontiguousarray(Xb[:, :nt * T].reshape(nb, nt, T).transpose(1, 0, 2))
+    out = np.empty((nt, nb, T), Xb.dtype)        # the canonical strides, also for nb = 1
+    out[...] = Xb[:, :nt * T].reshape(nb, nt, T).transpose(1, 0, 2)
+    return out
 
 
 @jit(inline="always")

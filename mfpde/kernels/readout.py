@@ -174,14 +174,63 @@ def _forward_row(code, Si, xi, UT, j0, j1):
 
 
 @jit(inline="always")
+def _backward_row1(code, s, g0, a0, ga, train_a):
+    """:func:`_backward_row` for one output and no Laplacian, ``B`` into the row: ``ga +=
+    g0 s`` (if ``train_a``), ``s <- (g0 a0) sigma'(s)``, one loop over the entries of the
+    (sliced) rows ``s``, ``a0``, ``ga``, with no branch inside (vectorised)."""
+    if train_a:
+        for j in range(s.shape[0]):
+            sj = s[j]
+            ga[j] += sj * g0
+            ds, _ = _d_from_s(code, sj)
+            s[j] = (g0 * a0[j]) * ds
+    else:
+        for j in range(s.shape[0]):
+            ds, _ = _d_from_s(code, s[j])
+            s[j] = (g0 * a0[j]) * ds
+
+
+@jit(inline="always")
+def _backward_row4(code, s, gi, AT, j0, j1):
+    """``s <- sigma'(s) (.) (gi A^T)`` for ``2 <= p <= 4`` outputs in one loop over the entries
+    (``s`` the sliced row): ``G_i A^T`` as :func:`_combine_rows` forms it, ``c_0 A_0`` and then
+    one fused multiply-add per row in row order (rows past ``p`` not taken)."""
+    p = AT.shape[0]
+    c0, c1 = gi[0], gi[1]
+    c2, c3 = gi[min(2, p - 1)], gi[min(3, p - 1)]
+    A0, A1 = AT[0][j0:j1], AT[1][j0:j1]
+    A2, A3 = AT[min(2, p - 1)][j0:j1], AT[min(3, p - 1)][j0:j1]
+    for j in range(s.shape[0]):
+        b = fma(c1, A1[j], c0 * A0[j])
+        b2 = fma(c2, A2[j], b)
+        b = b2 if p > 2 else b
+        b3 = fma(c3, A3[j], b)
+        b = b3 if p > 3 else b
+        ds, _ = _d_from_s(code, s[j])
+        s[j] = b * ds
+
+
+@jit(inline="always")
 def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow, j0, j1):
     """One sample, entries ``j0 <= j < j1``: ``gAT += gi (x) Si`` (if ``train_a``),
     ``B = sigma'(Si) (.) (gi A^T)``, ``lap += B sigma''(Si) |x_i|^2``; then ``gUT += xi (x) B``
-    (``gUT`` not empty) or ``Si <- B``."""
+    (``gUT`` not empty) or ``Si <- B``.
+
+    With one output, no Laplacian and ``B`` into ``Si`` (the two-layer pass of a large
+    ``d_in``) all of it is one loop over the entries; otherwise one loop per output row of
+    ``gAT`` and of ``G A^T``, then one for ``B``. Each entry gets the same operations in the
+    same order either way."""
+    s = Si[j0:j1]
+    into_s = gUT.shape[0] == 0
+    if AT.shape[0] == 1 and into_s and not want_lap:
+        _backward_row1(code, s, gi[0], AT[0][j0:j1], gAT[0][j0:j1] if train_a else s, train_a)
+        return
     if train_a:
         _add_outer(gAT, gi, Si, j0, j1)
+    if into_s and not want_lap and AT.shape[0] <= 4:
+        _backward_row4(code, s, gi, AT, j0, j1)
+        return
     _combine_rows(gi, AT, Brow, j0, j1)
-    s = Si[j0:j1]
     br = Brow[j0:j1]
     lp = lap[j0:j1] if want_lap else lap
     for j in range(s.shape[0]):
@@ -189,12 +238,12 @@ def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Br
         b = br[j]
         if want_lap:
             lp[j] += b * dds * xn
-        br[j] = b * ds
-    if gUT.shape[0] > 0:
+        if into_s:
+            s[j] = b * ds
+        else:
+            br[j] = b * ds
+    if not into_s:
         _add_outer(gUT, xi, Brow, j0, j1)
-    else:
-        for j in range(s.shape[0]):
-            s[j] = br[j]
 
 
 @jit(inline="always")
@@ -471,6 +520,17 @@ def _backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, fi
     cache; the panel width is that of the scratch ``BP``."""
     nb, Nc = S.shape
     w = BP.shape[0] * TILE_Q
+    if AT.shape[0] == 1 and not want_lap:
+        # one output (the two-layer pass): the rows of _backward_row1 without the general
+        # path's per-row set-up (about 10 % of this kernel)
+        a, ga = AT[0], gAT[0] if train_a else AT[0]
+        for j0 in range(0, Nc, w):
+            j1 = min(j0 + w, Nc)
+            a0, ga0 = a[j0:j1], ga[j0:j1]
+            for i in range(nb):
+                _backward_row1(code, S[i][j0:j1], G[i, 0], a0, ga0, train_a)
+            accumulate_gu(S, Xb, XP, gU, j0, j1, first, BP)
+        return
     Brow = np.empty(Nc, S.dtype)
     none = np.empty((0, 0), S.dtype)
     for j0 in range(0, Nc, w):
