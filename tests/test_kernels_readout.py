@@ -70,10 +70,10 @@ def test_backward_pairs_equal_general_kernel(nb, Nc, p, dtype):
 @pytest.mark.parametrize("p", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("nb,Nc", [(1, 5), (7, 1024), (40, 1500)])
 def test_one_loop_rows_equal_separate_loops(nb, Nc, p, train_a, code, dtype):
-    """``B`` into ``S`` without a Laplacian takes one loop per row (up to four outputs; the
-    compiled-product kernel one loop for one output); with a Laplacian the separate loops
-    (``gAT``, ``G A^T`` into a scratch row, then ``B``). ``S`` and the sums must agree bit for
-    bit (signed zeros included), for both kernels."""
+    """The compiled-product kernel without a Laplacian takes one loop per row for up to four
+    outputs; with a Laplacian the separate loops of the other kernels (``gAT``, ``G A^T`` into
+    a scratch row, then ``B``). ``B``, the sums and ``grad_U`` must agree bit for bit (signed
+    zeros included), and with the general kernel of a small ``d_in``."""
     rng = np.random.default_rng(100 * p + nb)
     f = lambda *s: rng.standard_normal(s).astype(dtype)
     d_in = 16
@@ -92,6 +92,8 @@ def test_one_loop_rows_equal_separate_loops(nb, Nc, p, train_a, code, dtype):
         outs[lap] = (S, gA, Sg, gAg, gU)
     for x, y in zip(outs[False], outs[True]):
         assert x.tobytes() == y.tobytes()
+    S, gA, Sg, gAg, _ = outs[False]
+    assert S.tobytes() == Sg.tobytes() and gA.tobytes() == gAg.tobytes()
     ds = {TANH: 1 - S0.astype(np.float64) ** 2, SIGMOID: S0 * (1.0 - S0), IDENTITY: 1.0}[code]
     tol = 1e-5 if dtype == np.float32 else 1e-13
     assert np.allclose(outs[False][0], (G.astype(np.float64) @ AT) * ds, rtol=tol, atol=tol)

@@ -270,6 +270,13 @@ _bwd1 = _bwd_tile(1)
 KB = 256
 
 
+@jit(inline="always")
+def _steps(a, ax, n):
+    """Whether axis ``ax`` of ``a`` steps ``n`` elements, or is never stepped (length <= 1, or
+    ``a`` empty: NumPy gives such axes any stride, zero for empty arrays)."""
+    return a.size == 0 or a.shape[ax] <= 1 or a.strides[ax] == n * a.itemsize
+
+
 @jit
 def panel_width(d_in, nb):
     """Particles per panel of the fused kernels for ``d_in`` inputs and ``nb`` samples: the
@@ -331,9 +338,9 @@ def project(XTP, U, Z, g, j0, j1):
     i0 = W * g
     if not (0 <= i0 < nb and 0 <= j0 <= j1 <= min(Z.shape[1], U.shape[0])
             and XTP.shape[0] * W >= nb and XTP.shape[1] == K and W == 3 * L
-            and L * 4 * Z.itemsize == 128 and XTP.strides[2] == XTP.itemsize
-            and XTP.strides[1] == W * XTP.itemsize and U.strides[1] == U.itemsize
-            and Z.strides[1] == Z.itemsize):
+            and L * 4 * Z.itemsize == 128 and _steps(XTP, 2, 1)
+            and _steps(XTP, 1, W) and _steps(U, 1, 1)
+            and _steps(Z, 1, 1)):
         raise ValueError("project: shapes or strides of XTP, U, Z or the ranges do not match")
     XT = XTP[g]
     rows = min(W, nb - i0)
@@ -380,10 +387,10 @@ def accumulate_gu(B, X, XP, G, j0, j1, first, BP):
     if not (0 <= j0 <= j1 <= min(B.shape[1], G.shape[0]) and B.shape[0] == nb and G.shape[1] == K
             and nq <= BP.shape[0] and BP.shape[1] == nb and BP.shape[2] == TILE_Q
             and XP.shape[0] == K // T and XP.shape[1] == nb and T == 2 * L
-            and L * 4 * G.itemsize == 128 and B.strides[1] == B.itemsize
-            and X.strides[1] == X.itemsize and G.strides[1] == G.itemsize
-            and XP.strides[2] == XP.itemsize and XP.strides[1] == T * XP.itemsize
-            and BP.strides[2] == BP.itemsize and BP.strides[1] == TILE_Q * BP.itemsize):
+            and L * 4 * G.itemsize == 128 and _steps(B, 1, 1)
+            and _steps(X, 1, 1) and _steps(G, 1, 1)
+            and _steps(XP, 2, 1) and _steps(XP, 1, T)
+            and _steps(BP, 2, 1) and _steps(BP, 1, TILE_Q)):
         raise ValueError("accumulate_gu: shapes or strides of B, X, XP, G, BP or the range do "
                          "not match")
     for q in range(nq):

@@ -214,23 +214,13 @@ def _backward_row4(code, s, gi, AT, j0, j1):
 def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Brow, j0, j1):
     """One sample, entries ``j0 <= j < j1``: ``gAT += gi (x) Si`` (if ``train_a``),
     ``B = sigma'(Si) (.) (gi A^T)``, ``lap += B sigma''(Si) |x_i|^2``; then ``gUT += xi (x) B``
-    (``gUT`` not empty) or ``Si <- B``.
-
-    With one output, no Laplacian and ``B`` into ``Si`` (the two-layer pass of a large
-    ``d_in``) all of it is one loop over the entries; otherwise one loop per output row of
-    ``gAT`` and of ``G A^T``, then one for ``B``. Each entry gets the same operations in the
-    same order either way."""
-    s = Si[j0:j1]
-    into_s = gUT.shape[0] == 0
-    if AT.shape[0] == 1 and into_s and not want_lap:
-        _backward_row1(code, s, gi[0], AT[0][j0:j1], gAT[0][j0:j1] if train_a else s, train_a)
-        return
+    (``gUT`` not empty) or ``Si <- B``. One loop per output row of ``gAT`` and of ``G A^T``,
+    then one for ``B``; :func:`_backward_g` takes one-loop rows with the same arithmetic
+    (:func:`_backward_row1`, :func:`_backward_row4`)."""
     if train_a:
         _add_outer(gAT, gi, Si, j0, j1)
-    if into_s and not want_lap and AT.shape[0] <= 4:
-        _backward_row4(code, s, gi, AT, j0, j1)
-        return
     _combine_rows(gi, AT, Brow, j0, j1)
+    s = Si[j0:j1]
     br = Brow[j0:j1]
     lp = lap[j0:j1] if want_lap else lap
     for j in range(s.shape[0]):
@@ -238,12 +228,12 @@ def _backward_row(code, Si, gi, AT, train_a, gAT, want_lap, xn, lap, xi, gUT, Br
         b = br[j]
         if want_lap:
             lp[j] += b * dds * xn
-        if into_s:
-            s[j] = b * ds
-        else:
-            br[j] = b * ds
-    if not into_s:
+        br[j] = b * ds
+    if gUT.shape[0] > 0:
         _add_outer(gUT, xi, Brow, j0, j1)
+    else:
+        for j in range(s.shape[0]):
+            s[j] = br[j]
 
 
 @jit(inline="always")
@@ -520,9 +510,10 @@ def _backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, fi
     cache; the panel width is that of the scratch ``BP``."""
     nb, Nc = S.shape
     w = BP.shape[0] * TILE_Q
-    if AT.shape[0] == 1 and not want_lap:
-        # one output (the two-layer pass): the rows of _backward_row1 without the general
-        # path's per-row set-up (about 10 % of this kernel)
+    p = AT.shape[0]
+    if p == 1 and not want_lap:
+        # one output (the two-layer pass): one loop per row, without the general path's
+        # per-row set-up (together 20-30 % of this kernel)
         a, ga = AT[0], gAT[0] if train_a else AT[0]
         for j0 in range(0, Nc, w):
             j1 = min(j0 + w, Nc)
@@ -536,6 +527,12 @@ def _backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, fi
     for j0 in range(0, Nc, w):
         j1 = min(j0 + w, Nc)
         for i in range(nb):
+            if p <= 4 and not want_lap:
+                # 2-4 outputs: G A^T and B in one loop (no scratch row)
+                if train_a:
+                    _add_outer(gAT, G[i], S[i], j0, j1)
+                _backward_row4(code, S[i][j0:j1], G[i], AT, j0, j1)
+                continue
             xn = xn2[i] if want_lap else lit(xn2, 0.0)
             _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], none,
                           Brow, j0, j1)
