@@ -504,38 +504,38 @@ def _forward_g(code, S, XTP, U, AwT, Hpart):
 
 
 @jit(inline="always")
-def _backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+def _backward_g(code, one, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
     """:func:`_backward_s` (``B`` into ``S``) panel by panel, each panel's ``B`` columns then
     summed into ``gU`` by :func:`~mfpde.kernels.gemm.accumulate_gu` while in the second-level
-    cache; the panel width is that of the scratch ``BP``."""
+    cache; the panel width is that of the scratch ``BP``. ``one`` (a constant of the kernel):
+    the kernel of one output without a Laplacian, compiled without the other rows (each set of
+    rows adds seconds to the first compilation)."""
     nb, Nc = S.shape
     w = BP.shape[0] * TILE_Q
-    p = AT.shape[0]
-    if p == 1 and not want_lap:
-        # one output (the two-layer pass): one loop per row, without the general path's
-        # per-row set-up (together 20-30 % of this kernel)
-        a, ga = AT[0], gAT[0] if train_a else AT[0]
-        for j0 in range(0, Nc, w):
-            j1 = min(j0 + w, Nc)
+    p = 1 if one else AT.shape[0]
+    Brow = np.empty(Nc, S.dtype)
+    none = np.empty((0, 0), S.dtype)
+    a, ga = AT[0], gAT[0] if train_a else AT[0]
+    for j0 in range(0, Nc, w):
+        j1 = min(j0 + w, Nc)
+        if one:
+            # one output (the two-layer pass): one loop per row, without the general path's
+            # per-row set-up (together 20-30 % of this kernel)
             a0, ga0 = a[j0:j1], ga[j0:j1]
             for i in range(nb):
                 _backward_row1(code, S[i][j0:j1], G[i, 0], a0, ga0, train_a)
-            accumulate_gu(S, Xb, XP, gU, j0, j1, first, BP)
-        return
-    Brow = np.empty(Nc, S.dtype)
-    none = np.empty((0, 0), S.dtype)
-    for j0 in range(0, Nc, w):
-        j1 = min(j0 + w, Nc)
-        for i in range(nb):
-            if p <= 4 and not want_lap:
-                # 2-4 outputs: G A^T and B in one loop (no scratch row)
+        elif 2 <= p <= 4 and not want_lap:
+            # 2-4 outputs: G A^T and B in one loop (no scratch row)
+            for i in range(nb):
                 if train_a:
                     _add_outer(gAT, G[i], S[i], j0, j1)
                 _backward_row4(code, S[i][j0:j1], G[i], AT, j0, j1)
-                continue
-            xn = xn2[i] if want_lap else lit(xn2, 0.0)
-            _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i], none,
-                          Brow, j0, j1)
+        else:
+            for i in range(nb):
+                xn = xn2[i] if want_lap else lit(xn2, 0.0)
+                _backward_row(code, S[i], G[i], AT, train_a, gAT, want_lap, xn, lap, Xb[i],
+                              none, Brow, j0, j1)
+        # one call site: the product tiles are compiled once into this kernel
         accumulate_gu(S, Xb, XP, gU, j0, j1, first, BP)
 
 
@@ -556,17 +556,32 @@ def _forwardg_identity(S, XTP, U, AwT, Hpart):
 
 @jit(error_model="numpy", fastmath=CONTRACT)
 def _backwardg_tanh(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
-    _backward_g(TANH, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+    _backward_g(TANH, False, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backwardg1_tanh(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    _backward_g(TANH, True, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
 def _backwardg_sigmoid(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
-    _backward_g(SIGMOID, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+    _backward_g(SIGMOID, False, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backwardg1_sigmoid(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    _backward_g(SIGMOID, True, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
 def _backwardg_identity(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
-    _backward_g(IDENTITY, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+    _backward_g(IDENTITY, False, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _backwardg1_identity(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP):
+    _backward_g(IDENTITY, True, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
 
 
 def _pairs2(code, AT, train_a, want_lap, gUT):
@@ -579,6 +594,8 @@ _BACKWARD = {TANH: _backward_tanh, SIGMOID: _backward_sigmoid, IDENTITY: _backwa
 _SWEEP = {TANH: _sweep_tanh, SIGMOID: _sweep_sigmoid, IDENTITY: _sweep_identity}
 _FORWARD_G = {TANH: _forwardg_tanh, SIGMOID: _forwardg_sigmoid, IDENTITY: _forwardg_identity}
 _BACKWARD_G = {TANH: _backwardg_tanh, SIGMOID: _backwardg_sigmoid, IDENTITY: _backwardg_identity}
+_BACKWARD_G1 = {TANH: _backwardg1_tanh, SIGMOID: _backwardg1_sigmoid,
+                IDENTITY: _backwardg1_identity}
 
 
 def forward_s(code, S, Xb, UT, AwT, Hpart):
@@ -652,7 +669,8 @@ def backward_g(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, fir
     (w // 6, nb, 6) scratch, ``w`` the panel width (:func:`~mfpde.kernels.gemm.panel_width`).
     Every array float64, or every array float32.
     """
-    _BACKWARD_G[code](S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
+    kernels = _BACKWARD_G1 if (AT.shape[0] == 1 and not want_lap) else _BACKWARD_G
+    kernels[code](S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, gU, first, BP)
 
 
 def prepass(code, P, S):
