@@ -170,6 +170,16 @@ def _model(kind, d, **kw):
     return make_model("nc", d=d, q=3, p=4, lam=1e-3, lam_W=1e-3, **kw)
 
 
+def _against_peer(model, N, n, d, rng):
+    """The model's gradient and the NumPy peer's ``(grad, risk)`` on random particles and data."""
+    theta = model.init_particles(N, rng)
+    X = rng.standard_normal((n, d)) / math.sqrt(d)
+    Y = rng.standard_normal((n, model.q))
+    W = rng.standard_normal((model.p, model.q)) if model.has_W else None
+    gp, _, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
+    return model.gradient(theta, X, Y, W), gp, riskp
+
+
 @pytest.mark.parametrize("kind", ["two_layer", "nc", "fixed"])
 @pytest.mark.parametrize("d,N,n", [(9, 700, 37), (64, 3000, 700), (100, 1100, 64), (64, 3000, 1),
                                    (16, 1100, 1)])
@@ -178,13 +188,7 @@ def test_models_match_numpy_peer(kind, d, N, n):
         model = make_model("two_layer", d=d, q=1, lam=1e-3, output="fixed", activation="sigmoid")
     else:
         model = _model(kind, d, bias=(d == 9))
-    rng = np.random.default_rng(d + N)
-    theta = model.init_particles(N, rng)
-    X = rng.standard_normal((n, d)) / math.sqrt(d)
-    Y = rng.standard_normal((n, model.q))
-    W = rng.standard_normal((model.p, model.q)) if model.has_W else None
-    g = model.gradient(theta, X, Y, W)
-    gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
+    g, gp, riskp = _against_peer(model, N, n, d, np.random.default_rng(d + N))
     assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < 1e-12
     assert abs(g.risk - riskp) <= 1e-12 * abs(riskp)
 
@@ -196,17 +200,11 @@ def test_last_block_of_one_sample(kind, precision, d):
     """Blocks of 100 samples and n = 201: the last block holds one sample (packed operands with
     a length-1 axis); with d = 9 in float32 the packed inputs of grad_U are empty (no panel of
     16 inputs)."""
-    rng = np.random.default_rng(5)
     N, n = 1500, 201
     model = _model(kind, d, precision=precision)
     model.block_bytes = 8 * N * 100
     assert model.block_size(n, N) == 100
-    theta = model.init_particles(N, rng)
-    X = rng.standard_normal((n, d)) / math.sqrt(d)
-    Y = rng.standard_normal((n, model.q))
-    W = rng.standard_normal((model.p, model.q)) if model.has_W else None
-    g = model.gradient(theta, X, Y, W)
-    gp, _, _ = NumpyPeer(model).gradient(theta, X, Y, W)
+    g, gp, _ = _against_peer(model, N, n, d, np.random.default_rng(5))
     tol = 1e-5 if precision == "float32" else 1e-12
     assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < tol
 
