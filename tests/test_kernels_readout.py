@@ -135,3 +135,16 @@ def test_models_at_d2_match_numpy_peer(kind, memory):
     gp, gWp, riskp = NumpyPeer(model).gradient(theta, X, Y, W)
     assert float(np.max(np.abs(g.theta - gp)) / np.max(np.abs(gp))) < 1e-12
     assert abs(g.risk - riskp) <= 1e-12 * abs(riskp)
+
+
+def test_one_output_kernel_refuses_other_passes():
+    """The one-output backward kernel (no Laplacian) raises instead of using the first row only."""
+    rng = np.random.default_rng(0)
+    nb, Nc, d_in = 7, 40, 16
+    S, Xb, AT = rng.standard_normal((nb, Nc)), rng.standard_normal((nb, d_in)), np.ones((2, Nc))
+    w = panel_width(d_in, nb)
+    for G, A, lap in ((np.ones((nb, 2)), AT, False), (np.ones((nb, 1)), AT[:1], True)):
+        with pytest.raises(ValueError, match="one output"):
+            R._BACKWARD_G1[TANH](S, G, A, True, np.zeros_like(A), lap, np.ones(nb), np.zeros(Nc),
+                                 Xb, pack_inputs(Xb), np.empty((Nc, d_in)), True,
+                                 np.empty((w // 6, nb, 6)))

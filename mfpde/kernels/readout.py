@@ -512,6 +512,8 @@ def _backward_g(code, one, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, XP, g
     rows adds seconds to the first compilation)."""
     nb, Nc = S.shape
     w = BP.shape[0] * TILE_Q
+    if one and (AT.shape[0] != 1 or want_lap):
+        raise ValueError("the one-output backward kernel takes one output and no Laplacian")
     p = 1 if one else AT.shape[0]
     Brow = np.empty(Nc, S.dtype)
     none = np.empty((0, 0), S.dtype)
