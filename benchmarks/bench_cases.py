@@ -545,18 +545,20 @@ class _PeakRSS:
         self.increment = self.peak - self.before
 
 
-def _scaling_point(d, N, n, repeat, budget_s, t_guess, mem_factor, mem_limit, seed=0):
+def _scaling_point(d, N, n, repeat, budget_s, t_guess, mem_factor, mem_limit, seed=0,
+                   block=True):
     """One point of the scaling series: a noiseless two-layer step (tanh, q = 1,
     ``LangevinSolver(..., beta=inf)`` as in case 1) at ``(d, N, n)``. Skipped, with the reason,
     when the estimated memory ``mem_factor x`` the particle state ``N D 8`` bytes (plus one
-    ``n x N`` block) exceeds ``mem_limit``, or when the predicted time of the runs (``t_guess``
+    ``n x N`` block with ``block``: a guessed factor; a factor measured at the previous point
+    holds the pass's buffers) exceeds ``mem_limit``, or when the predicted time of the runs (``t_guess``
     seconds per step, from the previous point) exceeds ``budget_s``. Steps predicted longer than
     2 s get 3 runs instead of ``repeat``."""
     from mfpde.dynamics import LangevinSolver
     model = _make("two_layer", d, 1, 1)
     state = N * model.D * 8
     row = {"d": d, "N": N, "n": n, "D": model.D, "state_bytes": state,
-           "mem_estimate": mem_factor * state + 8.0 * min(n, 512) * N}
+           "mem_estimate": mem_factor * state + (8.0 * min(n, 512) * N if block else 0.0)}
     if mem_limit is not None and row["mem_estimate"] > mem_limit:
         row["skipped"] = (f"estimated memory {row['mem_estimate'] / 2 ** 30:.1f} GiB > "
                           f"{mem_limit / 2 ** 30:.1f} GiB (half of the RAM)")
@@ -596,7 +598,8 @@ def scaling(quick=True, repeat=5, series=("N", "n")):
     is proportional to ``N n``), and ``throughput(N_max) / throughput(10^5)``.
 
     The memory estimate of a point is the RSS increase per byte of particle state measured at
-    the previous point of the same d (2.5 before the first) times its state, plus one block; a
+    the previous point of the same d times its state (before the first: 2.5 times, plus one
+    block; in the series in n always so); a
     point is skipped when that exceeds half of the RAM or the RAM available now. A point is also
     skipped when its predicted time (the previous point's time scaled by ``N n``) exceeds the
     budget: 20 s per point under ``quick`` (a series of about 2 minutes), 100 s otherwise.
@@ -612,7 +615,8 @@ def scaling(quick=True, repeat=5, series=("N", "n")):
         for N in sizes:
             guess = None if prev is None else prev["t_step"] * N / prev["N"]
             _log(f"  scaling in N: d = {d}, N = {N}")
-            r = _scaling_point(d, N, SCALING_n_FIXED, repeat, budget, guess, factor, mem_limit)
+            r = _scaling_point(d, N, SCALING_n_FIXED, repeat, budget, guess, factor, mem_limit,
+                               block=prev is None)
             rows.append(r)
             if "t_step" in r:
                 prev, factor = r, max(1.0, r["mem_factor"])

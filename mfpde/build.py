@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import Config, ConfigError
-from .models.readout import BLAS_BLOCK, LOW_MEMORY_N
+from .models.readout import BLAS_BLOCK, KEEP_STATE, LOW_MEMORY_N
 from .rules import DRIVERS, HEAVY_BALL, PN_KIND
 
 __all__ = ["Built", "build", "resolve_config", "build_config_only", "snapshot_index",
@@ -421,7 +421,8 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     - particles: ``8 N D c`` with ``D = d + max(p, q) + 1`` and ``c`` = :data:`STATE_COPIES` of
       the driver, plus :data:`PASS_BYTES` for the tiles of a gradient pass, plus
       ``3 * 8 N min(n, BLAS_BLOCK)`` for the ``block x N`` buffers of the stored pass (memory
-      "fast", or "auto" below ``LOW_MEMORY_N`` particles); with ``dynamics.precision =
+      "fast", or "auto" below ``LOW_MEMORY_N`` particles), or ``8 N D`` (``KEEP_STATE`` = 1 times
+      the state) for the tiles the sweep of "auto" keeps from ``LOW_MEMORY_N`` particles on; with ``dynamics.precision =
       "float32"`` the buffers hold 4-byte entries and the pass adds a float32 copy of the
       particles' ``u`` (``4 N D``);
     - Pham–Nguyen: ``8 n1 n2 c`` (the ``w2`` matrix dominates);
@@ -455,6 +456,9 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
             # the stored pass: up to three block x N buffers, blocks of BLAS_BLOCK samples
             n_block = int(dyn.batch or 0) or (_int_param(dc.params, "n") if dc else BLAS_BLOCK)
             terms["particles"] += 3 * item * rows * min(max(n_block, 1), BLAS_BLOCK)
+        elif memory == "auto":
+            # the sweep's kept tiles: at most KEEP_STATE times the bytes of the float64 state
+            terms["particles"] += int(KEEP_STATE * 8 * rows * D)
         if part is not None and part.rank == 0 and part.layout.size > 1:
             terms["gathered state"] = 8 * 2 * int(dyn.N) * D      # fields and checkpoint
     n1 = getattr(dyn, "n1", None)

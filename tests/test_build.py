@@ -122,8 +122,9 @@ def test_compare_configs_are_jobs():
 
 
 def test_memory_estimate_of_a_split_run_counts_the_rows_of_each_rank():
-    from mfpde.build import memory_estimate
+    from mfpde.build import STATE_COPIES, memory_estimate
     from mfpde.config import load_config
+    from mfpde.models.readout import KEEP_STATE
     from mfpde.parallel import Layout
 
     cfg = load_config(Path(__file__).resolve().parent.parent / "validation" /
@@ -139,8 +140,12 @@ def test_memory_estimate_of_a_split_run_counts_the_rows_of_each_rank():
     for r in (1, 2, 3):                            # the other ranks hold their rows only
         lo, hi = layout.rows[r]
         assert parts[r][0] - fixed == pytest.approx(state * (hi - lo) / 1_000_000, rel=1e-4)
+    # the term of N: the Langevin state's copies and the kept tiles of the sweep (memory
+    # "auto" at 10^6 particles); rank 0 also holds two copies of the gathered state
+    copies = STATE_COPIES["langevin"] + KEEP_STATE
     lo, hi = layout.rows[0]                        # rank 0: its rows and the gathered state
-    assert parts[0][0] - fixed == pytest.approx(state * (hi - lo) / 1e6 + state * 2 / 3, rel=1e-3)
+    assert parts[0][0] - fixed == pytest.approx(state * (hi - lo) / 1e6 + state * 2 / copies,
+                                                rel=1e-3)
 
 
 def test_memory_estimate_of_a_split_comparison_reference():

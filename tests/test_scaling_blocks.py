@@ -18,6 +18,7 @@ from benchmarks.peers import NumpyPeer
 from mfpde.kernels.activations import tanh_array
 from mfpde.kernels.readout import backward_s, chunk_bounds, forward_s, prepass_s
 from mfpde.models import make_model
+from mfpde.models import readout as readout_mod
 from mfpde.models.readout import BLAS_BLOCK, TILE_BYTES, TILE_BYTES_COMPILED
 
 RTOL = 1e-12
@@ -110,6 +111,48 @@ def test_large_blocks_where_the_old_cap_bound_match_numpy_peer(act):
         assert model.block_size(n, N) > 100
         if model.compiled_projection:
             assert np.array_equal(res["fast"].theta, res["low"].theta)
+
+
+@pytest.mark.parametrize("kind, d, act", [("two_layer", 30, "tanh"), ("nc", 30, "tanh"),
+                                           ("two_layer", 3, "tanh"), ("two_layer", 12, "erf"),
+                                           ("nc", 3, "sigmoid")])
+def test_sweep_keeping_tiles_equals_both_memory_modes(monkeypatch, kind, d, act):
+    """``memory = "auto"`` from LOW_MEMORY_N on: the sweep keeps the tiles of the leading blocks
+    within :meth:`kept_samples` and evaluates only the others again. With no block, the first
+    block and every block kept, the force and Laplacian are the bits of the sweep ("low") and of
+    the stored pass ("fast"); the kept buffer holds ``kept x N`` entries per tile and is kept
+    by the model for the next pass; "low" and "fast" keep nothing."""
+    monkeypatch.setattr(readout_mod, "LOW_MEMORY_N", 1000)
+    N = 2100
+    model = make_model(kind, d=d, q=1 if kind == "two_layer" else 3,
+                       **({} if kind == "two_layer" else {"p": 4, "Gamma": 1.3, "lam_W": 0.02}),
+                       activation=act, lam=0.01)
+    n = model.block_size(10 ** 6, N) * 3 // 2         # one block and a half
+    theta, X, Y, W = _problem(model, N, n, seed=8)
+    model.memory = "low"
+    ref = model.gradient(theta, X, Y, W, laplacian=True)
+    assert model.kept_samples(N) == 0 and not model.__dict__.get("_work")
+    model.memory = "fast"
+    fast = model.gradient(theta, X, Y, W, laplacian=True)
+    assert np.array_equal(fast.theta, ref.theta) and np.array_equal(fast.lap, ref.lap)
+    model.memory = "auto"
+    blk = model.block_size(n, N)
+    assert blk < n < 2 * blk                           # two blocks: [0, blk), [blk, n)
+    n_tiles = 1 if act in ("tanh", "sigmoid") else 3   # with the Laplacian
+    seen = []
+    for target in (blk - 1, blk, n):                   # no block, the first, both
+        # KEEP_STATE giving kept_samples = target
+        monkeypatch.setattr(readout_mod, "KEEP_STATE", (target + 0.5) * n_tiles / model.D)
+        assert model.kept_samples(N, n_tiles) == target
+        g = model.gradient(theta, X, Y, W, laplacian=True)
+        assert np.array_equal(g.theta, ref.theta) and np.array_equal(g.lap, ref.lap), target
+        assert abs(g.risk - ref.risk) <= 1e-14 * abs(ref.risk)
+        kept = model.__dict__.get("_work", {}).get(("kept", 0))
+        seen.append(0 if kept is None else kept.size)
+    assert seen == [0, blk * N, n * N]
+    monkeypatch.setattr(readout_mod, "KEEP_STATE", 1)
+    assert model.kept_samples(N, 1, 8) == model.D and model.kept_samples(N, 2, 4) == model.D
+    assert model.kept_samples(999) == 0                # the stored pass below LOW_MEMORY_N
 
 
 _THREADS_SCRIPT = """

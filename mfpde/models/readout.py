@@ -18,7 +18,8 @@ The two-layer network is the case ``W = I_q``, ``Gamma = 1``, ``p = q`` (``W`` i
 parameter). With the output weight fixed to 1 the particle is ``u`` alone and ``A = 1``.
 
 The data are streamed in blocks of samples (:meth:`ReadoutModel.block_size`) so memory stays
-``O(N*D + block*N)`` (``O(N*D)`` in the low-memory sweep): the ``n x N`` matrices are never
+``O(N*D + block*N)`` (``O(N*D)`` in the low-memory sweep, at most twice the particle state
+when it keeps tiles, :meth:`ReadoutModel.kept_samples`): the ``n x N`` matrices are never
 formed. The element-wise work is fused in :mod:`mfpde.kernels.readout`. The products ``X_b U^T``
 and ``B^T X_b``: for a small ``d_in`` (:data:`SMALL_D`) and an activation of
 :data:`~mfpde.kernels.readout.FROM_S`, loops of those kernels; for a larger ``d_in`` with such
@@ -68,6 +69,11 @@ SMALL_D = 8
 #: from this many particles on, gradient passes use the low-memory sweep
 #: (``memory = "auto"``, see :meth:`ReadoutModel.low_memory`)
 LOW_MEMORY_N = 1 << 19
+
+#: bytes the sweep of ``memory = "auto"`` may keep in tiles, per byte of the float64 particle
+#: state ``8 N D`` (:meth:`ReadoutModel.kept_samples`): the tiles of the leading blocks within
+#: it are kept from the forward phase, the others evaluated again
+KEEP_STATE = 1
 
 #: bytes of one chunk's ``block x chunk`` tile where the products are BLAS calls or the tiles of
 #: :mod:`mfpde.kernels.gemm` (blocks are at least :data:`BLAS_BLOCK` samples there)
@@ -142,9 +148,12 @@ class _Tiles:
         self.bufs = bufs                 # k flat buffers of at least block x N entries
         self.bounds = bounds
 
-    def get(self, c, nb):
+    def get(self, c, nb, s=0):
+        """Chunk ``c``'s tiles of a block of ``nb`` samples that starts at sample ``s`` of the
+        buffers (the sweep keeps several blocks, one after the other; the stored pass one)."""
         j0, j1 = int(self.bounds[c]), int(self.bounds[c + 1])
-        return [b[nb * j0:nb * j1].reshape(nb, j1 - j0) for b in self.bufs]
+        o = s * int(self.bounds[-1])
+        return [b[o + nb * j0:o + nb * j1].reshape(nb, j1 - j0) for b in self.bufs]
 
 
 class _Scratch:
@@ -203,7 +212,9 @@ class ReadoutModel:
         Gradient passes either keep a ``block x N`` tile buffer and (N, D) accumulators
         ("fast", the stored pass), or compute all features first and then each particle chunk
         on its own, evaluating the activations twice, with memory close to the particle state
-        alone ("low", the sweep); "auto" picks "low" from :data:`LOW_MEMORY_N` particles on.
+        alone ("low", the sweep); "auto" picks the sweep from :data:`LOW_MEMORY_N` particles
+        on and keeps the tiles of the leading blocks, up to the bytes of the particle state,
+        so that those are evaluated once (:meth:`kept_samples`).
     precision : {"float64", "float32"}
         Arithmetic of the gradient pass (module docstring): "float64" (default), or "float32",
         the mixed-precision pass (float32 products and element-wise kernels, float64 sums over
@@ -382,7 +393,10 @@ class ReadoutModel:
         row at a time, :func:`~mfpde.kernels.readout.sweep_s`), so the ``block x N`` buffer and
         the (N, D) accumulators are replaced by per-chunk ones — one more forward evaluation for
         a memory of about the particle state alone; the block size is then not bounded by a
-        ``block x N`` buffer (:meth:`block_size`).
+        ``block x N`` buffer (:meth:`block_size`). With ``memory = "auto"`` the tiles of the
+        blocks within the first :meth:`kept_samples` samples are kept from the forward phase
+        in ``(kept x N)`` buffers, and only the other blocks are evaluated again (the same
+        products, so the same bits).
 
         With ``part`` (module docstring) ``theta`` holds rows ``[part.lo, part.hi)`` of the
         ``N = part.N`` particles, the chunks ``[part.c0, part.c1)``; each block's partial
@@ -455,6 +469,14 @@ class ReadoutModel:
         if f32:
             xn2 = xn2.astype(ft)
         n_tiles = 1 + (0 if from_s else 1) + (1 if (lap and not from_s) else 0)
+        # the sweep keeps the tiles of the blocks within samples [0, kept) (kept by the model
+        # between passes), the others are per-thread scratch, evaluated again
+        kept = 0
+        if sweep:
+            cap = self.kept_samples(N, n_tiles, np.dtype(ft).itemsize)
+            kept = max([e for _, e in blocks if e <= cap], default=0)
+        keep = _Tiles([self._take_buffer(("kept", i), kept * NL, ft)
+                       for i in range(n_tiles)], bounds) if kept else None
         if sweep or not grad:
             tiles = _Scratch(n_tiles, blk * max(widths, default=1), bounds, ft)  # per thread
         else:
@@ -583,9 +605,11 @@ class ReadoutModel:
                     XTPs[s] = pack_samples(Xk[s:e])
                     if grad:
                         XPs[s] = pack_inputs(Xk[s:e])
-                run_tasks(lambda c: fwd(c, s, e, tiles.get(c, nb), Hparts[c, :nb]), CL)
-                if gemm and not sweep:
-                    # a block's packed inputs are read again only by the sweep's chunks
+                run_tasks(lambda c: fwd(c, s, e, keep.get(c, nb, s) if e <= kept
+                                        else tiles.get(c, nb), Hparts[c, :nb]), CL)
+                if gemm and (not sweep or e <= kept):
+                    # a block's packed inputs are read again only by the sweep's chunks that
+                    # evaluate its tiles again
                     XTPs.pop(s)
                 # every chunk's partial features, summed in chunk order (all processes alike)
                 Hall = Hparts if part is None else part.allgather_chunks(Hparts, nb)
@@ -633,6 +657,9 @@ class ReadoutModel:
                 if sweep:                       # this chunk's force, block by block
                     acc = new_acc(widths[c])
                     for bi, (s, e) in enumerate(blocks):
+                        if e <= kept:           # the tiles of the forward phase
+                            bwd(c, s, e, keep.get(c, e - s, s), G[s:e], acc, bi == 0)
+                            continue
                         if low_d:
                             def kernel(sums, first, s=s, e=e):
                                 sweep_s(code, Xk[s:e], UT[c], G[s:e], AT[c], self.train_a,
@@ -668,6 +695,9 @@ class ReadoutModel:
         if isinstance(tiles, _Tiles):
             for i, b in enumerate(tiles.bufs):
                 self._give_buffer(("tile", i), b)
+        if keep is not None:
+            for i, b in enumerate(keep.bufs):
+                self._give_buffer(("kept", i), b)
         if grad and not sweep and not low_d:
             self._give_buffer("gU", gbuf)
         res["grad"] = out
@@ -679,8 +709,8 @@ class ReadoutModel:
 
     def _take_buffer(self, key, size, dtype):
         """A flat work buffer of at least ``size`` entries of ``dtype`` for one gradient pass
-        (``key``: the float32 copy of ``U``, each ``block x N`` tile of the stored pass, the
-        ``(N, d_in)`` sums of ``grad_U``): the one kept under ``key`` from the previous pass
+        (``key``: the float32 copy of ``U``, each ``block x N`` tile of the stored pass and
+        ``kept x N`` tile of the sweep, the ``(N, d_in)`` sums of ``grad_U``): the one kept under ``key`` from the previous pass
         when it fits, else new. Buffers of tens of megabytes are fresh pages from the system
         on every allocation; faulting them in cost a fixed 10-20 % of a step at n = 64 samples
         (d = 64, N = 10^5). Concurrent passes of one model each take their own buffer."""
@@ -701,6 +731,18 @@ class ReadoutModel:
         state = self.__dict__.copy()
         state.pop("_work", None)
         return state
+
+    def kept_samples(self, N, n_tiles=1, itemsize=8) -> int:
+        """Samples whose tiles the sweep over ``N`` particles may keep from its forward phase
+        (:meth:`_pass`): with ``memory = "auto"`` as many as fit ``n_tiles`` tiles of
+        ``itemsize``-byte entries (one for tanh, sigmoid and the identity, two or three for the
+        other activations; 8 bytes, 4 with ``precision = "float32"``) in :data:`KEEP_STATE`
+        times the bytes ``8 N D`` of the particle state, that is
+        ``KEEP_STATE * 8 D // (n_tiles * itemsize)``, whatever ``N``; else 0. Whole blocks are
+        kept, from the first: the kept samples are those of the blocks that end within this."""
+        if self.memory != "auto" or not self.low_memory(N):
+            return 0
+        return int(KEEP_STATE * 8 * self.D) // (int(n_tiles) * int(itemsize))
 
     def low_memory(self, N) -> bool:
         """Whether a gradient pass over ``N`` particles uses the low-memory sweep
