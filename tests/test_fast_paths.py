@@ -240,9 +240,10 @@ def test_work_buffers_kept_between_passes_give_the_same_numbers(d):
         fresh = make_model("two_layer", d=d, q=2, activation="tanh", lam=0.01)
         g0 = fresh.gradient(theta, X, Y, W)
         assert np.array_equal(g.theta, g0.theta) and g.risk == g0.risk
-        tile = kept.__dict__["_work"][("tile", 0)]
+        [tile] = kept.__dict__["_work"][("tile", 0)]               # one buffer, kept
         assert tile.size >= min(n, kept.block_size(n, N)) * N
         first.setdefault("tile", tile)
-    assert kept.__dict__["_work"][("tile", 0)] is first["tile"]    # never reallocated
+    [tile] = kept.__dict__["_work"][("tile", 0)]
+    assert tile is first["tile"]                                  # never reallocated
     if d > 8:
         assert "gU" in kept.__dict__["_work"]

@@ -650,12 +650,13 @@ class ReadoutModel:
                 out = np.empty((NL, D))
             else:
                 out = None
-                fbuf = threading.local()           # one force buffer per thread
 
             def finish(c, item=None):
                 r = rows[c]
                 if sweep:                       # this chunk's force, block by block
-                    acc = new_acc(widths[c])
+                    gUc = None if low_d else self._take_buffer("gUc", widths[c] * d_in, adt)
+                    acc = new_acc(widths[c], None if low_d else
+                                  gUc[:widths[c] * d_in].reshape(widths[c], d_in))
                     for bi, (s, e) in enumerate(blocks):
                         if e <= kept:           # the tiles of the forward phase
                             bwd(c, s, e, keep.get(c, e - s, s), G[s:e], acc, bi == 0)
@@ -676,13 +677,14 @@ class ReadoutModel:
                     lapv[r] = acc[3]
                 if out is not None:
                     assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], lam, pa)
-                    return
-                buf = getattr(fbuf, "a", None)
-                if buf is None:
-                    buf = fbuf.a = np.empty((max(widths, default=1), D))
-                force = buf[:widths[c]]
-                assemble_chunk(force, acc[0], acc[1], acc[2], theta[r], lam, pa)
-                on_chunk(r.start, r.stop, force, item)
+                else:
+                    fb = self._take_buffer("force", widths[c] * D, np.float64)
+                    force = fb[:widths[c] * D].reshape(widths[c], D)
+                    assemble_chunk(force, acc[0], acc[1], acc[2], theta[r], lam, pa)
+                    on_chunk(r.start, r.stop, force, item)
+                    self._give_buffer("force", fb)
+                if sweep and not low_d:
+                    self._give_buffer("gUc", gUc)
 
             lapv = np.empty(NL) if lap else None
             if produce is not None:
@@ -710,20 +712,23 @@ class ReadoutModel:
     def _take_buffer(self, key, size, dtype):
         """A flat work buffer of at least ``size`` entries of ``dtype`` for one gradient pass
         (``key``: the float32 copy of ``U``, each ``block x N`` tile of the stored pass and
-        ``kept x N`` tile of the sweep, the ``(N, d_in)`` sums of ``grad_U``): the one kept under ``key`` from the previous pass
-        when it fits, else new. Buffers of tens of megabytes are fresh pages from the system
-        on every allocation; faulting them in cost a fixed 10-20 % of a step at n = 64 samples
-        (d = 64, N = 10^5). Concurrent passes of one model each take their own buffer."""
+        ``kept x N`` tile of the sweep, the ``(N, d_in)`` sums of ``grad_U``, the ``(Nc, d_in)``
+        sums of a chunk of the sweep): one kept under ``key`` from a previous pass when it
+        fits, else new. Buffers of megabytes are fresh pages from the system on every
+        allocation; faulting them in cost a fixed 10-20 % of a step at n = 64 samples (d = 64,
+        N = 10^5). Concurrent takers (passes of one model, threads of one pass) each take their
+        own buffer."""
         with _BUF_LOCK:
-            buf = self.__dict__.setdefault("_work", {}).pop(key, None)
+            kept = self.__dict__.setdefault("_work", {}).get(key)
+            buf = kept.pop() if kept else None
         if buf is None or buf.size < size or buf.dtype != dtype:
             buf = np.empty(size, dtype)
         return buf
 
     def _give_buffer(self, key, buf):
-        """Keep ``buf`` under ``key`` for the next pass (:meth:`_take_buffer`)."""
+        """Keep ``buf`` under ``key`` for a next taker (:meth:`_take_buffer`)."""
         with _BUF_LOCK:
-            self.__dict__.setdefault("_work", {})[key] = buf
+            self.__dict__.setdefault("_work", {}).setdefault(key, []).append(buf)
 
     def __getstate__(self):
         """Copies and pickles leave out the work buffers of :meth:`_take_buffer` (a copy of the
