@@ -10,7 +10,16 @@ Every kernel is decorated with :func:`jit`, which fixes what all kernels share:
   inline helpers, constants and intrinsics of their neighbours (the tanh of
   :mod:`mfpde.kernels.activations`, the product tiles of :mod:`mfpde.kernels.gemm`), and Numba's
   own check looks at the kernel's file only, so an edit of a neighbour would otherwise leave
-  compiled code of the old sources in use.
+  compiled code of the old sources in use. The stamp also holds :data:`VECTOR_BYTES`, so a
+  kernel compiled for one vector width is never loaded at the other.
+- :data:`VECTOR_BYTES`: the width of the explicit vector tiles of :mod:`mfpde.kernels.gemm`,
+  64 bytes (512-bit) where the CPU Numba compiles for has AVX-512 (``+avx512f`` among its
+  features: ``NUMBA_CPU_FEATURES`` when set, else the host's), 32 bytes (256-bit) elsewhere;
+  ``MFPDE_VECTOR_BITS`` = 256 or 512 overrides the choice. The width changes the speed only:
+  every entry of those tiles is one chain of fused multiply-adds in a fixed order, so both
+  widths give the same bits (512-bit code runs on any x86-64 CPU, split into halves by LLVM
+  where the CPU lacks AVX-512, and is slower there: the middle-regime step of the benchmark
+  suite took 256-262 ms against 179 ms with 256-bit tiles on an AVX2 core).
 - ``nopython`` mode and ``nogil=True``: a kernel releases the GIL, so the thread pool
   (:mod:`mfpde._pool`) runs kernels of different chunks concurrently. Releasing the GIL never
   changes a result.
@@ -32,6 +41,24 @@ import numba
 from numba.core import caching, dispatcher
 
 NUMBA_CACHE: bool = os.environ.get("MFPDE_NUMBA_CACHE", "1").lower() not in ("0", "false", "no")
+
+
+def _vector_bytes() -> int:
+    """Bytes of one vector of the explicit tiles (module docstring, :data:`VECTOR_BYTES`)."""
+    bits = os.environ.get("MFPDE_VECTOR_BITS", "").strip()
+    if bits:
+        if bits not in ("256", "512"):
+            raise ValueError(f"MFPDE_VECTOR_BITS must be 256 or 512, got {bits!r}")
+        return int(bits) // 8
+    features = numba.core.config.CPU_FEATURES
+    if features is None:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features().flatten()
+    return 64 if "+avx512f" in features.split(",") else 32
+
+
+#: bytes of one vector of the tiles of :mod:`mfpde.kernels.gemm`: 64 with AVX-512, else 32
+VECTOR_BYTES: int = _vector_bytes()
 
 
 @functools.lru_cache(maxsize=None)
@@ -64,7 +91,7 @@ class _PackageLocator(caching._CacheLocator):
 
     def get_source_stamp(self):
         return (self._inner.get_source_stamp(),
-                sources_stamp(os.path.dirname(os.path.abspath(self._py_file))))
+                sources_stamp(os.path.dirname(os.path.abspath(self._py_file))), VECTOR_BYTES)
 
     def get_disambiguator(self):
         return self._inner.get_disambiguator()
@@ -109,4 +136,4 @@ def jit(fn=None, **options):
     return compile_ if fn is None else compile_(fn)
 
 
-__all__ = ["NUMBA_CACHE", "KernelCache", "jit", "sources_stamp"]
+__all__ = ["NUMBA_CACHE", "VECTOR_BYTES", "KernelCache", "jit", "sources_stamp"]

@@ -4,11 +4,17 @@ them.
 Every entry of both products is defined as one chain of fused multiply-adds in the order of its
 summation index (from zero, or continued from the sums of the earlier blocks), whichever tile
 computes it. The comparisons with that chain are exact, so a tile that reorders, splits or
-re-rounds a sum fails here; the shapes cover the 12-, 4-sample and scalar edges of the
-projection, the 8-, 4-input and scalar edges of ``grad_U``, input dimensions above the block of
-inputs :data:`~mfpde.kernels.gemm.KB`, strided ``u`` rows and several panels.
+re-rounds a sum fails here; the shapes cover the ``3 L``-, ``L``-sample and scalar edges of the
+projection, the ``2 L``-, ``L``-input and scalar edges of ``grad_U`` (``L`` = 4 or 8 float64, 8
+or 16 float32 entries: 256- and 512-bit vectors), input dimensions above the block of inputs
+:data:`~mfpde.kernels.gemm.KB`, strided ``u`` rows and several panels. Both vector widths give
+the same bits (:data:`~mfpde._numba.VECTOR_BYTES`, a subprocess per width).
 """
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +49,8 @@ def _chain_gu(B, X, G, first):
 
 # (samples, particles, inputs): every edge of both tiles, K > KB, several panels
 SHAPES = [(1, 1, 9), (3, 5, 9), (8, 4, 16), (13, 7, 17), (12, 260, 3), (25, 301, 600),
-          (64, 784, 785), (209, 1250, 64), (17, 33, 12), (4, 6, 8), (130, 97, 40)]
+          (64, 784, 785), (209, 1250, 64), (17, 33, 12), (4, 6, 8), (130, 97, 40),
+          (50, 26, 50)]
 
 
 def _strided_rows(rng, m, K, dtype=np.float64):
@@ -232,3 +239,48 @@ def test_force_does_not_depend_on_blocks_or_memory_mode(kind):
         assert model.block_size(n, N) != blk0 or memory == "low"
         assert np.array_equal(g.theta, ref.theta) and np.array_equal(g.lap, ref.lap)
         assert abs(g.risk - ref.risk) <= 1e-14 * abs(ref.risk)
+
+
+_WIDTH_SCRIPT = """
+import hashlib, math, numpy as np
+from mfpde._numba import VECTOR_BYTES
+from mfpde.kernels import gemm
+from mfpde.models import make_model
+h = hashlib.sha256()
+for dtype in (np.float64, np.float32):
+    for nb, m, K in ((50, 26, 50), (64, 97, 785), (209, 130, 64), (17, 33, 12)):
+        rng = np.random.default_rng(nb + m + K)
+        X = rng.standard_normal((nb, K)).astype(dtype)
+        U = rng.standard_normal((m, K)).astype(dtype)
+        Z = np.empty((nb, m), dtype)
+        gemm.project_kernel(gemm.pack_samples(X), U, Z)
+        G = rng.standard_normal((m, K)).astype(dtype)
+        gemm.accumulate_gu_kernel(Z, X, gemm.pack_inputs(X), G, False)
+        h.update(Z.tobytes() + G.tobytes())
+for precision in ("float64", "float32"):
+    m = make_model("two_layer", d=40, q=1, lam=1e-3, precision=precision)
+    rng = np.random.default_rng(2)
+    theta = m.init_particles(1500, rng)
+    X = rng.standard_normal((300, 40)) / math.sqrt(40)
+    g = m.gradient(theta, X, rng.standard_normal((300, 1)))
+    h.update(g.theta.tobytes())
+print(VECTOR_BYTES, h.hexdigest())
+"""
+
+
+def test_both_vector_widths_give_the_same_bits():
+    """The products (both precisions, edges of both widths) and a model's force computed with
+    256-bit and with 512-bit tiles (``MFPDE_VECTOR_BITS``; 512-bit code also runs where the CPU
+    has no AVX-512) are the same bits."""
+    root = str(Path(__file__).resolve().parents[1])
+    out = {}
+    for bits in ("256", "512"):
+        env = dict(os.environ, MFPDE_VECTOR_BITS=bits,
+                   PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+        res = subprocess.run([sys.executable, "-c", _WIDTH_SCRIPT], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        width, digest = res.stdout.split()
+        assert int(width) == int(bits) // 8
+        out[bits] = digest
+    assert out["256"] == out["512"]

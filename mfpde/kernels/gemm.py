@@ -23,16 +23,18 @@ sum over the earlier blocks (``grad_U``: one chain over all samples). ``llvm.fma
 on every target, so the result depends neither on the CPU nor on a BLAS build, and every entry
 is the same whichever tile kernel (vector or scalar edge) computes it.
 
-**Tiles.** The inner loops are LLVM vector code (256-bit vectors: 4 float64 or 8 float32
-entries, ``L`` = :func:`lanes`) emitted by two intrinsics (:func:`_fwd_tile`, :func:`_bwd_tile`)
-with twelve vector accumulators in registers: 4 particles x ``3 L`` samples for the projection
-(each 4 x 4 block transposed in registers before its rows are stored), 6 particles x ``2 L``
-inputs for ``grad_U``; narrower tiles and scalar chains take the edges. Each tile reads its
-operands in order from packed copies: ``X_b^T`` in groups of ``3 L`` samples
-(:func:`pack_samples`) and the chunk's ``u`` rows in place for the projection; ``X_b`` in panels
-of ``2 L`` inputs (:func:`pack_inputs`) and ``B`` six particles at a time for ``grad_U``. One core
-runs them at the rate of OpenBLAS's dgemm on the shapes of the pass (d_in = 64: 33-41 GFLOP/s
-here against 32-39, docs/performance.md).
+**Tiles.** The inner loops are LLVM vector code emitted by two intrinsics (:func:`_fwd_tile`,
+:func:`_bwd_tile`) with twelve vector accumulators in registers: 4 particles x ``3 L`` samples
+for the projection (each 4 x 4 block transposed in registers before its rows are stored), 6
+particles x ``2 L`` inputs for ``grad_U``; narrower tiles and scalar chains take the edges.
+The vectors are :data:`~mfpde._numba.VECTOR_BYTES` wide: 512-bit on CPUs with AVX-512, else
+256-bit, so ``L`` = :func:`lanes` is 8 or 4 float64 and 16 or 8 float32 entries; the width
+changes no result (the chains are the same). Each tile reads its operands in order from packed
+copies: ``X_b^T`` in groups of ``3 L`` samples (:func:`pack_samples`) and the chunk's ``u`` rows
+in place for the projection; ``X_b`` in panels of ``2 L`` inputs (:func:`pack_inputs`) and
+``B`` six particles at a time for ``grad_U``. One core runs them at the rate of OpenBLAS's
+dgemm on the shapes of the pass (256-bit, d_in = 64: 33-41 GFLOP/s against 32-39; 512-bit on
+an AVX-512 core: 89-97 GFLOP/s against 53-56 for the 256-bit tiles, docs/performance.md).
 
 Shapes and strides: 2-D arrays of one float type (float64, or float32 for the mixed-precision
 pass) whose last axis is contiguous; rows may be strided (the chunk's ``u`` rows are a view of
@@ -47,7 +49,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .._numba import jit
+from .._numba import VECTOR_BYTES, jit
 from .activations import fma, lit
 
 #: particles per projection tile (4 x 4 blocks are transposed in registers)
@@ -64,10 +66,10 @@ def _c(v):
 
 
 def lanes(dtype) -> int:
-    """Entries of one 256-bit vector: 4 float64, 8 float32. A projection tile takes
-    ``3 lanes`` samples (:func:`pack_samples`), a ``grad_U`` tile ``2 lanes`` inputs
-    (:func:`pack_inputs`)."""
-    return 32 // np.dtype(dtype).itemsize
+    """Entries of one vector of :data:`~mfpde._numba.VECTOR_BYTES`: 4 float64, 8 float32
+    (256-bit), or 8 and 16 (512-bit). A projection tile takes ``3 lanes`` samples
+    (:func:`pack_samples`), a ``grad_U`` tile ``2 lanes`` inputs (:func:`pack_inputs`)."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
 class _Vec:
@@ -76,8 +78,8 @@ class _Vec:
     def __init__(self, nbtype):
         self.f32 = nbtype == types.float32
         self.elem = ir.FloatType() if self.f32 else ir.DoubleType()
-        self.L = 8 if self.f32 else 4
         self.size = 4 if self.f32 else 8
+        self.L = VECTOR_BYTES // self.size
         self.vec = ir.VectorType(self.elem, self.L)
         self.vec4 = ir.VectorType(self.elem, 4)
         self.zero = ir.Constant(self.vec, [0.0] * self.L)
@@ -131,11 +133,14 @@ class _Vec:
                                                         list(range(4 * h, 4 * h + 4))))
 
     def join(self, builder, parts):
-        """The vector of the four-entry ``parts`` in order (the inverse of :meth:`quarter`)."""
-        if self.L == 4:
-            return parts[0]
-        return builder.shuffle_vector(parts[0], parts[1], ir.Constant(ir.VectorType(_I32, 8),
-                                                                      list(range(8))))
+        """The vector of the four-entry ``parts`` in order (the inverse of :meth:`quarter`):
+        neighbours concatenated pairwise, 4 -> 8 -> 16 entries."""
+        while len(parts) > 1:
+            m = 2 * parts[0].type.count
+            parts = [builder.shuffle_vector(parts[q], parts[q + 1],
+                                            ir.Constant(ir.VectorType(_I32, m), list(range(m))))
+                     for q in range(0, len(parts), 2)]
+        return parts[0]
 
 
 def _transpose4(builder, a):
@@ -265,9 +270,10 @@ _bwd2 = _bwd_tile(2)
 _bwd1 = _bwd_tile(1)
 
 #: inputs per block of the projection's chains: the block's ``X_b^T`` rows of a tile
-#: (``KB x 3 lanes`` entries, 24 KiB) stay in the first-level cache; each block continues the
-#: chains of the one before (the same bits as one chain)
-KB = 256
+#: (``KB x 3 lanes`` entries, 24 KiB: 256 inputs with 256-bit vectors, 128 with 512-bit) stay in
+#: the first-level cache; each block continues the chains of the one before (the same bits as
+#: one chain)
+KB = (24 << 10) // (3 * VECTOR_BYTES)
 
 
 @jit(inline="always")
@@ -289,10 +295,10 @@ def panel_width(d_in, nb):
 
 def pack_samples(Xb):
     """``X_b`` (nb, d_in) as the packed groups of :func:`project`: (ceil(nb / W), d_in, W) with
-    ``W = 3 lanes`` (12 float64, 24 float32 samples), group ``g`` holding ``X_b^T`` of the
-    samples ``W g .. W g + W - 1`` (zeros past ``nb``), so that a tile reads its inputs in order,
-    whatever ``nb`` (a power-of-two row stride of ``X_b^T`` would map the rows a tile reads to a
-    few sets of the first-level cache)."""
+    ``W = 3 lanes`` (12 or 24 float64, 24 or 48 float32 samples), group ``g`` holding ``X_b^T``
+    of the samples ``W g .. W g + W - 1`` (zeros past ``nb``), so that a tile reads its inputs in
+    order, whatever ``nb`` (a power-of-two row stride of ``X_b^T`` would map the rows a tile
+    reads to a few sets of the first-level cache)."""
     nb, d_in = Xb.shape
     W = 3 * lanes(Xb.dtype)
     ng = -(-nb // W)
@@ -305,7 +311,7 @@ def pack_samples(Xb):
 
 def pack_inputs(Xb):
     """``X_b`` (nb, d_in) as the packed panels of :func:`accumulate_gu`: (d_in // T, nb, T) with
-    ``T = 2 lanes`` (8 float64, 16 float32 inputs), panel ``t`` holding the inputs
+    ``T = 2 lanes`` (8 or 16 float64, 16 or 32 float32 inputs), panel ``t`` holding the inputs
     ``T t .. T t + T - 1`` contiguous per sample."""
     nb, d_in = Xb.shape
     T = 2 * lanes(Xb.dtype)
@@ -338,7 +344,7 @@ def project(XTP, U, Z, g, j0, j1):
     i0 = W * g
     if not (0 <= i0 < nb and 0 <= j0 <= j1 <= min(Z.shape[1], U.shape[0])
             and XTP.shape[0] * W >= nb and XTP.shape[1] == K and W == 3 * L
-            and L * 4 * Z.itemsize == 128 and _steps(XTP, 2, 1)
+            and L * Z.itemsize == VECTOR_BYTES and _steps(XTP, 2, 1)
             and _steps(XTP, 1, W) and _steps(U, 1, 1)
             and _steps(Z, 1, 1)):
         raise ValueError("project: shapes or strides of XTP, U, Z or the ranges do not match")
@@ -387,7 +393,7 @@ def accumulate_gu(B, X, XP, G, j0, j1, first, BP):
     if not (0 <= j0 <= j1 <= min(B.shape[1], G.shape[0]) and B.shape[0] == nb and G.shape[1] == K
             and nq <= BP.shape[0] and BP.shape[1] == nb and BP.shape[2] == TILE_Q
             and XP.shape[0] == K // T and XP.shape[1] == nb and T == 2 * L
-            and L * 4 * G.itemsize == 128 and _steps(B, 1, 1)
+            and L * G.itemsize == VECTOR_BYTES and _steps(B, 1, 1)
             and _steps(X, 1, 1) and _steps(G, 1, 1)
             and _steps(XP, 2, 1) and _steps(XP, 1, T)
             and _steps(BP, 2, 1) and _steps(BP, 1, TILE_Q)):
@@ -439,5 +445,5 @@ def accumulate_gu_kernel(B, X, XP, G, first):
         accumulate_gu(B, X, XP, G, j0, min(m, j0 + w), first, BP)
 
 
-__all__ = ["KB", "TILE_P", "TILE_Q", "accumulate_gu", "accumulate_gu_kernel", "lanes",
-           "pack_inputs", "pack_samples", "panel_width", "project", "project_kernel"]
+__all__ = ["KB", "TILE_P", "TILE_Q", "VECTOR_BYTES", "accumulate_gu", "accumulate_gu_kernel",
+           "lanes", "pack_inputs", "pack_samples", "panel_width", "project", "project_kernel"]
