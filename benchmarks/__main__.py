@@ -42,6 +42,7 @@ def load_average():
 def machine_info() -> dict:
     import numba
     import numpy as np
+    from mfpde._numba import VECTOR_BYTES
     info = {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -51,6 +52,7 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "numba_threads": numba.get_num_threads(),
+        "vector_bits": 8 * VECTOR_BYTES,
         "numba_threading_layer_env": os.environ.get("NUMBA_THREADING_LAYER", ""),
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS", ""),
     }
@@ -279,7 +281,7 @@ def to_markdown(res: dict) -> str:
     L = ["# mfpde benchmarks", "",
          f"Machine: {m['platform']}, {m['cpu_count']} CPUs ({m.get('processor') or '?'}); "
          f"Python {m['python']}, numpy {m['numpy']}, numba {m['numba']} ({m['numba_threads']} "
-         f"threads), torch {m.get('torch') or 'not installed'}, jax "
+         f"threads; product tiles {m.get('vector_bits', '?')}-bit), torch {m.get('torch') or 'not installed'}, jax "
          f"{m.get('jax') or 'not installed'}, POT {m.get('pot') or 'not installed'}; BLAS: "
          + ", ".join(f"{b['lib']} {b['version']} ({b['threads']} threads)" for b in m["blas"]
                      if b["api"] == "blas") + ".",
