@@ -37,7 +37,8 @@ def _helper(tmp_path, step):
         """))
 
 
-def test_kernel_recompiled_when_an_inlined_module_changes(tmp_path):
+def _package(tmp_path):
+    """A package ``pkg`` whose kernel inlines the helper of another module (step 1.0)."""
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
@@ -50,6 +51,11 @@ def test_kernel_recompiled_when_an_inlined_module_changes(tmp_path):
         def kernel(x):
             return helper(x)
         """))
+    return pkg
+
+
+def test_kernel_recompiled_when_an_inlined_module_changes(tmp_path):
+    pkg = _package(tmp_path)
     assert _run(tmp_path) == (2.0, 0)          # compiled, saved
     assert _run(tmp_path) == (2.0, 1)          # loaded from the cache
     _helper(tmp_path, "2.0")                   # kern.py unchanged, its inlined helper changed
@@ -75,18 +81,7 @@ def test_library_kernels_take_the_package_cache():
 def test_kernel_recompiled_for_the_other_vector_width(tmp_path):
     """The script of the same width loads the second time from the cache, the other width
     recompiles (the stamp holds the width)."""
-    pkg = tmp_path / "pkg"
-    pkg.mkdir()
-    (pkg / "__init__.py").write_text("")
-    _helper(tmp_path, "1.0")
-    (pkg / "kern.py").write_text(textwrap.dedent("""
-        from mfpde._numba import jit
-        from .helpers import helper
-
-        @jit
-        def kernel(x):
-            return helper(x)
-        """))
+    _package(tmp_path)
     for bits, hits in (("256", 0), ("256", 1), ("512", 0), ("512", 1), ("256", 0)):
         assert _run(tmp_path, MFPDE_VECTOR_BITS=bits) == (2.0, hits), bits
 
