@@ -654,7 +654,8 @@ class ReadoutModel:
             def finish(c, item=None):
                 r = rows[c]
                 if sweep:                       # this chunk's force, block by block
-                    gUc = None if low_d else self._take_buffer("gUc", widths[c] * d_in, adt)
+                    # sized for the widest chunk: any buffer of the pool serves any chunk
+                    gUc = None if low_d else self._take_buffer("gUc", max(widths) * d_in, adt)
                     acc = new_acc(widths[c], None if low_d else
                                   gUc[:widths[c] * d_in].reshape(widths[c], d_in))
                     for bi, (s, e) in enumerate(blocks):
@@ -678,7 +679,7 @@ class ReadoutModel:
                 if out is not None:
                     assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], lam, pa)
                 else:
-                    fb = self._take_buffer("force", widths[c] * D, np.float64)
+                    fb = self._take_buffer("force", max(widths) * D, np.float64)
                     force = fb[:widths[c] * D].reshape(widths[c], D)
                     assemble_chunk(force, acc[0], acc[1], acc[2], theta[r], lam, pa)
                     on_chunk(r.start, r.stop, force, item)
