@@ -281,7 +281,8 @@ def to_markdown(res: dict) -> str:
     L = ["# mfpde benchmarks", "",
          f"Machine: {m['platform']}, {m['cpu_count']} CPUs ({m.get('processor') or '?'}); "
          f"Python {m['python']}, numpy {m['numpy']}, numba {m['numba']} ({m['numba_threads']} "
-         f"threads; product tiles {m.get('vector_bits', '?')}-bit), torch {m.get('torch') or 'not installed'}, jax "
+         f"threads; product tiles {m.get('vector_bits', '?')}-bit), "
+         f"torch {m.get('torch') or 'not installed'}, jax "
          f"{m.get('jax') or 'not installed'}, POT {m.get('pot') or 'not installed'}; BLAS: "
          + ", ".join(f"{b['lib']} {b['version']} ({b['threads']} threads)" for b in m["blas"]
                      if b["api"] == "blas") + ".",

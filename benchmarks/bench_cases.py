@@ -551,8 +551,8 @@ def _scaling_point(d, N, n, repeat, budget_s, t_guess, mem_factor, mem_limit, se
     ``LangevinSolver(..., beta=inf)`` as in case 1) at ``(d, N, n)``. Skipped, with the reason,
     when the estimated memory ``mem_factor x`` the particle state ``N D 8`` bytes (plus one
     ``n x N`` block with ``block``: a guessed factor; a factor measured at the previous point
-    holds the pass's buffers) exceeds ``mem_limit``, or when the predicted time of the runs (``t_guess``
-    seconds per step, from the previous point) exceeds ``budget_s``. Steps predicted longer than
+    holds the pass's buffers) exceeds ``mem_limit``, or when the predicted time of the runs
+    (``t_guess`` seconds per step, from the previous point) exceeds ``budget_s``. Steps predicted longer than
     2 s get 3 runs instead of ``repeat``."""
     from mfpde.dynamics import LangevinSolver
     model = _make("two_layer", d, 1, 1)

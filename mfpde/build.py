@@ -421,10 +421,10 @@ def memory_estimate(cfg: Config, part=None) -> tuple[int, str]:
     - particles: ``8 N D c`` with ``D = d + max(p, q) + 1`` and ``c`` = :data:`STATE_COPIES` of
       the driver, plus :data:`PASS_BYTES` for the tiles of a gradient pass, plus
       ``3 * 8 N min(n, BLAS_BLOCK)`` for the ``block x N`` buffers of the stored pass (memory
-      "fast", or "auto" below ``LOW_MEMORY_N`` particles), or ``8 N D`` (``KEEP_STATE`` = 1 times
-      the state) for the tiles the sweep of "auto" keeps from ``LOW_MEMORY_N`` particles on; with ``dynamics.precision =
-      "float32"`` the buffers hold 4-byte entries and the pass adds a float32 copy of the
-      particles' ``u`` (``4 N D``);
+      "fast", or "auto" below ``LOW_MEMORY_N`` particles), or ``8 N D`` (``KEEP_STATE`` = 1
+      times the state) for the tiles the sweep of "auto" keeps from ``LOW_MEMORY_N`` particles
+      on; with ``dynamics.precision = "float32"`` the buffers hold 4-byte entries and the pass
+      adds a float32 copy of the particles' ``u`` (``4 N D``);
     - Pham–Nguyen: ``8 n1 n2 c`` (the ``w2`` matrix dominates);
     - grids: 16 arrays of the grid's cells.
     """

@@ -270,8 +270,8 @@ print(VECTOR_BYTES, h.hexdigest())
 def test_both_vector_widths_give_the_same_bits(tmp_path):
     """The products (both precisions, edges of both widths) and a model's force (float64)
     computed with 256-bit and with 512-bit tiles (``MFPDE_VECTOR_BITS``; 512-bit code also runs
-    where the CPU has no AVX-512) are the same bits. Each width compiles into a cache of its own, so the
-    shared cache keeps the compiled code of the machine's width."""
+    where the CPU has no AVX-512) are the same bits. Each width compiles into a cache of its own,
+    so the shared cache keeps the compiled code of the machine's width."""
     root = str(Path(__file__).resolve().parents[1])
     out = {}
     for bits in ("256", "512"):

@@ -126,7 +126,7 @@ class _Vec:
                 builder.store(builder.call(vfma, [x, b, builder.load(a)]), a)
 
     def quarter(self, builder, v, h):
-        """Entries ``4 h .. 4 h + 3`` of a vector (the vector itself for float64)."""
+        """Entries ``4 h .. 4 h + 3`` of a vector (the vector itself when it has four)."""
         if self.L == 4:
             return v
         return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, 4),
