@@ -356,6 +356,11 @@ def cmd_bench(args) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:                                   # the compile settings read from the environment
+        from . import _numba  # noqa: F401
+    except ValueError as exc:              # e.g. MFPDE_VECTOR_BITS=128
+        print(f"mfpde: {exc}", file=sys.stderr)
+        return 2
     if argv[:1] == ["bench"]:
         # everything after `bench` (options included) belongs to the benchmarks' own parser
         return cmd_bench(argparse.Namespace(args=argv[1:]))

@@ -498,3 +498,13 @@ def test_bundled_example_runs(env, name, tmp_path):
     assert run.series["loss"][-1] < run.series["loss"][0]
     r = call(env, "plot", out, "-o", tmp_path / f"{name}.png")
     assert r.returncode == 0, r.stderr
+
+
+def test_bad_vector_width_is_one_line_and_exit_2():
+    """``MFPDE_VECTOR_BITS`` other than 256 or 512: one line naming it, exit 2."""
+    env = dict(os.environ, MFPDE_VECTOR_BITS="128")
+    out = subprocess.run([sys.executable, "-m", "mfpde.cli", "validate", "--list"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "mfpde: MFPDE_VECTOR_BITS must be 256 or 512, got '128'"]
