@@ -4,8 +4,8 @@ them.
 Every entry of both products is defined as one chain of fused multiply-adds in the order of its
 summation index (from zero, or continued from the sums of the earlier blocks), whichever tile
 computes it. The comparisons with that chain are exact, so a tile that reorders, splits or
-re-rounds a sum fails here; the shapes cover the ``3 L``-, ``L``-sample and scalar edges of the
-projection, the ``2 L``-, ``L``-input and scalar edges of ``grad_U`` (``L`` = 4 or 8 float64, 8
+re-rounds a sum fails here; the shapes cover the ``3 L``-, ``L``-sample and padded edges of the
+projection, the ``2 L``-, ``L``-input and padded edges of ``grad_U`` (``L`` = 4 or 8 float64, 8
 or 16 float32 entries: 256- and 512-bit vectors), input dimensions above the block of inputs
 :data:`~mfpde.kernels.gemm.KB`, strided ``u`` rows and several panels. Both vector widths give
 the same bits (:data:`~mfpde._numba.VECTOR_BYTES`, a subprocess per width).
@@ -131,6 +131,9 @@ def test_bad_shapes_raise():
     BP = np.zeros((1, 5, gemm.TILE_Q))
     with pytest.raises(ValueError):                  # 12 particles need two packing panels
         gemm.accumulate_gu(np.zeros((5, 12)), X, gemm.pack_inputs(X), np.zeros((12, 8)), 0, 12,
+                           True, BP)
+    with pytest.raises(ValueError):                  # 8 particles: a padded second panel
+        gemm.accumulate_gu(np.zeros((5, 8)), X, gemm.pack_inputs(X), np.zeros((8, 8)), 0, 8,
                            True, BP)
     with pytest.raises(ValueError):                  # B with a reversed last axis
         gemm.accumulate_gu(np.zeros((5, 6))[:, ::-1], X, gemm.pack_inputs(X), np.zeros((6, 8)),

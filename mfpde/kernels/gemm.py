@@ -26,7 +26,10 @@ is the same whichever tile kernel (vector or scalar edge) computes it.
 **Tiles.** The inner loops are LLVM vector code emitted by two intrinsics (:func:`_fwd_tile`,
 :func:`_bwd_tile`) with twelve vector accumulators in registers: 4 particles x ``3 L`` samples
 for the projection (each 4 x 4 block transposed in registers before its rows are stored), 6
-particles x ``2 L`` inputs for ``grad_U``; narrower tiles and scalar chains take the edges.
+particles x ``2 L`` inputs for ``grad_U``; narrower tiles take the edges, and the last
+samples, particles or inputs that fill no tile are computed by a tile on zero-padded copies
+into a scratch tile (a scalar chain per entry there, latency-bound, took 20-35 % of a kernel
+whose shape is not a multiple of the tile: 209 samples or 65 inputs).
 The vectors are :data:`~mfpde._numba.VECTOR_BYTES` wide: 512-bit on CPUs with AVX-512, else
 256-bit, so ``L`` = :func:`lanes` is 8 or 4 float64 and 16 or 8 float32 entries; the width
 changes no result (the chains are the same). Each tile reads its operands in order from packed
@@ -50,7 +53,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from .._numba import VECTOR_BYTES, jit
-from .activations import fma, lit
 
 #: particles per projection tile (4 x 4 blocks are transposed in registers)
 TILE_P = 4
@@ -164,32 +166,33 @@ def _arrays(*arrs):
 
 
 def _fwd_tile(nvec):
-    """Intrinsic ``tile(XT, U, Z, xi, zi, j0, k0, k1, first)``: ``Z[zi + s, j0 + r] <- a +
+    """Intrinsic ``tile(XT, U, Z, xi, zi, j0, zj, k0, k1, first)``: ``Z[zi + s, zj + r] <- a +
     sum_k XT[k, xi + s] U[j0 + r, k]`` over ``k0 <= k < k1`` for ``r < 4`` particles and
     ``s < nvec L`` samples (``L`` = :func:`lanes`), each a chain of fused multiply-adds in the
-    order of ``k`` from ``a = 0`` (``first``) or from ``a = Z[zi + s, j0 + r]`` (a later block of
+    order of ``k`` from ``a = 0`` (``first``) or from ``a = Z[zi + s, zj + r]`` (a later block of
     inputs: the same chain). ``XT`` (d_in, .) holds the samples' inputs in columns (a packed
-    group of :func:`pack_samples`), ``U`` (Nc, d_in), ``Z`` (nb, Nc); float64 or float32."""
+    group of :func:`pack_samples`), ``U`` (Nc, d_in), ``Z`` (nb, Nc) or a scratch tile (``zj``:
+    its column of particle ``j0``); float64 or float32."""
     @intrinsic
-    def tile(typingctx, XT, U, Z, xi, zi, j0, k0, k1, first):
+    def tile(typingctx, XT, U, Z, xi, zi, j0, zj, k0, k1, first):
         t = _arrays(XT, U, Z)
         if t is None:
             return None
-        sig = types.void(XT, U, Z, xi, zi, j0, k0, k1, first)
+        sig = types.void(XT, U, Z, xi, zi, j0, zj, k0, k1, first)
 
         def codegen(context, builder, signature, args):
             V = _Vec(t)
             xd, xs, _ = V.rows(context, builder, signature.args[0], args[0])
             ud, us, _ = V.rows(context, builder, signature.args[1], args[1])
             zd, zs, _ = V.rows(context, builder, signature.args[2], args[2])
-            xiv, ziv, j0v, k0v, k1v = (context.cast(builder, args[q], signature.args[q],
-                                                    types.int64) for q in range(3, 8))
-            first = context.cast(builder, args[8], signature.args[8], types.boolean)
+            xiv, ziv, j0v, zjv, k0v, k1v = (context.cast(builder, args[q], signature.args[q],
+                                                         types.int64) for q in range(3, 9))
+            first = context.cast(builder, args[9], signature.args[9], types.boolean)
             vfma = V.fma(builder)
             nq = V.L // 4
             # Z row of sample (c, h, s): c-th vector, h-th quarter, s-th entry
             zidx = [[[builder.add(builder.mul(builder.add(ziv, _c(V.L * c + 4 * h + s)), zs),
-                                  j0v) for s in range(4)] for h in range(nq)]
+                                  zjv) for s in range(4)] for h in range(nq)]
                     for c in range(nvec)]
             acc = V.accumulators(builder, TILE_P, nvec)
             for c in range(nvec):
@@ -321,14 +324,6 @@ def pack_inputs(Xb):
     return out
 
 
-@jit(inline="always")
-def _project_entry(XT, U, Z, xi, zi, j):
-    a = lit(Z, 0.0)
-    for k in range(U.shape[1]):
-        a = fma(XT[k, xi], U[j, k], a)
-    Z[zi, j] = a
-
-
 @jit(error_model="numpy")
 def project(XTP, U, Z, g, j0, j1):
     r"""``Z[i, j] = sum_k X_b[i, k] U[j, k]`` (:math:`P = X_b U^\top`) for the samples
@@ -336,7 +331,8 @@ def project(XTP, U, Z, g, j0, j1):
     ``j0 <= j < j1`` (module docstring: one chain per entry). ``XTP`` the packed groups of
     ``X_b`` (:func:`pack_samples`), ``U`` (Nc, d_in) the chunk's ``u`` rows, ``Z`` (nb, Nc); one
     float type, last axes contiguous. Tiles of 4 particles x ``W`` (at the last group ``W / 3``)
-    samples, :data:`KB` inputs at a time; scalar chains at the edges."""
+    samples, :data:`KB` inputs at a time; the edges (a last group of fewer than ``W`` samples,
+    fewer than 4 particles) by the same tiles on zero-padded copies into a scratch tile."""
     K = U.shape[1]
     nb = Z.shape[0]
     W = XTP.shape[2]
@@ -356,24 +352,35 @@ def project(XTP, U, Z, g, j0, j1):
         k1 = min(K, k0 + KB)
         for j in range(j0, jt, TILE_P):
             if rows == W:
-                _fwd3(XT, U, Z, 0, i0, j, k0, k1, k0 == 0)
+                _fwd3(XT, U, Z, 0, i0, j, j, k0, k1, k0 == 0)
             else:
                 for s in range(0, rl, L):
-                    _fwd1(XT, U, Z, s, i0 + s, j, k0, k1, k0 == 0)
-    for s in range(rl, rows):
-        for j in range(j0, jt):
-            _project_entry(XT, U, Z, s, i0 + s, j)
-    for j in range(jt, j1):
+                    _fwd1(XT, U, Z, s, i0 + s, j, j, k0, k1, k0 == 0)
+    if rl < rows:
+        # the last rows of a last group: L samples of the zero-padded group into a scratch tile
+        T = np.empty((L, TILE_P), Z.dtype)
+        for j in range(j0, jt, TILE_P):
+            for k0 in range(0, K, KB):
+                _fwd1(XT, U, T, rl, 0, j, 0, k0, min(K, k0 + KB), k0 == 0)
+            for s in range(rows - rl):
+                for r in range(TILE_P):
+                    Z[i0 + rl + s, j + r] = T[s, r]
+    if jt < j1:
+        # the last particles: their u rows and zero rows into a scratch tile of the group
+        Up = np.zeros((TILE_P, K), Z.dtype)
+        for r in range(j1 - jt):
+            Up[r] = U[jt + r]
+        T = np.empty((W, TILE_P), Z.dtype)
+        for k0 in range(0, K, KB):
+            k1 = min(K, k0 + KB)
+            if rows == W:
+                _fwd3(XT, Up, T, 0, 0, 0, 0, k0, k1, k0 == 0)
+            else:
+                for s in range(0, rows, L):
+                    _fwd1(XT, Up, T, s, s, 0, 0, k0, k1, k0 == 0)
         for s in range(rows):
-            _project_entry(XT, U, Z, s, i0 + s, j)
-
-
-@jit(inline="always")
-def _gu_entry(B, X, G, jb, kx, jg, kg, first):
-    a = lit(G, 0.0) if first else G[jg, kg]
-    for i in range(X.shape[0]):
-        a = fma(B[i, jb], X[i, kx], a)
-    G[jg, kg] = a
+            for r in range(j1 - jt):
+                Z[i0 + s, jt + r] = T[s, r]
 
 
 @jit(error_model="numpy")
@@ -382,16 +389,19 @@ def accumulate_gu(B, X, XP, G, j0, j1, first, BP):
     (:math:`\nabla_U\Psi \mathrel{+}= B^\top X_b`) for ``j0 <= j < j1`` and every input ``k``,
     over the samples ``i`` of the block in order (module docstring). ``B`` (nb, Nc), ``X``
     (nb, d_in), ``XP`` its packed panels (:func:`pack_inputs`, ``T = XP.shape[2]`` inputs each),
-    ``G`` (Nc, d_in), one float type; ``BP`` (>= (j1 - j0) // 6, nb, 6) scratch: the range's
-    ``B`` columns are packed six particles at a time, so that every tile reads both operands in
-    order; tiles of 6 particles x ``T`` (then ``T / 2``) inputs, scalar chains at the edges."""
+    ``G`` (Nc, d_in), one float type; ``BP`` (>= ceil((j1 - j0) / 6), nb, 6) scratch: the
+    range's ``B`` columns are packed six particles at a time (zero columns past ``j1``), so that
+    every tile reads both operands in order; tiles of 6 particles x ``T`` (then ``T / 2``)
+    inputs; the edges (fewer than ``T / 2`` inputs, fewer than 6 particles) by the same tiles
+    on zero-padded copies into a scratch tile."""
     nb = X.shape[0]
     K = X.shape[1]
     T = XP.shape[2]
     L = T // 2
     nq = (j1 - j0) // TILE_Q
+    jr = j0 + TILE_Q * nq                 # the particles [jr, j1) of a last, partial group
     if not (0 <= j0 <= j1 <= min(B.shape[1], G.shape[0]) and B.shape[0] == nb and G.shape[1] == K
-            and nq <= BP.shape[0] and BP.shape[1] == nb and BP.shape[2] == TILE_Q
+            and nq + (jr < j1) <= BP.shape[0] and BP.shape[1] == nb and BP.shape[2] == TILE_Q
             and XP.shape[0] == K // T and XP.shape[1] == nb and T == 2 * L
             and L * G.itemsize == VECTOR_BYTES and _steps(B, 1, 1)
             and _steps(X, 1, 1) and _steps(G, 1, 1)
@@ -399,12 +409,15 @@ def accumulate_gu(B, X, XP, G, j0, j1, first, BP):
             and _steps(BP, 2, 1) and _steps(BP, 1, TILE_Q)):
         raise ValueError("accumulate_gu: shapes or strides of B, X, XP, G, BP or the range do "
                          "not match")
-    for q in range(nq):
+    for q in range(nq + (jr < j1)):
         Bq = BP[q]
+        m = min(TILE_Q, j1 - j0 - TILE_Q * q)
         for i in range(nb):
             Bi = B[i]
-            for r in range(TILE_Q):
+            for r in range(m):
                 Bq[i, r] = Bi[j0 + TILE_Q * q + r]
+            for r in range(m, TILE_Q):
+                Bq[i, r] = 0.0
     kt = XP.shape[0] * T
     kl = kt + (K - kt) // L * L
     for t in range(XP.shape[0]):
@@ -414,12 +427,46 @@ def accumulate_gu(B, X, XP, G, j0, j1, first, BP):
     for q in range(nq):
         for k in range(kt, kl, L):
             _bwd1(BP[q], X, G, 0, k, j0 + TILE_Q * q, k, first)
+    # the last inputs [kl, K) of every group, L of the zero-padded inputs into a scratch tile
+    XR = np.zeros((nb if kl < K else 0, L), G.dtype)
+    for i in range(XR.shape[0]):
         for k in range(kl, K):
-            for r in range(TILE_Q):
-                _gu_entry(BP[q], X, G, r, k, j0 + TILE_Q * q + r, k, first)
-    for j in range(j0 + TILE_Q * nq, j1):
-        for k in range(K):
-            _gu_entry(B, X, G, j, k, j, k, first)
+            XR[i, k - kl] = X[i, k]
+    GR = np.zeros((TILE_Q, L), G.dtype)
+    if kl < K:
+        for q in range(nq):
+            _gu_rest(BP[q], XR, GR, G, j0 + TILE_Q * q, kl, first)
+    if jr < j1:
+        # the last particles: every input of the zero-padded group into a scratch tile
+        Bq = BP[nq]
+        GS = np.zeros((TILE_Q, K), G.dtype)
+        if not first:
+            for r in range(j1 - jr):
+                GS[r] = G[jr + r]
+        for t in range(XP.shape[0]):
+            _bwd2(Bq, XP[t], GS, 0, 0, 0, T * t, first)
+        for k in range(kt, kl, L):
+            _bwd1(Bq, X, GS, 0, k, 0, k, first)
+        if kl < K:
+            _gu_rest(Bq, XR, GR, GS, 0, kl, first)
+        for r in range(j1 - jr):
+            G[jr + r] = GS[r]
+
+
+@jit(inline="always")
+def _gu_rest(Bq, XR, GR, G, jg, kl, first):
+    """Inputs ``kl ..`` of the six particles ``jg ..`` of :func:`accumulate_gu`: one
+    ``L``-input tile on the zero-padded inputs ``XR`` (nb, L) into the scratch ``GR`` (6, L),
+    continued from ``G`` unless ``first``."""
+    nr = G.shape[1] - kl
+    if not first:
+        for r in range(TILE_Q):
+            for k in range(nr):
+                GR[r, k] = G[jg + r, kl + k]
+    _bwd1(Bq, XR, GR, 0, 0, 0, 0, first)
+    for r in range(TILE_Q):
+        for k in range(nr):
+            G[jg + r, kl + k] = GR[r, k]
 
 
 @jit(error_model="numpy")
