@@ -1,6 +1,7 @@
 """The kernels of the tanh pass at d_in = 2 (fused projection, two sample rows per pass) give the
 bits of the general kernels, and the models that take them match the NumPy peer; the one-loop
-backward rows (``B`` into ``S``, up to four outputs) give the bits of the separate loops.
+backward rows (``B`` into ``S``, up to four outputs) give the bits of the separate loops; the
+features computed row by row without a tile give those of the tile kernels.
 
 The special kernels exist for speed only: any difference from the general kernels, however
 small, is a failure here (the comparison is exact), for odd and even blocks (an odd last row is
@@ -37,6 +38,22 @@ def test_forward_d2_equals_general_kernel(nb, Nc, dtype):
     R._FORWARD[TANH](S2, a["Xb"], a["UT"], a["AT"], H2)
     assert np.array_equal(S1, S2) and np.array_equal(H1, H2)
     assert np.allclose(S1, np.tanh(a["Xb"] @ a["UT"]), rtol=1e-5 if dtype == np.float32 else 1e-14)
+
+
+@pytest.mark.parametrize("code,d_in,p", [(TANH, 2, 1), (TANH, 2, 3), (TANH, 3, 2),
+                                          (SIGMOID, 2, 1), (IDENTITY, 5, 2)])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("nb,Nc", SHAPES)
+def test_features_without_tile_equal_forward_kernel(nb, Nc, dtype, code, d_in, p):
+    """The features of rows in scratch (the sweep's forward phase) are those of the tile
+    kernel (``d_in = 2`` tanh takes the special kernels on both sides)."""
+    rng = np.random.default_rng(3 * nb + Nc + d_in)
+    Xb, UT, AwT = (rng.standard_normal(s).astype(dtype) for s in ((nb, d_in), (d_in, Nc),
+                                                                   (p, Nc)))
+    H1, H2 = np.empty((nb, p)), np.full((nb, p), np.nan)
+    R.forward_s(code, np.empty((nb, Nc), dtype), Xb, UT, AwT, H1)
+    R.features_s(code, Xb, UT, AwT, H2)
+    assert np.array_equal(H1, H2)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

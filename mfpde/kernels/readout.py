@@ -338,6 +338,23 @@ def _sweep_s(code, Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
 
 
 @jit(inline="always")
+def _features_s(code, Xb, UT, AwT, Hpart, d2=False):
+    """The features of :func:`_forward_s` without its tile: per sample row, the row
+    ``sigma(x_i U^T)`` of the whole chunk in a scratch row (in the second-level cache) and at
+    once its sums ``Hpart[i, k] = sum_j S[i, j] AwT[k, j]`` (:func:`_dot`: the same numbers)."""
+    Nc = UT.shape[1]
+    Srow = np.empty(Nc, UT.dtype)
+    for i in range(Xb.shape[0]):
+        if d2:
+            _forward_row2(code, Srow, Xb[i], UT, 0, Nc)
+        else:
+            _forward_row(code, Srow, Xb[i], UT, 0, Nc)
+        Hi = Hpart[i]
+        for k in range(Hi.shape[0]):
+            Hi[k] = _dot(Srow, AwT[k])
+
+
+@jit(inline="always")
 def _forward_row2(code, Si, xi, UT, j0, j1):
     """:func:`_forward_row` for ``d_in = 2`` with the projection and the activation in one loop,
     ``z = fma(x_1, U_1, x_0 U_0)`` kept in a register: the operations of :func:`_combine_rows`
@@ -415,6 +432,21 @@ def _forward_identity(S, Xb, UT, AwT, Hpart):
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
+def _features_tanh(Xb, UT, AwT, Hpart):
+    _features_s(TANH, Xb, UT, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _features_sigmoid(Xb, UT, AwT, Hpart):
+    _features_s(SIGMOID, Xb, UT, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _features_identity(Xb, UT, AwT, Hpart):
+    _features_s(IDENTITY, Xb, UT, AwT, Hpart)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
 def _backward_tanh(S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):
     _backward_s(TANH, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT)
 
@@ -451,6 +483,11 @@ def _sweep_identity(Xb, UT, G, AT, train_a, gAT, want_lap, xn2, lap, gUT):
 @jit(error_model="numpy", fastmath=CONTRACT)
 def _forward2_tanh(S, Xb, UT, AwT, Hpart):
     _forward_s(TANH, S, Xb, UT, AwT, Hpart, True)
+
+
+@jit(error_model="numpy", fastmath=CONTRACT)
+def _features2_tanh(Xb, UT, AwT, Hpart):
+    _features_s(TANH, Xb, UT, AwT, Hpart, True)
 
 
 @jit(error_model="numpy", fastmath=CONTRACT)
@@ -594,6 +631,7 @@ def _pairs2(code, AT, train_a, want_lap, gUT):
 _FORWARD = {TANH: _forward_tanh, SIGMOID: _forward_sigmoid, IDENTITY: _forward_identity}
 _BACKWARD = {TANH: _backward_tanh, SIGMOID: _backward_sigmoid, IDENTITY: _backward_identity}
 _SWEEP = {TANH: _sweep_tanh, SIGMOID: _sweep_sigmoid, IDENTITY: _sweep_identity}
+_FEATURES = {TANH: _features_tanh, SIGMOID: _features_sigmoid, IDENTITY: _features_identity}
 _FORWARD_G = {TANH: _forwardg_tanh, SIGMOID: _forwardg_sigmoid, IDENTITY: _forwardg_identity}
 _BACKWARD_G = {TANH: _backwardg_tanh, SIGMOID: _backwardg_sigmoid, IDENTITY: _backwardg_identity}
 _BACKWARD_G1 = {TANH: _backwardg1_tanh, SIGMOID: _backwardg1_sigmoid,
@@ -615,6 +653,18 @@ def forward_s(code, S, Xb, UT, AwT, Hpart):
         _forward2_tanh(S, Xb, UT, AwT, Hpart)
     else:
         _FORWARD[code](S, Xb, UT, AwT, Hpart)
+
+
+def features_s(code, Xb, UT, AwT, Hpart):
+    """One chunk, forward, for :data:`FROM_S` activations and a small ``d_in``, when only the
+    features are wanted: ``Hpart[i, k] = sum_j sigma(x_i U^T)_j AwT[k, j]``, the numbers of
+    :func:`forward_s` without its ``(nb, Nc)`` tile (each row in a scratch row; the forward
+    phase of the low-memory sweep and of a pass of features). Shapes and dtypes as
+    :func:`forward_s`, ``UT`` (d_in, Nc)."""
+    if code == TANH and UT.shape[0] == 2:
+        _features2_tanh(Xb, UT, AwT, Hpart)
+    else:
+        _FEATURES[code](Xb, UT, AwT, Hpart)
 
 
 def backward_s(code, S, G, AT, train_a, gAT, want_lap, xn2, lap, Xb, gUT):

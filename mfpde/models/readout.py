@@ -59,8 +59,8 @@ from .._pool import run_tasks
 from ..rules import MEMORY_MODES
 from ..kernels.gemm import TILE_Q, pack_inputs, pack_samples, panel_width
 from ..kernels.readout import (FROM_S, add_into, assemble_chunk, backward_chunk, backward_g,
-                               backward_s, chunk_bounds, forward_chunk, forward_g, forward_s,
-                               prepass, sweep_s)
+                               backward_s, chunk_bounds, features_s, forward_chunk, forward_g,
+                               forward_s, prepass, sweep_s)
 
 #: input dimensions up to this use the projection of the element-wise kernels (low-dimension
 #: regime) instead of matrix products
@@ -488,8 +488,11 @@ class ReadoutModel:
 
         def fwd(c, s, e, T, Hout):
             """Chunk ``c``, samples ``s:e``: tiles ``T = (S, [P], [Spp])`` and features into
-            ``Hout`` (None: features known, not formed)."""
+            ``Hout`` (None: features known, not formed; ``T`` None: features only, no tile)."""
             Xb = Xk[s:e]
+            if T is None:
+                features_s(code, Xb, UT[c], AwT[c], Hout)
+                return
             S = T[0]
             Aw = AwT[c] if Hout is not None else no_dd
             if Hout is None:
@@ -605,8 +608,11 @@ class ReadoutModel:
                     XTPs[s] = pack_samples(Xk[s:e])
                     if grad:
                         XPs[s] = pack_inputs(Xk[s:e])
+                # a small d_in with the tile needed no more: the features of rows in scratch
+                rows_only = low_d and (sweep or not grad) and e > kept
                 run_tasks(lambda c: fwd(c, s, e, keep.get(c, nb, s) if e <= kept
-                                        else tiles.get(c, nb), Hparts[c, :nb]), CL)
+                                        else None if rows_only else tiles.get(c, nb),
+                                        Hparts[c, :nb]), CL)
                 if gemm and (not sweep or e <= kept):
                     # a block's packed inputs are read again only by the sweep's chunks that
                     # evaluate its tiles again
