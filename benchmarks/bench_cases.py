@@ -66,22 +66,23 @@ def median_time(fn, repeat=5, warmup=1):
 #: after their work and would slow whichever implementation comes next
 PAUSE = 0.1
 
-#: untimed calls of the same function between the pause and each timed call of
-#: :func:`interleaved_times`: after the idle pause the first 10-20 ms of work on both threads
-#: run slower (mfpde's float32 middle step 52 ms against 42 back to back, the float64 step 71
-#: against 68), a fixed cost that weighs on the shorter call; a call of the same function
-#: first times the step as it runs in a sequence of steps
-SETTLE = 1
+#: seconds of untimed calls of the same function (at least one call) between the pause and
+#: each timed call of :func:`interleaved_times`: after the idle pause the first 10-20 ms of work
+#: on both threads run slower (mfpde's float32 middle step 52 ms against 42 back to back, the
+#: float64 step 71 against 68; the 12 ms float32 high step read 12-25 ms after one call), a
+#: fixed cost that weighs on the shorter calls; calls of the same function first time the step
+#: as it runs in a sequence of steps
+SETTLE = 0.05
 
 
 def interleaved_times(fns, repeat=5, warmup=1, settle=None):
     """Time several implementations in alternation: ``repeat`` rounds, each timing every
     function once (after ``warmup`` untimed rounds), each timed call preceded by :data:`PAUSE`
-    seconds of idle time and then ``settle`` (default :data:`SETTLE`) untimed calls of the same
-    function. Returns ``(medians, rounds)``: the median time of each name and the list of
-    per-round ``{name: seconds}``. On a shared machine whose speed drifts, per-round ratios
-    compare implementations under the same conditions."""
-    settle = SETTLE if settle is None else int(settle)
+    seconds of idle time and then untimed calls of the same function for ``settle`` seconds
+    (default :data:`SETTLE`; at least one call). Returns ``(medians, rounds)``: the median time
+    of each name and the list of per-round ``{name: seconds}``. On a shared machine whose speed
+    drifts, per-round ratios compare implementations under the same conditions."""
+    settle = SETTLE if settle is None else float(settle)
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -90,7 +91,9 @@ def interleaved_times(fns, repeat=5, warmup=1, settle=None):
         r = {}
         for name, fn in fns.items():
             time.sleep(PAUSE)
-            for _ in range(settle):
+            t_end = time.perf_counter() + settle
+            fn()
+            while time.perf_counter() < t_end:
                 fn()
             t0 = time.perf_counter()
             fn()
