@@ -21,7 +21,7 @@ index, from zero: ``a <- fma(x_k, u_k, a)`` for ``k = 0, 1, ..., d_in - 1`` (pro
 ``a <- fma(b_i, x_i, a)`` for the samples ``i`` of a block in order, continued from the chunk's
 sum over the earlier blocks (``grad_U``: one chain over all samples). ``llvm.fma`` rounds once
 on every target, so the result depends neither on the CPU nor on a BLAS build, and every entry
-is the same whichever tile kernel (vector or scalar edge) computes it.
+is the same whichever tile (full, narrower, or on zero-padded edges) computes it.
 
 **Tiles.** The inner loops are LLVM vector code emitted by two intrinsics (:func:`_fwd_tile`,
 :func:`_bwd_tile`) with twelve vector accumulators in registers: 4 particles x ``3 L`` samples
