@@ -338,9 +338,10 @@ def project(XTP, U, Z, g, j0, j1):
     ``j0 <= j < j1`` (module docstring: one chain per entry). ``XTP`` the packed groups of
     ``X_b`` (:func:`pack_samples`), ``U`` (Nc, d_in) the chunk's ``u`` rows, ``Z`` (nb, Nc); one
     float type (``U`` also float64 with float32 ``XTP`` and ``Z``: the same numbers as
-    ``U.astype(float32)``), last axes contiguous. Tiles of 4 particles x ``W`` (at the last group ``W / 3``)
-    samples, :data:`KB` inputs at a time; the edges (a last group of fewer than ``W`` samples,
-    fewer than 4 particles) by the same tiles on zero-padded copies into a scratch tile."""
+    ``U.astype(float32)``), last axes contiguous. Tiles of 4 particles x ``W`` (at the last
+    group ``W / 3``) samples, :data:`KB` inputs at a time; the edges (a last group of fewer than
+    ``W`` samples, fewer than 4 particles) by the same tiles on zero-padded copies into a
+    scratch tile."""
     K = U.shape[1]
     nb = Z.shape[0]
     W = XTP.shape[2]
