@@ -77,19 +77,6 @@ def test_projection_is_the_fma_chain(nb, m, K, dtype):
     assert np.all(np.abs(Z - X64 @ U64.T) <= 2 * bound)
 
 
-@pytest.mark.parametrize("nb,m,K", SHAPES)
-def test_float32_projection_of_float64_rows_rounds_them_as_read(nb, m, K):
-    """The float32 projection reads the float64 ``u`` rows of the state, each entry rounded to
-    float32 as it is read: the numbers of the projection of their float32 copy."""
-    rng = np.random.default_rng(nb + 7 * m + K)
-    X, U = rng.standard_normal((nb, K)).astype(np.float32), _strided_rows(rng, m, K)
-    Z, Zc = np.full((nb, m), np.nan, np.float32), np.empty((nb, m), np.float32)
-    XTP = gemm.pack_samples(X)
-    gemm.project_kernel(XTP, U, Z)
-    gemm.project_kernel(XTP, U.astype(np.float32), Zc)
-    assert np.array_equal(Z, Zc)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("nb,m,K", SHAPES)
 @pytest.mark.parametrize("first", [True, False])

@@ -40,9 +40,8 @@ dgemm on the shapes of the pass (256-bit, d_in = 64: 33-41 GFLOP/s against 32-39
 an AVX-512 core: 89-97 GFLOP/s against 53-56 for the 256-bit tiles, docs/performance.md).
 
 Shapes and strides: 2-D arrays of one float type (float64, or float32 for the mixed-precision
-pass, where the projection also reads the float64 ``u`` rows, each entry rounded to float32 as
-it is read) whose last axis is contiguous; rows may be strided (the chunk's ``u`` rows are a
-view of the ``(N, D)`` state). :func:`project` and :func:`accumulate_gu` check the shapes, the unit
+pass) whose last axis is contiguous; rows may be strided (the chunk's ``u`` rows are a view of
+the ``(N, D)`` state). :func:`project` and :func:`accumulate_gu` check the shapes, the unit
 strides of the last axes and the packed layouts (ValueError) before any vector access.
 """
 from __future__ import annotations
@@ -88,12 +87,11 @@ class _Vec:
         self.zero = ir.Constant(self.vec, [0.0] * self.L)
 
     def rows(self, context, builder, aty, aval):
-        """(data pointer, row stride in entries, shape) of a 2-D array argument (of this float
-        type, or float64)."""
+        """(data pointer, row stride in entries, shape) of a 2-D array argument."""
         arr = context.make_array(aty)(context, builder, aval)
         shape = cgutils.unpack_tuple(builder, arr.shape)
         stride = cgutils.unpack_tuple(builder, arr.strides)[0]
-        return arr.data, builder.ashr(stride, _c(2 if aty.dtype == types.float32 else 3)), shape
+        return arr.data, builder.ashr(stride, _c(2 if self.f32 else 3)), shape
 
     def load(self, builder, data, index, vty=None):
         p = builder.bitcast(builder.gep(data, [index]), (vty or self.vec).as_pointer())
@@ -122,13 +120,9 @@ class _Vec:
 
     def rank1(self, builder, vfma, acc, xv, data, indices):
         """One term of every chain of a tile: ``acc[r][c] <- fma(xv[c], data[indices[r]],
-        acc[r][c])``, the scalar (float64 data rounded to float32 for a float32 tile, as
-        ``astype``) broadcast to a vector."""
+        acc[r][c])``, the scalar broadcast to a vector."""
         for r, idx in enumerate(indices):
-            x = builder.load(builder.gep(data, [idx]))
-            if x.type != self.elem:
-                x = builder.fptrunc(x, self.elem)
-            b = self.broadcast(builder, x)
+            b = self.broadcast(builder, builder.load(builder.gep(data, [idx])))
             for c, x in enumerate(xv):
                 a = acc[r][c]
                 builder.store(builder.call(vfma, [x, b, builder.load(a)]), a)
@@ -178,12 +172,11 @@ def _fwd_tile(nvec):
     order of ``k`` from ``a = 0`` (``first``) or from ``a = Z[zi + s, zj + r]`` (a later block of
     inputs: the same chain). ``XT`` (d_in, .) holds the samples' inputs in columns (a packed
     group of :func:`pack_samples`), ``U`` (Nc, d_in), ``Z`` (nb, Nc) or a scratch tile (``zj``:
-    its column of particle ``j0``); float64 or float32, ``U`` also float64 for float32 ``XT``
-    and ``Z`` (each entry rounded to float32 as it is read: the float64 particle state)."""
+    its column of particle ``j0``); float64 or float32."""
     @intrinsic
     def tile(typingctx, XT, U, Z, xi, zi, j0, zj, k0, k1, first):
-        t = _arrays(XT, Z)
-        if t is None or _arrays(U) not in (t, types.float64):
+        t = _arrays(XT, U, Z)
+        if t is None:
             return None
         sig = types.void(XT, U, Z, xi, zi, j0, zj, k0, k1, first)
 
@@ -337,11 +330,10 @@ def project(XTP, U, Z, g, j0, j1):
     ``i`` of group ``g`` (``W g <= i < min(nb, W g + W)``, ``W = XTP.shape[2]``) and
     ``j0 <= j < j1`` (module docstring: one chain per entry). ``XTP`` the packed groups of
     ``X_b`` (:func:`pack_samples`), ``U`` (Nc, d_in) the chunk's ``u`` rows, ``Z`` (nb, Nc); one
-    float type (``U`` also float64 with float32 ``XTP`` and ``Z``: the same numbers as
-    ``U.astype(float32)``), last axes contiguous. Tiles of 4 particles x ``W`` (at the last
-    group ``W / 3``) samples, :data:`KB` inputs at a time; the edges (a last group of fewer than
-    ``W`` samples, fewer than 4 particles) by the same tiles on zero-padded copies into a
-    scratch tile."""
+    float type, last axes contiguous. Tiles of 4 particles x ``W`` (at the last group
+    ``W / 3``) samples, :data:`KB` inputs at a time; the edges (a last group of fewer than ``W``
+    samples, fewer than 4 particles) by the same tiles on zero-padded copies into a scratch
+    tile."""
     K = U.shape[1]
     nb = Z.shape[0]
     W = XTP.shape[2]

@@ -29,11 +29,9 @@ depend neither on the CPU nor on a BLAS library); for the other activations BLAS
 
 Precision (``precision``): by default every array of the pass is float64. With ``precision =
 "float32"`` the gradient pass (the force of :meth:`ReadoutModel.gradient` and
-:meth:`ReadoutModel.force_chunks`) is mixed precision: the copies of ``X_b`` (and ``A``,
-``G``) it reads are float32 and so is ``U`` (the compiled projection rounds the float64 ``u``
-rows of the state as it reads them; float32 copies for the sgemm calls of the other
-activations), so the products ``X_b U^T`` and ``B^T X_b`` are float32 tiles (sgemm calls for
-the other activations) and the tiles ``S``, ``B`` and the element-wise kernels
+:meth:`ReadoutModel.force_chunks`) is mixed precision: the copies of ``X_b``, ``U`` (and ``A``,
+``G``) it reads are float32, so the products ``X_b U^T`` and ``B^T X_b`` are float32 tiles
+(sgemm calls for the other activations) and the tiles ``S``, ``B`` and the element-wise kernels
 are float32 (the float32 tanh of
 :func:`~mfpde.kernels.activations.tanh_simd32`); the partial features ``S A^w`` are summed in
 float64 within a chunk and across chunks (in chunk order), the per-block sums ``grad_A``,
@@ -437,7 +435,7 @@ class ReadoutModel:
         sweep = grad and self.low_memory(N)
         from_s = code in FROM_S                      # sigma', sigma'' from sigma: one tile
         low_d = self.compiled_projection             # projection and grad_U in the kernels
-        # the mixed-precision gradient pass (module docstring): float32 copies of X, A, G (and U)
+        # the mixed-precision gradient pass (module docstring): float32 copies of X, U, A, G
         f32 = grad and self.precision == "float32"
         ft = np.float32 if f32 else np.float64
         no_dd = np.empty((0, 0), ft)
@@ -460,15 +458,13 @@ class ReadoutModel:
             gw = min(panel_width(d_in, blk), -(-max(widths, default=1) // 12) * 12)
             gscr = threading.local()
         # the chunks' u rows (Nc, d_in) of the projections: views of theta (last axis
-        # contiguous; the compiled projection rounds them to float32 as it reads them), or, for
-        # a BLAS projection in float32, float32 copies (in a buffer kept by the model between
-        # passes) made by the chunk's first task
-        u32 = f32 and not low_d and not gemm
-        ubuf = self._take_buffer("u32", NL * d_in, ft) if u32 else None
-        if not low_d and not u32 and theta.strides[1] != theta.itemsize:
+        # contiguous), or float32 copies (in a buffer kept by the model between passes) made by
+        # the chunk's first task
+        ubuf = self._take_buffer("u32", NL * d_in, ft) if (f32 and not low_d) else None
+        if not low_d and not f32 and theta.strides[1] != theta.itemsize:
             theta = np.ascontiguousarray(theta)
-        Uk = [None if u32 else theta[r, pa:] for r in rows] if not low_d else None
-        Ufilled = [not u32] * CL
+        Uk = [None if f32 else theta[r, pa:] for r in rows] if not low_d else None
+        Ufilled = [not f32] * CL
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
         if f32:
             xn2 = xn2.astype(ft)
