@@ -1,7 +1,8 @@
 """Fuzzing the configuration: random ``--set`` overrides and damaged TOML files given to
 ``mfpde run``. Whatever the input, the command ends with exit 0 (a valid run, complete file),
-1 (a valid run that diverged: one line, status failed) or 2 (bad input: one line naming the
-problem, no traceback, and no file left behind)."""
+1 (a valid run that diverged: one line, status failed), 2 (bad input: one line naming the
+problem, no traceback, and no file left behind) or 75 (a drawn ``output.time_limit`` reached:
+one line naming the wall-clock limit, status interrupted, a checkpoint to resume from)."""
 import contextlib
 import io
 import string
@@ -79,7 +80,7 @@ def _run(args, out: Path) -> tuple[int, str]:
 
 
 def _check(code: int, err: str, out: Path) -> None:
-    assert code in (0, 1, 2), (code, err)
+    assert code in (0, 1, 2, 75), (code, err)
     assert "Traceback" not in err, err
     part = out.with_name(out.name + ".part")
     assert not part.exists(), "a partial file was left behind"
@@ -90,6 +91,10 @@ def _check(code: int, err: str, out: Path) -> None:
         assert len(err.splitlines()) == 1, err
         with h5py.File(out, "r") as f:
             assert f.attrs["status"] == "failed"
+    elif code == 75:
+        assert len(err.splitlines()) == 1 and "wall-clock limit" in err, err
+        with h5py.File(out, "r") as f:
+            assert f.attrs["status"] == "interrupted" and "checkpoint" in f
     else:
         with h5py.File(out, "r") as f:
             assert f.attrs["status"] == "complete"
