@@ -165,3 +165,38 @@ def test_one_output_kernel_refuses_other_passes():
             R._BACKWARD_G1[TANH](S, G, A, True, np.zeros_like(A), lap, np.ones(nb), np.zeros(Nc),
                                  Xb, pack_inputs(Xb), np.empty((Nc, d_in)), True,
                                  np.empty((w // 6, nb, 6)))
+
+
+@pytest.mark.parametrize("sums", [np.float64, np.float32])
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("ns", [0.0, 0.07])
+@pytest.mark.parametrize("pa", [0, 1, 3])
+def test_force_and_update_in_one_pass_equal_the_two_passes(sums, transposed, ns, pa):
+    """``assemble_em`` (the force from its sums and the Euler–Maruyama update in one pass over
+    the rows) gives the bits of ``assemble_chunk`` followed by ``em_rows``, for every layout of
+    the ``u`` sums and float32 sums; ``EMChunks`` takes either route to the same rows."""
+    rng = np.random.default_rng(11)
+    Nc, d_in = 37, 19
+    theta = rng.standard_normal((Nc, pa + d_in))
+    gAT = rng.standard_normal((pa, Nc)).astype(sums)
+    gU = rng.standard_normal((Nc, d_in)).astype(sums)
+    gUT = np.ascontiguousarray(gU.T)
+    if transposed:
+        gU = np.empty((0, 0), sums)
+    noise = rng.standard_normal(theta.shape) if ns else np.empty((0, 0))
+    lam, step = 0.013, 0.05
+    force = np.empty_like(theta)
+    R.assemble_chunk(force, gAT, gU, gUT, theta, lam, pa)
+    ref = theta.copy()
+    R.em_rows(ref, force, noise, step, ns, 0, Nc)
+    got = theta.copy()
+    R.assemble_em(got, gAT, gU, gUT, lam, pa, step, noise, ns)
+    assert np.array_equal(got, ref)
+    for route in ("force", "sums"):
+        th = np.vstack([theta, theta])
+        em = R.EMChunks(th, step, ns, np.vstack([noise, noise]) if ns else None)
+        if route == "force":
+            em(Nc, 2 * Nc, force, None)
+        else:
+            em.assembled(Nc, 2 * Nc, gAT, gU, gUT, lam, pa, None)
+        assert np.array_equal(th[Nc:], ref) and np.array_equal(th[:Nc], theta)

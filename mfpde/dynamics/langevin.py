@@ -60,7 +60,7 @@ import math
 import numpy as np
 
 from ..kernels.online import online_steps
-from ..kernels.readout import em_rows, em_update
+from ..kernels.readout import EMChunks, em_update
 from .base import ONLINE_CHUNK, ConstantSchedule, ParticleDriver, make_rng  # noqa: F401
 from .heavy_ball import descent_step
 
@@ -79,8 +79,6 @@ FUSED_CALL_STEPS = 4096
 #: bytes of the samples of one call of the fused kernel at most
 FUSED_CALL_BYTES = 1 << 24
 
-
-_NO_NOISE = np.empty((0, 0))
 
 
 def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None,
@@ -124,13 +122,7 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
         if noise.shape != theta.shape:
             raise ValueError(f"noise must have shape {theta.shape}, got {noise.shape}")
 
-    def on_chunk(lo, hi, force, item):
-        if ns == 0.0:
-            g = _NO_NOISE
-        else:
-            g = item if item is not None else noise[lo:hi]
-        em_rows(theta[lo:hi], force, g, step, ns, 0, hi - lo)
-
+    on_chunk = EMChunks(theta, step, ns, noise)
     if part is not None:
         return model.force_chunks(theta, X, Y, W, on_chunk, produce, part=part)
     return model.force_chunks(theta, X, Y, W, on_chunk, produce)

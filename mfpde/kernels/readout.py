@@ -816,16 +816,18 @@ def assemble_chunk(out, gAT, gU, gUT, theta, lam, pa):
     ``u`` part comes from ``gU`` (Nc, d_in) or, when that is empty, from its transpose ``gUT``
     (d_in, Nc). ``out`` and ``theta`` float64; the sums ``gAT``, ``gU``, ``gUT`` float64, or float32
     (the float32 pass with one block of samples)."""
-    D = theta.shape[1]
+    du = theta.shape[1] - pa
     transposed = gU.shape[0] == 0
     for j in range(theta.shape[0]):
-        for k in range(D):
-            if k < pa:
-                g = gAT[k, j]
-            else:
-                g = gUT[k - pa, j] if transposed else gU[j, k - pa]
-            g += lam * theta[j, k]
-            out[j, k] = g
+        # one loop per part, without a branch per entry: the u part vectorises
+        for k in range(pa):
+            out[j, k] = gAT[k, j] + lam * theta[j, k]
+        if transposed:
+            for k in range(du):
+                out[j, pa + k] = gUT[k, j] + lam * theta[j, pa + k]
+        else:
+            for k in range(du):
+                out[j, pa + k] = gU[j, k] + lam * theta[j, pa + k]
 
 
 @jit
@@ -849,6 +851,76 @@ def em_rows(theta, grad, noise, step, noise_scale, j0, j1):
             if use_noise:
                 v += noise_scale * noise[i, j]
             theta[i, j] = v
+
+
+@jit
+def assemble_em(theta, gAT, gU, gUT, lam, pa, step, noise, noise_scale):
+    """:func:`assemble_chunk` and :func:`em_rows` of one chunk in one pass over its rows: the
+    force ``g_j = [gAT[:, j]^T, gU[j]] + lam * theta_j`` (dynamics.md §1.2) and the update
+    ``theta_j <- theta_j - step * g_j + noise_scale * noise_j`` (dynamics.md §3), in place,
+    without writing the force (the same operations in the same order: the same bits).
+
+    Shapes ``theta`` (Nc, D) (a row block, float64), ``gAT`` (pa, Nc), ``gU`` (Nc, d_in) or
+    (0, 0) with ``gUT`` (d_in, Nc); ``noise`` (Nc, D), or (0, 0) when ``noise_scale == 0``."""
+    du = theta.shape[1] - pa
+    transposed = gU.shape[0] == 0
+    use_noise = noise_scale != 0.0
+    for j in range(theta.shape[0]):
+        for k in range(pa):
+            g = gAT[k, j] + lam * theta[j, k]
+            v = theta[j, k] - step * g
+            if use_noise:
+                v += noise_scale * noise[j, k]
+            theta[j, k] = v
+        if transposed:
+            for k in range(du):
+                g = gUT[k, j] + lam * theta[j, pa + k]
+                v = theta[j, pa + k] - step * g
+                if use_noise:
+                    v += noise_scale * noise[j, pa + k]
+                theta[j, pa + k] = v
+        elif use_noise:
+            for k in range(du):
+                g = gU[j, k] + lam * theta[j, pa + k]
+                theta[j, pa + k] = (theta[j, pa + k] - step * g) + noise_scale * noise[j, pa + k]
+        else:
+            for k in range(du):
+                g = gU[j, k] + lam * theta[j, pa + k]
+                theta[j, pa + k] = theta[j, pa + k] - step * g
+
+
+_NO_NOISE = np.empty((0, 0))
+
+
+class EMChunks:
+    """The Euler–Maruyama update of dynamics.md §3, ``theta <- theta - step * force +
+    noise_scale * noise``, applied chunk by chunk of particles as a force plan hands the chunks
+    over (``on_chunk`` of :meth:`mfpde.models.readout.ReadoutModel.force_chunks`).
+
+    Called as ``(lo, hi, force, item)`` it updates ``theta[lo:hi]`` from the chunk's force
+    (:func:`em_rows`); a model that holds the force as its sums may call :meth:`assembled`
+    instead, which forms the force and updates the rows in one pass (:func:`assemble_em`, the
+    same bits). The chunk's noise is ``item`` (made by the plan's ``produce``) when given, else
+    ``noise[lo:hi]`` of the (N, D) array ``noise``; none when ``noise_scale == 0``.
+    """
+
+    def __init__(self, theta, step, noise_scale, noise=None):
+        self.theta, self.step, self.noise_scale, self.noise = theta, step, noise_scale, noise
+
+    def _noise(self, lo, hi, item):
+        if self.noise_scale == 0.0:
+            return _NO_NOISE
+        return item if item is not None else self.noise[lo:hi]
+
+    def __call__(self, lo, hi, force, item):
+        em_rows(self.theta[lo:hi], force, self._noise(lo, hi, item), self.step,
+                self.noise_scale, 0, hi - lo)
+
+    def assembled(self, lo, hi, gAT, gU, gUT, lam, pa, item):
+        """Rows ``[lo, hi)`` updated from the parts of their force (:func:`assemble_chunk`'s
+        arguments ``gAT, gU, gUT, lam, pa``)."""
+        assemble_em(self.theta[lo:hi], gAT, gU, gUT, lam, pa, self.step,
+                    self._noise(lo, hi, item), self.noise_scale)
 
 
 def em_update(theta, grad, noise, step, noise_scale):

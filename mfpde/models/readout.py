@@ -58,7 +58,7 @@ from .._blas import blas_threads
 from .._pool import run_tasks
 from ..rules import MEMORY_MODES
 from ..kernels.gemm import TILE_Q, pack_inputs, pack_samples, panel_width
-from ..kernels.readout import (FROM_S, add_into, assemble_chunk, backward_chunk, backward_g,
+from ..kernels.readout import (FROM_S, EMChunks, add_into, assemble_chunk, backward_chunk, backward_g,
                                backward_s, chunk_bounds, features_s, forward_chunk, forward_g,
                                forward_s, prepass, sweep_s)
 
@@ -684,6 +684,8 @@ class ReadoutModel:
                     lapv[r] = acc[3]
                 if out is not None:
                     assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], lam, pa)
+                elif isinstance(on_chunk, EMChunks):    # the force and the update in one pass
+                    on_chunk.assembled(r.start, r.stop, acc[0], acc[1], acc[2], lam, pa, item)
                 else:
                     fb = self._take_buffer("force", max(widths) * D, np.float64)
                     force = fb[:widths[c] * D].reshape(widths[c], D)
