@@ -80,7 +80,6 @@ FUSED_CALL_STEPS = 4096
 FUSED_CALL_BYTES = 1 << 24
 
 
-
 def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None,
                         draw=None, part=None):
     """One Euler–Maruyama step of the particles, in place, fused with the model's gradient pass
