@@ -33,10 +33,9 @@ import math
 import numpy as np
 
 from ..kernels.kinetic import shb_update
+from ..kernels.readout import NO_NOISE
 
 __all__ = ["velocity_step", "polyak_step", "descent_step", "HeavyBall"]
-
-_NO_NOISE = np.empty((0, 0))
 
 
 def _fusable(*arrays) -> bool:
@@ -55,7 +54,7 @@ def velocity_step(w, r, force, a, h, *, force_step=None, noise=None, noise_scale
     hf = h if force_step is None else force_step
     s = float(noise_scale) if noise is not None else 0.0
     if hf == h and _fusable(w, r, force) and (s == 0.0 or _fusable(noise)):
-        shb_update(w, r, force, noise if s != 0.0 else _NO_NOISE, a, h, s)
+        shb_update(w, r, force, noise if s != 0.0 else NO_NOISE, a, h, s)
         return
     r *= a
     r -= hf * force

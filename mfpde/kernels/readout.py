@@ -889,7 +889,8 @@ def assemble_em(theta, gAT, gU, gUT, lam, pa, step, noise, noise_scale):
                 theta[j, pa + k] = theta[j, pa + k] - step * g
 
 
-_NO_NOISE = np.empty((0, 0))
+#: the empty noise array of a noiseless update (``noise_scale == 0``)
+NO_NOISE = np.empty((0, 0))
 
 
 class EMChunks:
@@ -909,7 +910,7 @@ class EMChunks:
 
     def _noise(self, lo, hi, item):
         if self.noise_scale == 0.0:
-            return _NO_NOISE
+            return NO_NOISE
         return item if item is not None else self.noise[lo:hi]
 
     def __call__(self, lo, hi, force, item):
