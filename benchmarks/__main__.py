@@ -209,16 +209,21 @@ def _full_batch_md(rows, m, lim=None):
 
 def _float32_md(rows):
     L = ["## 8. float32 option: the step of case 1 in float64 and with the float32 gradient pass",
-         "", "| regime | model | N | n | d | block | float64 step | float32 step | "
-         "float64/float32 | BLAS f64/f32 (ceiling) | force rel. diff. |",
-         "|---|---|---|---|---|---|---|---|---|---|---|"]
+         "", "| regime | model | N | n | d | block f64 / f32 | float64 step | float32 step | "
+         "float64/float32 | per step of step(5): f64 / f32 | float64/float32 in step(5) | "
+         "BLAS f64/f32 (ceiling) | force rel. diff. |",
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         L.append(f"| {r['regime']} | {r['model']} | {r['N']} | {r['n']} | {r['d']} | "
-                 f"{r['block']} | {_ms(r['t_float64'])} ms | {_ms(r['t_float32'])} ms | "
-                 f"**{_x(r['ratio_float64_over_float32'])}** | "
+                 f"{r['block']} / {r['block32']} | {_ms(r['t_float64'])} ms | "
+                 f"{_ms(r['t_float32'])} ms | **{_x(r['ratio_float64_over_float32'])}** | "
+                 f"{_ms(r['t_float64_5'])} / {_ms(r['t_float32_5'])} ms | "
+                 f"**{_x(r['ratio_float64_over_float32_5'])}** | "
                  f"{_x(r['ratio_blas64_over_blas32'])} | {r['force_rel_diff']:.1e} |")
     L += ["", "Noiseless full-batch Langevin step (`precision = \"float64\"` and `\"float32\"`), "
-          "timed in alternation in max(7, --repeat) rounds after one untimed round, then the "
+          "timed in alternation in max(7, --repeat) rounds after one untimed round, as one "
+          "call of `step(1)` and as five steps in one call of `step(5)` (a float32 step then "
+          "reads the float32 copy of U that the previous step's update wrote), then the "
           "step's BLAS products in float64 and float32 in rounds of their own; ratios are "
           "medians of the per-round ratios. force rel. diff.: "
           "max |g32 - g64| / max |g64| at the initial state.", ""]

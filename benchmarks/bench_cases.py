@@ -223,11 +223,13 @@ PEER_NAMES = ("numpy", "torch", "torch_compile", "jax", "jax_whole")
 # ---------------------------------------------------------------------------- case 8
 def float32_step(regime, kind, repeat=5, seed=0):
     """Case 8 for one regime and model: one noiseless full-batch step of the solver of case 1
-    in float64 and with the float32 gradient pass (the same data and initial particles), timed
-    in alternation after one untimed round (JIT compilation of both precisions excluded), and
-    then the step's BLAS products in float64 and float32, in alternation too. Returns the medians ``t_float64``,
-    ``t_float32``, ``t_blas``, ``t_blas32``, the median per-round ratios
-    ``ratio_float64_over_float32`` and ``ratio_blas64_over_blas32``, and the relative force
+    in float64 and with the float32 gradient pass (the same data and initial particles), and
+    five steps in one call (``step(5)``, as a controller runs them: per step ``t_float64_5``,
+    ``t_float32_5``), timed in alternation after one untimed round (JIT compilation of both
+    precisions excluded), and then the step's BLAS products in float64 and float32, in
+    alternation too. Returns the medians ``t_float64``, ``t_float32``, ``t_blas``,
+    ``t_blas32``, the median per-round ratios ``ratio_float64_over_float32``,
+    ``ratio_float64_over_float32_5`` and ``ratio_blas64_over_blas32``, and the relative force
     difference of the two passes at the initial state, ``max|g32 - g64| / max|g64|``."""
     from mfpde.dynamics import LangevinSolver
     d, N, n, p, q = REGIMES[regime]
@@ -244,7 +246,10 @@ def float32_step(regime, kind, repeat=5, seed=0):
     g32 = models["float32"].gradient(theta0, X, Y, s64.W).theta
     th32, X32 = theta0.astype(np.float32), X.astype(np.float32)
     steps = {"float64": lambda: solvers["float64"].step(1),
-             "float32": lambda: solvers["float32"].step(1)}
+             "float32": lambda: solvers["float32"].step(1),
+             # five steps in one call, as a controller runs them between its trackers
+             "float64_5": lambda: solvers["float64"].step(5),
+             "float32_5": lambda: solvers["float32"].step(5)}
     blas = {"blas": lambda: blas_products(m64, theta0, X, Y),
             "blas32": lambda: blas_products(m64, th32, X32, Y, dtype=np.float32)}
     # the BLAS products run in rounds of their own: after a call on both BLAS threads the
@@ -253,12 +258,14 @@ def float32_step(regime, kind, repeat=5, seed=0):
     med_b, rounds_b = interleaved_times(blas, repeat)
     out = {"case": "float32", "regime": regime, "model": kind, "N": N, "n": n, "d": d,
            "D": m64.D, "p": m64.p, "q": m64.q, "block": m64.block_size(n, N),
+           "block32": m64.block_size(n, N, 4),
            "force_rel_diff": float(np.abs(g32 - g64).max() / np.abs(g64).max())}
     for name in steps:
-        out[f"t_{name}"] = med[name]
+        out[f"t_{name}"] = med[name] / (5 if name.endswith("_5") else 1)
     for name in blas:
         out[f"t_{name}"] = med_b[name]
     out["ratio_float64_over_float32"] = median_ratio(rounds, "float64", "float32")
+    out["ratio_float64_over_float32_5"] = median_ratio(rounds, "float64_5", "float32_5")
     out["ratio_blas64_over_blas32"] = median_ratio(rounds_b, "blas", "blas32")
     out["rounds"] = rounds
     return out

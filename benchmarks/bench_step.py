@@ -35,7 +35,7 @@ def blas_products(model, theta, X, Y, dtype=np.float64):
     A, U = model.split(theta)
     Ac, Uc = np.ascontiguousarray(A, dtype=dtype), np.ascontiguousarray(U, dtype=dtype)
     X = np.asarray(X, dtype=dtype)
-    blk = model.block_size(n, N)
+    blk = model.block_size(n, N, np.dtype(dtype).itemsize)
     P = np.empty((blk, N), dtype=dtype)
     S = np.full((blk, N), 0.5, dtype=dtype)
     G = np.full((blk, model.p), 1e-3, dtype=dtype)

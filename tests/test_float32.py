@@ -125,7 +125,7 @@ def test_float32_force_within_the_rounding_bound(kind, d, N, n, activation, memo
     g32 = m32.gradient(theta, X, Y, W)
     assert g32.theta.dtype == np.float64 and g32.theta.shape == g64.theta.shape
     err = np.max(np.abs(g32.theta - g64.theta))
-    bound = _bound(m64, theta, X, Y, W, m64.block_size(n, N))
+    bound = _bound(m64, theta, X, Y, W, m32.block_size(n, N, 4))
     assert 0 < err <= bound, (err, bound)           # float32 arithmetic ran, within the bound
     # the risk and grad_W come from the features, summed in float64
     assert abs(g32.risk - g64.risk) <= bound * np.abs(Y).sum() / len(Y)
@@ -162,7 +162,7 @@ def test_float32_laplacian_within_the_rounding_bound(d, memory):
     Gabs = (np.abs(s @ A / N - Y) + Habs) / n
     labs = np.einsum("ij,i->j", (Gabs @ np.abs(A).T) * (np.abs(s2) + np.abs(s3) * Pabs),
                      np.einsum("ij,ij->i", Xa, Xa))
-    bound = (m64.d_in + m64.block_size(n, N) + 16) * U32 * labs.max()
+    bound = (m64.d_in + m64.block_size(n, N, 4) + 16) * U32 * labs.max()
     err = np.max(np.abs(l32 - l64))
     assert 0 < err <= bound, (err, bound)
 
@@ -292,13 +292,47 @@ def test_float32_runs_stay_near_float64(name, kind, kw):
                 s.sampler.sample(300, np.random.default_rng(0))
         s.step(k)
     m = runs["float64"].model
-    n_b = m.block_size(X.shape[0] if kw.get("batch") is None else kw["batch"], theta0.shape[0])
+    n_b = m.block_size(X.shape[0] if kw.get("batch") is None else kw["batch"], theta0.shape[0],
+                       4)
     bound = 10 * k * dt * _bound(m, theta0, X, Y, W0, n_b)
     a, b = runs["float64"].theta, runs["float32"].theta
     diff = np.abs(a - b).max()
     assert 0 < diff <= bound, (diff, bound)
     if runs["float64"].W is not None:
         assert np.abs(runs["float64"].W - runs["float32"].W).max() <= bound
+
+
+@pytest.mark.parametrize("kind,memory", [("two_layer", "fast"), ("nc", "low")])
+def test_float32_copy_left_by_the_update_is_the_fresh_copy(kind, memory):
+    """The update of a float32 step writes the float32 copy of the updated ``U`` that the next
+    step of the same ``step(n)`` call reads (``EMChunks`` ``chain``): ``step(3)`` gives the bits
+    of three calls of ``step(1)``, each of which copies ``U`` afresh; a write to ``theta``
+    between two calls is seen by the next step; the copy left is ``U`` rounded to float32."""
+    if kind == "two_layer":
+        data = teacher_student(n=300, d=12, k_star=3, seed=1)
+        kw = dict(q=1, lam=0.01)
+    else:
+        data = gaussian_mixture(q=3, m=100, d=12, sep=1.0, std=0.5, seed=1).normalized(0.99)
+        kw = dict(q=3, p=4, Gamma=2.0, lam=0.02, lam_W=0.02)
+
+    def run(calls, poke=None, forget=False):
+        model = make_model(kind, d=12, memory=memory, precision="float32", **kw)
+        s = LangevinSolver(model, data, N=3000, dt=0.05, beta=50.0, batch=100, seed=4)
+        for i, k in enumerate(calls):
+            if i == poke:
+                s.theta[:, -1] += 0.25                  # in place: the same array
+                if forget:                              # as a new model: no copy left
+                    model.__dict__.pop("_u32_left")
+            s.step(k)
+        return s
+
+    one, three = run([1, 1, 1]), run([3])
+    assert np.array_equal(one.theta, three.theta)
+    pa = three.model.pa
+    u = three.theta[:, pa:]
+    assert np.array_equal(three.model._u32_left[2][:u.size], u.astype(np.float32).ravel())
+    # a write between calls: the next pass copies the written U, not the one left
+    assert np.array_equal(run([1, 2], poke=1).theta, run([1, 2], poke=1, forget=True).theta)
 
 
 # ----------------------------------------------------------------------------- threads

@@ -174,7 +174,9 @@ def test_one_output_kernel_refuses_other_passes():
 def test_force_and_update_in_one_pass_equal_the_two_passes(sums, transposed, ns, pa):
     """``assemble_em`` (the force from its sums and the Euler–Maruyama update in one pass over
     the rows) gives the bits of ``assemble_chunk`` followed by ``em_rows``, for every layout of
-    the ``u`` sums and float32 sums; ``EMChunks`` takes either route to the same rows."""
+    the ``u`` sums and float32 sums, also when it writes the float32 copy of the updated ``u``
+    (which is then the updated ``u`` rounded to float32); ``EMChunks`` takes either route to
+    the same rows."""
     rng = np.random.default_rng(11)
     Nc, d_in = 37, 19
     theta = rng.standard_normal((Nc, pa + d_in))
@@ -190,8 +192,14 @@ def test_force_and_update_in_one_pass_equal_the_two_passes(sums, transposed, ns,
     ref = theta.copy()
     R.em_rows(ref, force, noise, step, ns, 0, Nc)
     got = theta.copy()
-    R.assemble_em(got, gAT, gU, gUT, lam, pa, step, noise, ns)
+    R.assemble_em(got, gAT, gU, gUT, lam, pa, step, noise, ns, R.NO_U32)
     assert np.array_equal(got, ref)
+    if not transposed:
+        got = theta.copy()
+        u32 = np.full((Nc, d_in), np.nan, np.float32)
+        R.assemble_em(got, gAT, gU, gUT, lam, pa, step, noise, ns, u32)
+        assert np.array_equal(got, ref)
+        assert np.array_equal(u32, ref[:, pa:].astype(np.float32))
     for route in ("force", "sums"):
         th = np.vstack([theta, theta])
         em = R.EMChunks(th, step, ns, np.vstack([noise, noise]) if ns else None)

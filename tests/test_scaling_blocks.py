@@ -19,7 +19,7 @@ from mfpde.kernels.activations import tanh_array
 from mfpde.kernels.readout import backward_s, chunk_bounds, forward_s, prepass_s
 from mfpde.models import make_model
 from mfpde.models import readout as readout_mod
-from mfpde.models.readout import BLAS_BLOCK, TILE_BYTES, TILE_BYTES_COMPILED
+from mfpde.models.readout import BLAS_BLOCK, SAMPLE_GROUP, TILE_BYTES, TILE_BYTES_COMPILED
 
 RTOL = 1e-12
 
@@ -65,7 +65,9 @@ def test_blas_path_blocks_at_least_blas_block_and_never_depend_on_threads():
     generic = make_model("two_layer", d=3, q=1, activation="erf")
     for N in (20_000, 300_000, 10_000_000):
         assert _tile_rule(N, TILE_BYTES) < BLAS_BLOCK
-        assert blas.block_size(1000, N) == BLAS_BLOCK
+        # 8 blocks of 128 split evenly (125), rounded up to 24-sample groups: 7 blocks of 144
+        assert blas.block_size(1000, N) == 144
+        assert math.ceil(1000 / 144) <= math.ceil(1000 / BLAS_BLOCK)
         assert generic.block_size(1000, N) == BLAS_BLOCK
         assert low_d.block_size(1000, N) == _tile_rule(N) >= 16
         assert blas.block_size(50, N) == 50
@@ -80,6 +82,24 @@ def test_blas_path_blocks_at_least_blas_block_and_never_depend_on_threads():
         outs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                                 text=True, check=True).stdout)
     assert len(outs) == 1
+
+
+@pytest.mark.parametrize("itemsize,group", [(8, 24), (4, 48)])
+def test_compiled_tiles_split_the_samples_into_equal_groups(itemsize, group):
+    """Where the products are the compiled tiles, the samples are split into equal blocks of
+    whole SAMPLE_GROUP-byte groups (24 float64 or 48 float32 samples), no more blocks than the
+    tile rule gives; tiles of 4-byte entries hold twice the samples; ``block_bytes`` still
+    caps the stored pass."""
+    assert SAMPLE_GROUP // itemsize == group
+    m = make_model("two_layer", d=64, q=1, activation="tanh")
+    N, n = 10_000, 2048
+    rule = TILE_BYTES // (itemsize * int(np.max(np.diff(chunk_bounds(N)))))
+    blk = m.block_size(n, N, itemsize)
+    assert blk == {8: 216, 4: 432}[itemsize]
+    assert blk % group == 0 and math.ceil(n / blk) <= math.ceil(n / rule)
+    assert math.ceil(n / blk) * blk - n < group * math.ceil(n / blk)      # no short last block
+    m.memory, m.block_bytes = "fast", 8 * N * 100
+    assert m.block_size(n, N, itemsize) == 100
 
 
 @pytest.mark.parametrize("act", ["tanh", "sigmoid", "identity", "erf"])

@@ -81,7 +81,7 @@ FUSED_CALL_BYTES = 1 << 24
 
 
 def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None,
-                        draw=None, part=None):
+                        draw=None, part=None, chain=None):
     """One Euler–Maruyama step of the particles, in place, fused with the model's gradient pass
     (dynamics.md §3): :math:`\\theta_j \\leftarrow \\theta_j - \\varepsilon\\nabla\\Psi(\\theta_j)
     + s\\,g_j` with ``dt`` :math:`= \\varepsilon`, ``noise_scale`` :math:`s` and ``noise``
@@ -96,7 +96,9 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
     (N, D) buffer. With ``draw`` (a callable ``(lo, hi) -> (hi - lo, D)`` array, e.g. a chunk's
     block stream) each chunk's noise is ``draw(lo, hi)``. ``part``: the particles held by this
     process of a split run (``theta`` holds rows ``[part.lo, part.hi)``; the force plan's
-    ``part``).
+    ``part``). ``chain``: a token shared by consecutive steps between which nothing else writes
+    ``theta`` (:class:`~mfpde.kernels.readout.EMChunks`): a float32 pass then reads the float32
+    copy of ``U`` that the previous step's update wrote, the same numbers as a fresh copy.
 
     ``theta`` must be a writeable C-contiguous float64 (N, D) array. Returns ``(risk, grad_W)``
     (``grad_W`` (p, q) or None without ``W``), both evaluated before the update.
@@ -121,7 +123,7 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
         if noise.shape != theta.shape:
             raise ValueError(f"noise must have shape {theta.shape}, got {noise.shape}")
 
-    on_chunk = EMChunks(theta, step, ns, noise)
+    on_chunk = EMChunks(theta, step, ns, noise, chain)
     if part is not None:
         return model.force_chunks(theta, X, Y, W, on_chunk, produce, part=part)
     return model.force_chunks(theta, X, Y, W, on_chunk, produce)
@@ -152,6 +154,7 @@ class LangevinSolver(ParticleDriver):
             return
         model = self.model
         fuse_update = callable(getattr(model, "force_chunks", None))
+        chain = object()                # the steps of this call: nothing else writes theta
         for _ in range(n):
             xi = self.xi(self.t)
             eps = self.dt * xi
@@ -169,7 +172,7 @@ class LangevinSolver(ParticleDriver):
                 self.last_risk, gW = euler_maruyama_step(
                     model, self.theta, Xb, Yb, self.W, eps, noise, scale,
                     rng=self.rng if by_rng else None, draw=self.chunk_noise if blocks else None,
-                    part=self.part)
+                    part=self.part, chain=chain)
             else:
                 noise = self.draw_noise() if noisy else None
                 g = self._gradient(Xb, Yb)

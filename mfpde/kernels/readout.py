@@ -854,17 +854,22 @@ def em_rows(theta, grad, noise, step, noise_scale, j0, j1):
 
 
 @jit
-def assemble_em(theta, gAT, gU, gUT, lam, pa, step, noise, noise_scale):
+def assemble_em(theta, gAT, gU, gUT, lam, pa, step, noise, noise_scale, u32):
     """:func:`assemble_chunk` and :func:`em_rows` of one chunk in one pass over its rows: the
     force ``g_j = [gAT[:, j]^T, gU[j]] + lam * theta_j`` (dynamics.md §1.2) and the update
     ``theta_j <- theta_j - step * g_j + noise_scale * noise_j`` (dynamics.md §3), in place,
-    without writing the force (the same operations in the same order: the same bits).
+    without writing the force (the same operations in the same order: the same bits). With a
+    non-empty ``u32`` the updated ``u`` part of each row is also written there, rounded to
+    float32: the float32 copy of ``U`` that the next float32 pass reads
+    (:class:`EMChunks` ``chain``).
 
     Shapes ``theta`` (Nc, D) (a row block, float64), ``gAT`` (pa, Nc), ``gU`` (Nc, d_in) or
-    (0, 0) with ``gUT`` (d_in, Nc); ``noise`` (Nc, D), or (0, 0) when ``noise_scale == 0``."""
+    (0, 0) with ``gUT`` (d_in, Nc); ``noise`` (Nc, D), or (0, 0) when ``noise_scale == 0``;
+    ``u32`` (Nc, D - pa) float32, or (0, 0) (:data:`NO_U32`; always so with ``gUT``)."""
     du = theta.shape[1] - pa
     transposed = gU.shape[0] == 0
     use_noise = noise_scale != 0.0
+    copy = u32.shape[0] != 0 and not transposed
     for j in range(theta.shape[0]):
         for k in range(pa):
             g = gAT[k, j] + lam * theta[j, k]
@@ -872,25 +877,44 @@ def assemble_em(theta, gAT, gU, gUT, lam, pa, step, noise, noise_scale):
             if use_noise:
                 v += noise_scale * noise[j, k]
             theta[j, k] = v
+        # the u part: one loop per case, without a branch per entry (the loops vectorise)
+        t = theta[j, pa:]
         if transposed:
             for k in range(du):
-                g = gUT[k, j] + lam * theta[j, pa + k]
-                v = theta[j, pa + k] - step * g
+                g = gUT[k, j] + lam * t[k]
+                v = t[k] - step * g
                 if use_noise:
                     v += noise_scale * noise[j, pa + k]
-                theta[j, pa + k] = v
-        elif use_noise:
+                t[k] = v
+            continue
+        gu = gU[j]
+        if use_noise:
+            z = noise[j, pa:]
+            if copy:
+                c = u32[j]
+                for k in range(du):
+                    v = (t[k] - step * (gu[k] + lam * t[k])) + noise_scale * z[k]
+                    t[k] = v
+                    c[k] = np.float32(v)
+            else:
+                for k in range(du):
+                    t[k] = (t[k] - step * (gu[k] + lam * t[k])) + noise_scale * z[k]
+        elif copy:
+            c = u32[j]
             for k in range(du):
-                g = gU[j, k] + lam * theta[j, pa + k]
-                theta[j, pa + k] = (theta[j, pa + k] - step * g) + noise_scale * noise[j, pa + k]
+                v = t[k] - step * (gu[k] + lam * t[k])
+                t[k] = v
+                c[k] = np.float32(v)
         else:
             for k in range(du):
-                g = gU[j, k] + lam * theta[j, pa + k]
-                theta[j, pa + k] = theta[j, pa + k] - step * g
+                t[k] = t[k] - step * (gu[k] + lam * t[k])
 
 
 #: the empty noise array of a noiseless update (``noise_scale == 0``)
 NO_NOISE = np.empty((0, 0))
+
+#: the empty float32 copy of an update that writes none (:func:`assemble_em`)
+NO_U32 = np.empty((0, 0), np.float32)
 
 
 class EMChunks:
@@ -903,10 +927,18 @@ class EMChunks:
     instead, which forms the force and updates the rows in one pass (:func:`assemble_em`, the
     same bits). The chunk's noise is ``item`` (made by the plan's ``produce``) when given, else
     ``noise[lo:hi]`` of the (N, D) array ``noise``; none when ``noise_scale == 0``.
+
+    ``chain``: a token shared by the updates of consecutive steps of one run (any object, e.g.
+    one ``object()`` per call of a solver's ``step``), or None. Between two updates of one chain
+    nothing else writes ``theta``, so a float32 gradient pass may write the float32 copy of the
+    updated ``U`` as it updates the rows (:meth:`assembled` ``u32``) and the next pass of the
+    chain reads it instead of copying ``U`` again (:meth:`mfpde.models.readout.ReadoutModel.
+    force_chunks`).
     """
 
-    def __init__(self, theta, step, noise_scale, noise=None):
+    def __init__(self, theta, step, noise_scale, noise=None, chain=None):
         self.theta, self.step, self.noise_scale, self.noise = theta, step, noise_scale, noise
+        self.chain = chain
 
     def _noise(self, lo, hi, item):
         if self.noise_scale == 0.0:
@@ -917,11 +949,12 @@ class EMChunks:
         em_rows(self.theta[lo:hi], force, self._noise(lo, hi, item), self.step,
                 self.noise_scale, 0, hi - lo)
 
-    def assembled(self, lo, hi, gAT, gU, gUT, lam, pa, item):
+    def assembled(self, lo, hi, gAT, gU, gUT, lam, pa, item, u32=NO_U32):
         """Rows ``[lo, hi)`` updated from the parts of their force (:func:`assemble_chunk`'s
-        arguments ``gAT, gU, gUT, lam, pa``)."""
+        arguments ``gAT, gU, gUT, lam, pa``); with ``u32`` ((hi - lo, D - pa) float32) their
+        updated ``u`` parts are also written there, rounded to float32."""
         assemble_em(self.theta[lo:hi], gAT, gU, gUT, lam, pa, self.step,
-                    self._noise(lo, hi, item), self.noise_scale)
+                    self._noise(lo, hi, item), self.noise_scale, u32)
 
 
 def em_update(theta, grad, noise, step, noise_scale):

@@ -58,9 +58,9 @@ from .._blas import blas_threads
 from .._pool import run_tasks
 from ..rules import MEMORY_MODES
 from ..kernels.gemm import TILE_Q, pack_inputs, pack_samples, panel_width
-from ..kernels.readout import (FROM_S, EMChunks, add_into, assemble_chunk, backward_chunk, backward_g,
-                               backward_s, chunk_bounds, features_s, forward_chunk, forward_g,
-                               forward_s, prepass, sweep_s)
+from ..kernels.readout import (FROM_S, NO_U32, EMChunks, add_into, assemble_chunk,
+                               backward_chunk, backward_g, backward_s, chunk_bounds, features_s,
+                               forward_chunk, forward_g, forward_s, prepass, sweep_s)
 
 #: input dimensions up to this use the projection of the element-wise kernels (low-dimension
 #: regime) instead of matrix products
@@ -90,6 +90,11 @@ TILE_BYTES_COMPILED = 1 << 22
 #: SMALL_D`` or another activation): the reduction of ``grad_U = B^T X_b`` runs over the block,
 #: and each block reads and writes the chunk's ``(Nc, d_in)`` accumulator once
 BLAS_BLOCK = 128
+
+#: bytes of the sample groups that split the samples evenly where the products are the compiled
+#: tiles (:meth:`ReadoutModel.block_size`): 3 cache lines, 24 float64 or 48 float32 samples, a
+#: multiple of the tiles' panels of samples; equal blocks leave no short last block
+SAMPLE_GROUP = 3 * 64
 
 #: bytes of the blocks of points of :meth:`ReadoutModel.potential` (``n x block`` matrices)
 BLOCK_BYTES = 1 << 25
@@ -315,20 +320,28 @@ class ReadoutModel:
             raise ValueError(f"weights must be a non-negative (N,) = ({N},) vector summing to 1")
         return w
 
-    def block_size(self, n, N):
-        """Samples per block of a pass over ``n`` samples and ``N`` particles, a function of
-        ``n``, ``N`` and the model only (never of the thread or process count, so the sums over
-        blocks have one order): as many as keep one chunk's ``block x chunk`` tile within
+    def block_size(self, n, N, itemsize=8):
+        """Samples per block of a pass over ``n`` samples and ``N`` particles with tiles of
+        ``itemsize``-byte entries (8, or 4 in the float32 gradient pass), a function of these
+        and the model only (never of the thread or process count, so the sums over blocks have
+        one order): as many as keep one chunk's ``block x chunk`` tile within
         :data:`TILE_BYTES_COMPILED` where the projection is compiled, else within
         :data:`TILE_BYTES` and at least :data:`BLAS_BLOCK` (the products are BLAS calls or
-        the tiles of :mod:`mfpde.kernels.gemm`);
-        in the stored pass (:meth:`low_memory` False), which allocates ``block x N`` buffers,
-        also at most ``block_bytes / (8 N)`` when ``block_bytes`` is set."""
+        the tiles of :mod:`mfpde.kernels.gemm`). Where the products are the compiled tiles
+        the samples are then split into blocks of equal size, rounded up to a multiple of
+        :data:`SAMPLE_GROUP` bytes of samples: no more blocks than the tile rule gives, and no
+        short last block. In the stored pass (:meth:`low_memory` False), which allocates
+        ``block x N`` buffers, the block is also at most ``block_bytes / (8 N)`` when
+        ``block_bytes`` is set."""
         widest = int(np.max(np.diff(chunk_bounds(N))))
         if self.compiled_projection:
-            blk = TILE_BYTES_COMPILED // (8 * widest)
+            blk = TILE_BYTES_COMPILED // (itemsize * widest)
         else:
-            blk = max(TILE_BYTES // (8 * widest), BLAS_BLOCK)
+            blk = max(TILE_BYTES // (itemsize * widest), BLAS_BLOCK)
+            if self.code in FROM_S and blk < n:
+                even = -(-n // -(-n // blk))
+                group = SAMPLE_GROUP // itemsize
+                blk = -(-even // group) * group
         if self.block_bytes is not None and not self.low_memory(N):
             blk = min(blk, self.block_bytes // (8 * N))
         return int(max(1, min(n, blk)))
@@ -430,14 +443,14 @@ class ReadoutModel:
         rows = [slice(int(bounds[c]), int(bounds[c + 1])) for c in range(CL)]
         widths = [r.stop - r.start for r in rows]
         NL = int(bounds[-1])
-        blk = self.block_size(n, N)
+        # the mixed-precision gradient pass (module docstring): float32 copies of X, U, A, G
+        f32 = grad and self.precision == "float32"
+        ft = np.float32 if f32 else np.float64
+        blk = self.block_size(n, N, np.dtype(ft).itemsize)
         blocks = [(s, min(n, s + blk)) for s in range(0, n, blk)]
         sweep = grad and self.low_memory(N)
         from_s = code in FROM_S                      # sigma', sigma'' from sigma: one tile
         low_d = self.compiled_projection             # projection and grad_U in the kernels
-        # the mixed-precision gradient pass (module docstring): float32 copies of X, U, A, G
-        f32 = grad and self.precision == "float32"
-        ft = np.float32 if f32 else np.float64
         no_dd = np.empty((0, 0), ft)
         Xk = np.ascontiguousarray(Xa, dtype=ft)
         # per-chunk contiguous (k, Nc) arrays: the kernels' inner loops run over particles
@@ -459,12 +472,32 @@ class ReadoutModel:
             gscr = threading.local()
         # the chunks' u rows (Nc, d_in) of the projections: views of theta (last axis
         # contiguous), or float32 copies (in a buffer kept by the model between passes) made by
-        # the chunk's first task
-        ubuf = self._take_buffer("u32", NL * d_in, ft) if (f32 and not low_d) else None
+        # the chunk's first task; a pass whose update writes the copy of the updated U
+        # (EMChunks chain) leaves it to the next pass of its chain, which reads it as it is
+        chain = on_chunk.chain if isinstance(on_chunk, EMChunks) else None
+        ukey = (theta.ctypes.data, theta.shape, c0, c1, d_in, pa)
+        ubuf, carried = None, False
+        if f32 and not low_d:
+            with _BUF_LOCK:
+                left = self.__dict__.pop("_u32_left", None)
+            carried = (left is not None and chain is not None and left[0] is chain
+                       and left[1] == ukey)
+            if carried:
+                ubuf = left[2]
+            else:
+                if left is not None:
+                    self._give_buffer("u32", left[2])
+                ubuf = self._take_buffer("u32", NL * d_in, ft)
         if not low_d and not f32 and theta.strides[1] != theta.itemsize:
             theta = np.ascontiguousarray(theta)
-        Uk = [None if f32 else theta[r, pa:] for r in rows] if not low_d else None
-        Ufilled = [not f32] * CL
+        if low_d:
+            Uk = None
+        elif f32:
+            Uk = [ubuf[r.start * d_in:r.stop * d_in].reshape(r.stop - r.start, d_in)
+                  for r in rows]
+        else:
+            Uk = [theta[r, pa:] for r in rows]
+        Ufilled = [not f32 or carried] * CL
         xn2 = np.einsum("ij,ij->i", Xa, Xa) if lap else np.zeros(0)
         if f32:
             xn2 = xn2.astype(ft)
@@ -498,9 +531,7 @@ class ReadoutModel:
             if Hout is None:
                 Hout = no_h[:e - s]
             if not low_d and not Ufilled[c]:
-                r = rows[c]
-                Uk[c] = ubuf[r.start * d_in:r.stop * d_in].reshape(r.stop - r.start, d_in)
-                np.copyto(Uk[c], theta[r, pa:])
+                np.copyto(Uk[c], theta[rows[c], pa:])
                 Ufilled[c] = True
             if gemm:
                 forward_g(code, S, XTPs[s], Uk[c], Aw, Hout)
@@ -685,7 +716,9 @@ class ReadoutModel:
                 if out is not None:
                     assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], lam, pa)
                 elif isinstance(on_chunk, EMChunks):    # the force and the update in one pass
-                    on_chunk.assembled(r.start, r.stop, acc[0], acc[1], acc[2], lam, pa, item)
+                    on_chunk.assembled(r.start, r.stop, acc[0], acc[1], acc[2], lam, pa, item,
+                                       Uk[c] if (chain is not None and ubuf is not None)
+                                       else NO_U32)
                 else:
                     fb = self._take_buffer("force", max(widths) * D, np.float64)
                     force = fb[:widths[c] * D].reshape(widths[c], D)
@@ -701,7 +734,11 @@ class ReadoutModel:
                 run_tasks(finish, CL, lambda c: produce(rows[c].start, rows[c].stop))
             else:
                 run_tasks(finish, CL)
-        if ubuf is not None:
+        if ubuf is not None and chain is not None:
+            # the copy of the updated U, for the next pass of the chain
+            with _BUF_LOCK:
+                self._u32_left = (chain, ukey, ubuf)
+        elif ubuf is not None:
             self._give_buffer("u32", ubuf)
         if isinstance(tiles, _Tiles):
             for i, b in enumerate(tiles.bufs):
@@ -744,6 +781,7 @@ class ReadoutModel:
         model gets its own on its first pass)."""
         state = self.__dict__.copy()
         state.pop("_work", None)
+        state.pop("_u32_left", None)
         return state
 
     def kept_samples(self, N, n_tiles=1, itemsize=8) -> int:
