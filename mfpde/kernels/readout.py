@@ -878,15 +878,15 @@ def assemble_em(theta, gAT, gU, gUT, lam, pa, step, noise, noise_scale, u32):
                 v += noise_scale * noise[j, k]
             theta[j, k] = v
         # the u part: one loop per case, without a branch per entry (the loops vectorise)
-        t = theta[j, pa:]
         if transposed:
             for k in range(du):
-                g = gUT[k, j] + lam * t[k]
-                v = t[k] - step * g
+                g = gUT[k, j] + lam * theta[j, pa + k]
+                v = theta[j, pa + k] - step * g
                 if use_noise:
                     v += noise_scale * noise[j, pa + k]
-                t[k] = v
+                theta[j, pa + k] = v
             continue
+        t = theta[j, pa:]
         gu = gU[j]
         if use_noise:
             z = noise[j, pa:]
