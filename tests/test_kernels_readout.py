@@ -91,7 +91,8 @@ def test_backward_pairs_equal_general_kernel(nb, Nc, p, dtype):
 def test_one_loop_rows_equal_separate_loops(nb, Nc, p, train_a, code, dtype):
     """The compiled-product kernel without a Laplacian takes one loop per row for up to four
     outputs; with a Laplacian the separate loops of the other kernels (``gAT``, ``G A^T`` into
-    a scratch row, then ``B``). ``B``, the sums and ``grad_U`` must agree bit for bit (signed
+    a scratch row, then ``B``); and for any panel width. ``B``, the sums and ``grad_U`` must
+    agree bit for bit (signed
     zeros included), and with the general kernel of a small ``d_in``."""
     rng = np.random.default_rng(100 * p + nb)
     f = lambda *s: rng.standard_normal(s).astype(dtype)
@@ -113,6 +114,12 @@ def test_one_loop_rows_equal_separate_loops(nb, Nc, p, train_a, code, dtype):
         assert x.tobytes() == y.tobytes()
     S, gA, Sg, gAg, _ = outs[False]
     assert S.tobytes() == Sg.tobytes() and gA.tobytes() == gAg.tobytes()
+    for w2 in (24, 252):                                # panels split the particles only
+        Sg, gAg, gU = S0.copy(), gA0.copy(), np.empty((Nc, d_in), dtype)
+        R.backward_g(code, Sg, G, AT, train_a, gAg, False, xn2, np.zeros(Nc, dtype), Xb,
+                     pack_inputs(Xb), gU, True, np.empty((w2 // 6, nb, 6), dtype))
+        assert (Sg.tobytes(), gAg.tobytes(), gU.tobytes()) == tuple(
+            x.tobytes() for x in outs[False][2:])
     ds = {TANH: 1 - S0.astype(np.float64) ** 2, SIGMOID: S0 * (1.0 - S0), IDENTITY: 1.0}[code]
     tol = 1e-5 if dtype == np.float32 else 1e-13
     assert np.allclose(outs[False][0], (G.astype(np.float64) @ AT) * ds, rtol=tol, atol=tol)

@@ -287,12 +287,14 @@ def _steps(a, ax, n):
 
 
 @jit
-def panel_width(d_in, nb):
-    """Particles per panel of the fused kernels for ``d_in`` inputs and ``nb`` samples: the
-    panel's ``u`` rows (projection) and packed ``B`` columns (``grad_U``), ``w max(d_in, nb)``
-    doubles, within 256 KiB of a core's second-level cache; a multiple of 12 (of
-    :data:`TILE_P` and :data:`TILE_Q`) between 24 and 252."""
-    w = (1 << 18) // (8 * max(d_in, nb, 1))
+def panel_width(d_in, nb, itemsize=8):
+    """Particles per panel of the fused kernels for ``d_in`` inputs and ``nb`` samples of
+    ``itemsize`` bytes (8, or 4 in float32): the panel's ``u`` rows (projection) and packed
+    ``B`` columns (``grad_U``), ``w max(d_in, nb)`` entries, within 256 KiB of a core's
+    second-level cache; a multiple of 12 (of :data:`TILE_P` and :data:`TILE_Q`) between 24 and
+    252. The panels split the particles only: every particle's sums are the same for any
+    width."""
+    w = (1 << 18) // (itemsize * max(d_in, nb, 1))
     return max(24, min(252, w)) // 12 * 12
 
 
@@ -475,7 +477,7 @@ def project_kernel(XTP, U, Z):
     """:func:`project` over the whole of ``Z``, a panel (:func:`panel_width`) at a time (tests
     and benchmarks)."""
     nb, m = Z.shape
-    w = panel_width(U.shape[1], nb)
+    w = panel_width(U.shape[1], nb, U.itemsize)
     for j0 in range(0, m, w):
         for g in range(XTP.shape[0]):
             project(XTP, U, Z, g, j0, min(m, j0 + w))
@@ -487,7 +489,7 @@ def accumulate_gu_kernel(B, X, XP, G, first):
     benchmarks)."""
     nb, K = X.shape
     m = G.shape[0]
-    w = panel_width(K, nb)
+    w = panel_width(K, nb, G.itemsize)
     BP = np.empty((w // TILE_Q, nb, TILE_Q), G.dtype)
     for j0 in range(0, m, w):
         accumulate_gu(B, X, XP, G, j0, min(m, j0 + w), first, BP)

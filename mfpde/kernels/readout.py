@@ -532,7 +532,7 @@ def _forward_g(code, S, XTP, U, AwT, Hpart):
     each row's activation taken while its entries are in the first-level cache."""
     nb, Nc = S.shape
     W = XTP.shape[2]
-    w = panel_width(U.shape[1], nb)
+    w = panel_width(U.shape[1], nb, S.itemsize)
     for j0 in range(0, Nc, w):
         j1 = min(j0 + w, Nc)
         for g in range(XTP.shape[0]):

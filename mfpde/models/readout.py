@@ -471,7 +471,8 @@ class ReadoutModel:
         if gemm:
             XTPs, XPs = {}, {}              # the blocks' packed inputs, by first sample
             # panel width of grad_U (at most the widest chunk, rounded up to a multiple of 12)
-            gw = min(panel_width(d_in, blk), -(-max(widths, default=1) // 12) * 12)
+            gw = min(panel_width(d_in, blk, np.dtype(ft).itemsize),
+                     -(-max(widths, default=1) // 12) * 12)
             gscr = threading.local()
         # the chunks' u rows (Nc, d_in) of the projections: views of theta (last axis
         # contiguous), or float32 copies (in a buffer kept by the model between passes) made by
