@@ -29,6 +29,7 @@ from test_kinetic import check_linear_kinetic_moments  # noqa: E402  (tests/ is 
 from mfpde.activations import evaluate
 from mfpde.data import gaussian_mixture, teacher_student
 from mfpde.dynamics import KineticSolver, LangevinSolver
+from mfpde.dynamics.langevin import euler_maruyama_step
 from mfpde.kernels.activations import tanh_array
 from mfpde.models import NCThreeLayer, TwoLayer, make_model
 
@@ -305,9 +306,10 @@ def test_float32_runs_stay_near_float64(name, kind, kw):
 @pytest.mark.parametrize("kind,memory", [("two_layer", "fast"), ("nc", "low")])
 def test_float32_copy_left_by_the_update_is_the_fresh_copy(kind, memory):
     """The update of a float32 step writes the float32 copy of the updated ``U`` that the next
-    step of the same ``step(n)`` call reads (``EMChunks`` ``chain``): ``step(3)`` gives the bits
-    of three calls of ``step(1)``, each of which copies ``U`` afresh; a write to ``theta``
-    between two calls is seen by the next step; the copy left is ``U`` rounded to float32."""
+    step of the same ``step(n)`` call reads (``EMChunks`` ``chain``, ``more``): ``step(3)``
+    gives the bits of three calls of ``step(1)``, each of which copies ``U`` afresh; a write to
+    ``theta`` between two calls is seen by the next step; the copy left is ``U`` rounded to
+    float32, and the last step of a call leaves none."""
     if kind == "two_layer":
         data = teacher_student(n=300, d=12, k_star=3, seed=1)
         kw = dict(q=1, lam=0.01)
@@ -315,24 +317,33 @@ def test_float32_copy_left_by_the_update_is_the_fresh_copy(kind, memory):
         data = gaussian_mixture(q=3, m=100, d=12, sep=1.0, std=0.5, seed=1).normalized(0.99)
         kw = dict(q=3, p=4, Gamma=2.0, lam=0.02, lam_W=0.02)
 
-    def run(calls, poke=None, forget=False):
+    def run(calls):
         model = make_model(kind, d=12, memory=memory, precision="float32", **kw)
         s = LangevinSolver(model, data, N=3000, dt=0.05, beta=50.0, batch=100, seed=4)
-        for i, k in enumerate(calls):
-            if i == poke:
-                s.theta[:, -1] += 0.25                  # in place: the same array
-                if forget:                              # as a new model: no copy left
-                    model.__dict__.pop("_u32_left")
+        for k in calls:
             s.step(k)
         return s
 
     one, three = run([1, 1, 1]), run([3])
     assert np.array_equal(one.theta, three.theta)
-    pa = three.model.pa
-    u = three.theta[:, pa:]
-    assert np.array_equal(three.model._u32_left[2][:u.size], u.astype(np.float32).ravel())
-    # a write between calls: the next pass copies the written U, not the one left
-    assert np.array_equal(run([1, 2], poke=1).theta, run([1, 2], poke=1, forget=True).theta)
+    assert "_u32_left" not in three.model.__dict__        # the last step writes no copy
+    # a step with another to follow leaves U rounded to float32
+    m, W = three.model, three.W
+    euler_maruyama_step(m, three.theta, data.X, data.Y, W, 0.05, chain=object(), more=True)
+    u = three.theta[:, m.pa:]
+    assert np.array_equal(m._u32_left[2][:u.size], u.astype(np.float32).ravel())
+    # a write to theta after a copy was left: a step of another chain copies the written U
+    ends = []
+    for forget in (False, True):
+        s = run([1])
+        m = s.model
+        euler_maruyama_step(m, s.theta, data.X, data.Y, s.W, 0.05, chain=object(), more=True)
+        s.theta[:, -1] += 0.25                          # in place: the same array
+        if forget:                                      # as a new model: no copy left
+            m.__dict__.pop("_u32_left")
+        euler_maruyama_step(m, s.theta, data.X, data.Y, s.W, 0.05, chain=object())
+        ends.append(s.theta)
+    assert np.array_equal(*ends)
 
 
 # ----------------------------------------------------------------------------- threads

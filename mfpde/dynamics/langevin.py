@@ -81,7 +81,7 @@ FUSED_CALL_BYTES = 1 << 24
 
 
 def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, rng=None,
-                        draw=None, part=None, chain=None):
+                        draw=None, part=None, chain=None, more=False):
     """One Euler–Maruyama step of the particles, in place, fused with the model's gradient pass
     (dynamics.md §3): :math:`\\theta_j \\leftarrow \\theta_j - \\varepsilon\\nabla\\Psi(\\theta_j)
     + s\\,g_j` with ``dt`` :math:`= \\varepsilon`, ``noise_scale`` :math:`s` and ``noise``
@@ -98,7 +98,8 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
     process of a split run (``theta`` holds rows ``[part.lo, part.hi)``; the force plan's
     ``part``). ``chain``: a token shared by consecutive steps between which nothing else writes
     ``theta`` (:class:`~mfpde.kernels.readout.EMChunks`): a float32 pass then reads the float32
-    copy of ``U`` that the previous step's update wrote, the same numbers as a fresh copy.
+    copy of ``U`` that the previous step's update wrote, the same numbers as a fresh copy;
+    ``more``: another step of the chain follows (this step's update then writes that copy).
 
     ``theta`` must be a writeable C-contiguous float64 (N, D) array. Returns ``(risk, grad_W)``
     (``grad_W`` (p, q) or None without ``W``), both evaluated before the update.
@@ -123,7 +124,7 @@ def euler_maruyama_step(model, theta, X, Y, W, dt, noise=None, noise_scale=0.0, 
         if noise.shape != theta.shape:
             raise ValueError(f"noise must have shape {theta.shape}, got {noise.shape}")
 
-    on_chunk = EMChunks(theta, step, ns, noise, chain)
+    on_chunk = EMChunks(theta, step, ns, noise, chain, more)
     if part is not None:
         return model.force_chunks(theta, X, Y, W, on_chunk, produce, part=part)
     return model.force_chunks(theta, X, Y, W, on_chunk, produce)
@@ -155,7 +156,7 @@ class LangevinSolver(ParticleDriver):
         model = self.model
         fuse_update = callable(getattr(model, "force_chunks", None))
         chain = object()                # the steps of this call: nothing else writes theta
-        for _ in range(n):
+        for i in range(n):
             xi = self.xi(self.t)
             eps = self.dt * xi
             Xb, Yb = self.next_batch()
@@ -172,7 +173,7 @@ class LangevinSolver(ParticleDriver):
                 self.last_risk, gW = euler_maruyama_step(
                     model, self.theta, Xb, Yb, self.W, eps, noise, scale,
                     rng=self.rng if by_rng else None, draw=self.chunk_noise if blocks else None,
-                    part=self.part, chain=chain)
+                    part=self.part, chain=chain, more=i < n - 1)
             else:
                 noise = self.draw_noise() if noisy else None
                 g = self._gradient(Xb, Yb)

@@ -289,12 +289,15 @@ def _steps(a, ax, n):
 @jit
 def panel_width(d_in, nb, itemsize=8):
     """Particles per panel of the fused kernels for ``d_in`` inputs and ``nb`` samples of
-    ``itemsize`` bytes (8, or 4 in float32): the panel's ``u`` rows (projection) and packed
-    ``B`` columns (``grad_U``), ``w max(d_in, nb)`` entries, within 256 KiB of a core's
-    second-level cache; a multiple of 12 (of :data:`TILE_P` and :data:`TILE_Q`) between 24 and
-    252. The panels split the particles only: every particle's sums are the same for any
-    width."""
-    w = (1 << 18) // (itemsize * max(d_in, nb, 1))
+    ``itemsize`` bytes (8, or 4 in float32): the panel's ``u`` rows (projection, counted as
+    doubles) and packed ``B`` columns (``grad_U``, ``nb`` entries of ``itemsize`` bytes per
+    particle), within 256 KiB of a core's second-level cache; a multiple of 12 (of
+    :data:`TILE_P` and :data:`TILE_Q`) between 24 and 252. Measured: float32 panels of twice
+    the particles (144 against 72) made the float32 step at d_in = 64, nb = 432 faster
+    (38.5-41.3 against 45.6-48.9 ms), but counting the ``u`` rows in float32 too made it 8 %
+    slower at d_in = 784, nb = 64, hence the ``u`` rows as doubles. The panels
+    split the particles only: every particle's sums are the same for any width."""
+    w = (1 << 18) // max(8 * d_in, itemsize * nb, 8)
     return max(24, min(252, w)) // 12 * 12
 
 

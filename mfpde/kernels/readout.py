@@ -933,12 +933,13 @@ class EMChunks:
     nothing else writes ``theta``, so a float32 gradient pass may write the float32 copy of the
     updated ``U`` as it updates the rows (:meth:`assembled` ``u32``) and the next pass of the
     chain reads it instead of copying ``U`` again (:meth:`mfpde.models.readout.ReadoutModel.
-    force_chunks`).
+    force_chunks`). ``more``: whether another update of the chain follows this one (the copy is
+    written only then; the last update of a chain writes none).
     """
 
-    def __init__(self, theta, step, noise_scale, noise=None, chain=None):
+    def __init__(self, theta, step, noise_scale, noise=None, chain=None, more=False):
         self.theta, self.step, self.noise_scale, self.noise = theta, step, noise_scale, noise
-        self.chain = chain
+        self.chain, self.more = chain, bool(more) and chain is not None
 
     def _noise(self, lo, hi, item):
         if self.noise_scale == 0.0:

@@ -477,8 +477,9 @@ class ReadoutModel:
         # the chunks' u rows (Nc, d_in) of the projections: views of theta (last axis
         # contiguous), or float32 copies (in a buffer kept by the model between passes) made by
         # the chunk's first task; a pass whose update writes the copy of the updated U
-        # (EMChunks chain) leaves it to the next pass of its chain, which reads it as it is
+        # (EMChunks chain and more) leaves it to the next pass of its chain, which reads it
         chain = on_chunk.chain if isinstance(on_chunk, EMChunks) else None
+        more = chain is not None and on_chunk.more
         ukey = (theta.ctypes.data, theta.shape, c0, c1, d_in, pa)
         ubuf, carried = None, False
         if f32 and not low_d:
@@ -721,8 +722,7 @@ class ReadoutModel:
                     assemble_chunk(out[r], acc[0], acc[1], acc[2], theta[r], lam, pa)
                 elif isinstance(on_chunk, EMChunks):    # the force and the update in one pass
                     on_chunk.assembled(r.start, r.stop, acc[0], acc[1], acc[2], lam, pa, item,
-                                       Uk[c] if (chain is not None and ubuf is not None)
-                                       else NO_U32)
+                                       Uk[c] if (more and ubuf is not None) else NO_U32)
                 else:
                     fb = self._take_buffer("force", max(widths) * D, np.float64)
                     force = fb[:widths[c] * D].reshape(widths[c], D)
@@ -738,7 +738,7 @@ class ReadoutModel:
                 run_tasks(finish, CL, lambda c: produce(rows[c].start, rows[c].stop))
             else:
                 run_tasks(finish, CL)
-        if ubuf is not None and chain is not None:
+        if ubuf is not None and more:
             # the copy of the updated U, for the next pass of the chain
             with _BUF_LOCK:
                 self._u32_left = (chain, ukey, ubuf)
