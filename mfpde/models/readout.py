@@ -327,8 +327,8 @@ class ReadoutModel:
         one order): as many as keep one chunk's ``block x chunk`` tile within
         :data:`TILE_BYTES_COMPILED` (counted in float64 entries) where the projection is
         compiled, else within :data:`TILE_BYTES` and at least :data:`BLAS_BLOCK` (the products
-        are BLAS calls or
-        the tiles of :mod:`mfpde.kernels.gemm`). Where the products are the compiled tiles
+        are BLAS calls or the tiles of :mod:`mfpde.kernels.gemm`). Where the products are the
+        compiled tiles
         the samples are then split into blocks of equal size, rounded up to a multiple of
         :data:`SAMPLE_GROUP` bytes of samples: no more blocks than the tile rule gives, and no
         short last block. In the stored pass (:meth:`low_memory` False), which allocates
