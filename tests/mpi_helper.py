@@ -101,7 +101,17 @@ CASES = [
     ("single_stream_minibatch", BASE, ['dynamics.noise_stream="single"', "dynamics.batch=40"]),
     ("low_memory_sweep_relu", BASE, ['model.memory="low"', 'model.activation="relu"',
                                      "data.n=1500", "data.d=12"]),
+    ("kept_tiles_sweep", BASE, ["data.n=1500", "data.d=12"]),
+    ("kept_tiles_sweep_float32", BASE, ["data.n=1500", "data.d=12",
+                                  'dynamics.precision="float32"']),
 ]
+
+#: module constants of :mod:`mfpde.models.readout` set while a case runs: ``memory = "auto"``
+#: takes the sweep from 1000 particles on and keeps the tiles of the first of its sample blocks
+#: (float64: blocks of 504 samples, 600 kept at most; float32: blocks of 768, 1200 kept at most),
+#: evaluating the others again
+PATCHES = {"kept_tiles_sweep": {"LOW_MEMORY_N": 1000, "KEEP_STATE": 600 / 13},
+           "kept_tiles_sweep_float32": {"LOW_MEMORY_N": 1000, "KEEP_STATE": 600 / 13}}
 
 
 COMPARE = """
@@ -190,14 +200,36 @@ def differences(a: dict, b: dict) -> list[str]:
     return [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def _run(text, overrides, path, comm, threads):
+def _run(text, overrides, path, comm, threads, patch=None):
     import numba
 
+    import mfpde.models.readout as readout
     from mfpde.config import parse_config
     from mfpde.runner import run
     numba.set_num_threads(threads)
     cfg = parse_config(text, list(overrides) + ["output.overwrite=true"])
-    run(cfg, path, quiet=True, comm=comm)
+    saved = {k: getattr(readout, k) for k in patch or {}}
+    try:
+        for k, v in (patch or {}).items():
+            setattr(readout, k, v)
+        if patch:
+            _check_kept(cfg, readout)
+        run(cfg, path, quiet=True, comm=comm)
+    finally:
+        for k, v in saved.items():
+            setattr(readout, k, v)
+
+
+def _check_kept(cfg, readout):
+    """A case of :data:`PATCHES` runs the sweep and keeps some but not all of its blocks."""
+    from mfpde.models import make_model
+    prec = cfg.dynamics.precision
+    d, n = cfg.data.params["d"], cfg.data.params["n"]
+    m = make_model(**cfg.model.make_kwargs(d, 1), precision=prec)
+    N = cfg.dynamics.N
+    isz = 4 if prec == "float32" else 8
+    blk, kept = m.block_size(n, N, isz), m.kept_samples(N, 1, isz)
+    assert m.low_memory(N) and blk <= kept < min(2 * blk, n), (blk, kept)
 
 
 def contract(out: Path) -> int:
@@ -213,14 +245,14 @@ def contract(out: Path) -> int:
             if sub != MPI.COMM_NULL:
                 assert sub.Get_size() == R
                 threads = 1 + (R % 2) * (max_threads - 1)      # R odd: all threads, even: 1
-                _run(text, sets, out / f"{name}_R{R}.h5", sub, threads)
+                _run(text, sets, out / f"{name}_R{R}.h5", sub, threads, PATCHES.get(name))
                 sub.Free()
             world.Barrier()
         if rank == 0:
             ref = None
             for threads in sorted({1, max_threads}):
                 p = out / f"{name}_serial_T{threads}.h5"
-                _run(text, sets, p, None, threads)
+                _run(text, sets, p, None, threads, PATCHES.get(name))
                 ref = ref or digest(p)
                 if differences(ref, digest(p)):
                     bad.append(f"{name}: one process, {threads} threads: "
