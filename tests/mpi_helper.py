@@ -103,7 +103,7 @@ CASES = [
                                      "data.n=1500", "data.d=12"]),
     ("kept_tiles_sweep", BASE, ["data.n=1500", "data.d=12"]),
     ("kept_tiles_sweep_float32", BASE, ["data.n=1500", "data.d=12",
-                                  'dynamics.precision="float32"']),
+                                        'dynamics.precision="float32"']),
 ]
 
 #: module constants of :mod:`mfpde.models.readout` set while a case runs: ``memory = "auto"``
@@ -213,14 +213,14 @@ def _run(text, overrides, path, comm, threads, patch=None):
         for k, v in (patch or {}).items():
             setattr(readout, k, v)
         if patch:
-            _check_kept(cfg, readout)
+            _check_kept(cfg)
         run(cfg, path, quiet=True, comm=comm)
     finally:
         for k, v in saved.items():
             setattr(readout, k, v)
 
 
-def _check_kept(cfg, readout):
+def _check_kept(cfg):
     """A case of :data:`PATCHES` runs the sweep and keeps some but not all of its blocks."""
     from mfpde.models import make_model
     prec = cfg.dynamics.precision
